@@ -1,0 +1,72 @@
+"""Data mixtures: ``get_data_config(mixture, data_dir)`` returns the whole ``config.data`` subtree.
+
+Mixtures:
+  default          tabletop single arm 0.45, bimanual 0.35, web vision-language 0.2
+  robot_only       the two tabletop robot datasets (0.55 / 0.45)
+  single_arm_only  tabletop single arm alone
+  bimanual_only    tabletop bimanual alone
+  balanced         the three tabletop datasets, equal weights multiplied by their sizes (balance_by_size)
+  bridge           a real BridgeData V2 download (``data_dir`` holds ``bridge_dataset/<version>``
+                   converted to array_record; see docs/data.md) plus a tokenizer at ``data_dir/tokenizer.model``
+
+Fields (read by vla_jax/data/settings.py only):
+  data_dir            root; relative dataset dirs, tokenizer and stats_dir are resolved against it
+  tokenizer           SentencePiece .model file
+  stats_dir           normalization statistics cache (tools/compute_stats.py writes it)
+  datasets.<name>     kind ("robot" | "web"), dir, spec (vla_jax/data/specs.py), train_split, eval_split,
+                      norm_group (robot datasets with the same non-empty group share combined stats)
+  mixture.<name>      sampling weight (>= 0); source index in batches = position in sorted name order
+  balance_by_size     multiply weights by the transition (example) counts
+  num_workers         grain worker processes (0 = in-process)
+  worker_buffer_size  batches buffered per worker
+  read_threads        grain read threads per process (reading + transforms)
+  seed                shuffle / mixing / augmentation seed
+  train_ops/eval_ops  image op strings (vla_jax/data/transforms.py registry)
+"""
+
+import ml_collections
+
+TABLETOP = {
+    "tabletop_single_arm": dict(kind="robot", dir="tabletop_single_arm", spec="tabletop_single_arm"),
+    "tabletop_bimanual": dict(kind="robot", dir="tabletop_bimanual", spec="tabletop_bimanual"),
+    "tabletop_web_vl": dict(kind="web", dir="tabletop_web_vl", spec="tabletop_web_vl"),
+}
+
+MIXTURES = {
+    "default": dict(datasets=TABLETOP, weights={"tabletop_single_arm": 0.45, "tabletop_bimanual": 0.35,
+                                                "tabletop_web_vl": 0.2}),
+    "robot_only": dict(datasets=TABLETOP, weights={"tabletop_single_arm": 0.55, "tabletop_bimanual": 0.45}),
+    "single_arm_only": dict(datasets=TABLETOP, weights={"tabletop_single_arm": 1.0}),
+    "bimanual_only": dict(datasets=TABLETOP, weights={"tabletop_bimanual": 1.0}),
+    "balanced": dict(datasets=TABLETOP, weights={n: 1.0 for n in TABLETOP}, balance_by_size=True),
+    "bridge": dict(datasets={"bridge_dataset": dict(kind="robot", dir="bridge_dataset", spec="bridge_dataset")},
+                   weights={"bridge_dataset": 1.0}),
+}
+
+TRAIN_OPS = (
+    "random_resized_crop(scale=(0.8, 1.0), ratio=(0.9, 1.1), slots=(0,))",
+    "color_jitter(brightness=0.2, contrast=0.2, saturation=0.2)",
+)
+EVAL_OPS = ("center_crop(scale=0.9, slots=(0,))",)
+
+
+def get_data_config(mixture: str = "default", data_dir: str = "data/default") -> ml_collections.ConfigDict:
+    if mixture not in MIXTURES:
+        raise ValueError(f"unknown mixture {mixture!r} in configs/mixtures.py; choose one of {', '.join(MIXTURES)}")
+    m = MIXTURES[mixture]
+    c = ml_collections.ConfigDict()
+    c.data_dir = data_dir
+    c.tokenizer = "tokenizer.model"
+    c.stats_dir = "stats"
+    c.datasets = ml_collections.ConfigDict()
+    for name, d in m["datasets"].items():
+        c.datasets[name] = ml_collections.ConfigDict(dict(train_split="train", eval_split="val", norm_group="", **d))
+    c.mixture = ml_collections.ConfigDict(dict(m["weights"]))
+    c.balance_by_size = m.get("balance_by_size", False)
+    c.num_workers = 2
+    c.worker_buffer_size = 2
+    c.read_threads = 2
+    c.seed = 0
+    c.train_ops = TRAIN_OPS
+    c.eval_ops = EVAL_OPS
+    return c

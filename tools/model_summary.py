@@ -1,0 +1,27 @@
+"""Prints parameter counts per component for a config, using jax.eval_shape (no real memory).
+
+    python tools/model_summary.py --config=configs/pretrain.py:pi0
+"""
+
+from absl import app
+from ml_collections import config_flags
+
+from vla_jax.config import flags_parser
+from vla_jax.models.summary import summary_table
+from vla_jax.models.vla import make_config
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].", lock_config=True)
+
+
+def main(argv):
+    del argv
+    config = _CONFIG.value
+    cfg = make_config(config.model)
+    table, total, derived = summary_table(cfg)
+    print(f"preset={config.preset} action_head={cfg.action_head} dtype={cfg.decoder.dtype}")
+    print(table)
+    print(f"total: {total / 1e9:.3f}B parameters (formula: {derived / 1e9:.3f}B)")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=flags_parser)

@@ -1,0 +1,1 @@
+"""vla_jax: pretraining vision-language-action robot policies in JAX."""

@@ -1,0 +1,50 @@
+"""Data pipeline: RLDS robot mixtures and web vision-language data through tensorflow-datasets and grain.
+
+Public entry points (see docs/data.md):
+
+- :func:`make_train_iterator` / :func:`make_eval_iterator`: numpy batches in the vla_jax/batch.py format.
+- :func:`make_policy_io`: the same preprocessing for online (closed-loop) inference + action un-normalization.
+- :func:`generate_datasets`: the simulated tabletop datasets and tokenizer (tools/generate_data.py).
+- :func:`compute_all_stats` / :func:`load_stats` / :func:`combine_stats` / :class:`Normalizer`: statistics.
+- :class:`Tokenizer`, :func:`check_tokenizer`, :func:`train_tokenizer`.
+- :data:`SPECS`, :class:`RobotSpec`, :class:`WebSpec`: per-dataset standardization.
+- :func:`write_tiny_bridge_dataset`: a tiny dataset in the real ``bridge_dataset`` layout.
+- :class:`DataError`: the one exception type; its message is one line naming dataset and field.
+"""
+
+from vla_jax.data.builders import write_tiny_bridge_dataset
+from vla_jax.data.errors import DataError
+from vla_jax.data.generate import generate_datasets
+from vla_jax.data.mixture import describe_mixture, make_eval_iterator, make_train_iterator
+from vla_jax.data.policy import PolicyIO, compute_all_stats, make_policy_io
+from vla_jax.data.specs import SPECS, RobotSpec, WebSpec, get_spec, register_spec
+from vla_jax.data.stats import Normalizer, combine_stats, load_stats, normalize, unnormalize
+from vla_jax.data.tokenizer import Tokenizer, check_tokenizer, train_tokenizer
+from vla_jax.data.transforms import OPS, register_op
+
+__all__ = [
+    "OPS",
+    "SPECS",
+    "DataError",
+    "Normalizer",
+    "PolicyIO",
+    "RobotSpec",
+    "Tokenizer",
+    "WebSpec",
+    "check_tokenizer",
+    "combine_stats",
+    "compute_all_stats",
+    "describe_mixture",
+    "generate_datasets",
+    "get_spec",
+    "load_stats",
+    "make_eval_iterator",
+    "make_policy_io",
+    "make_train_iterator",
+    "normalize",
+    "register_op",
+    "register_spec",
+    "train_tokenizer",
+    "unnormalize",
+    "write_tiny_bridge_dataset",
+]

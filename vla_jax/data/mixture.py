@@ -1,0 +1,295 @@
+"""The grain input pipeline: per-dataset sources, host sharding, mixing, transforms, batching.
+
+Train pipeline (per process)::
+
+    for each dataset with weight > 0:
+        source: robot = one element per (episode, step) transition; web = one per example,
+                built from this process's shard of the episodes / examples only (disjoint across processes)
+        .shuffle(seed_i)
+    MapDataset.mix(datasets, weights) .shuffle(seed) .repeat()
+        .random_map(SampleTransform)          # decode + ops + normalize + tokenize; rng per example index
+        .to_iter_dataset(ReadOptions(read_threads)) .batch(batch_size // process_count)
+        .mp_prefetch(num_workers)             # only if num_workers > 0
+
+Everything up to ``to_iter_dataset`` is index-based and deterministic, so the iterator's
+``get_state()`` / ``set_state()`` replay exactly the same batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from vla_jax.data import sources, stats as stats_lib
+from vla_jax.data.errors import DataError
+from vla_jax.data.settings import DataSettings, read_settings
+from vla_jax.data.specs import get_spec
+from vla_jax.data.tokenizer import Tokenizer, check_tokenizer
+from vla_jax.data.transforms import OpContext, RobotSourceInfo, SampleTransform, WebSourceInfo, build_ops
+
+# ----------------------------------------------------------------------------- sources
+
+
+class RobotTransitions:
+    """grain random-access source: element i = raw sample of one (episode, step) transition."""
+
+    def __init__(self, reader, spec, episode_ids, lengths, horizon: int, num_cameras: int, source: int):
+        self.reader = reader
+        self.spec = spec
+        self.episode_ids = np.asarray(episode_ids, np.int64)
+        self.lengths = np.asarray(lengths, np.int64)
+        self.ends = np.cumsum(self.lengths)
+        self.horizon = horizon
+        self.num_cameras = num_cameras
+        self.source = source
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(episode record index, step) of transition ``index``."""
+        k = int(np.searchsorted(self.ends, index, side="right"))
+        start = int(self.ends[k - 1]) if k else 0
+        return int(self.episode_ids[k]), int(index - start)
+
+    def __getitem__(self, index: int) -> dict:
+        episode_id, t = self.locate(int(index) % len(self))
+        episode = sources.Episode(self.reader.read(episode_id), self.reader.dataset)
+        stop = min(t + self.horizon, episode.num_steps)
+        keys = list(self.spec.image_keys[: self.num_cameras])
+        return {
+            "source": self.source,
+            "images": [episode.step_bytes(k, t) if k is not None else None for k in keys],
+            "state": _rows(episode, self.spec.state_keys, t, t + 1)[0],
+            "actions": _rows(episode, self.spec.action_keys, t, stop),
+            "num_steps": stop - t,
+            "instruction": episode.step_text(self.spec.instruction_key, t),
+        }
+
+
+def _rows(episode, keys, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of the step keys, concatenated; slices the raw lists (no full-episode copy)."""
+    parts = []
+    for key in keys:
+        values = sources.feature_list(episode.fmap, "steps/" + key, episode.dataset)
+        dim = len(values) // episode.num_steps
+        parts.append(np.asarray(values[start * dim : stop * dim], np.float32).reshape(stop - start, dim))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+
+
+class WebExamples:
+    """grain random-access source: element i = raw web vision-language example."""
+
+    def __init__(self, reader, spec, example_ids, source: int):
+        self.reader = reader
+        self.spec = spec
+        self.example_ids = np.asarray(example_ids, np.int64)
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.example_ids)
+
+    def __getitem__(self, index: int) -> dict:
+        fmap = self.reader.read(int(self.example_ids[int(index) % len(self)]))
+        name, spec = self.reader.dataset, self.spec
+        raw = {"source": self.source, "images": [sources.feature_list(fmap, spec.image_key, name)[0]]}
+        if spec.caption_key:
+            raw["caption"] = sources.to_text(sources.feature_list(fmap, spec.caption_key, name)[0])
+        if spec.question_key and spec.answer_key:
+            questions = sources.feature_list(fmap, spec.question_key, name)
+            answers = sources.feature_list(fmap, spec.answer_key, name)
+            raw["qa"] = [(sources.to_text(q), sources.to_text(a)) for q, a in zip(questions, answers)]
+        return raw
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+@dataclasses.dataclass
+class SourceEntry:
+    name: str
+    kind: str
+    source: object  # RobotTransitions | WebExamples
+    info: object  # RobotSourceInfo | WebSourceInfo
+    size: int  # transitions / examples in the whole split (all processes)
+
+
+def _stats_for(settings: DataSettings, name: str) -> dict:
+    members = settings.norm_group_members(name)
+    loaded = []
+    for member in members:
+        ds = settings.datasets[member]
+        loaded.append(stats_lib.load_stats(ds.dir, member, get_spec(ds.spec, member), settings.stats_dir))
+    own = loaded[members.index(name)]
+    return own, stats_lib.combine_stats(loaded)
+
+
+def _shard(ids: np.ndarray, name: str, process_index: int, process_count: int) -> np.ndarray:
+    if not 0 <= process_index < process_count:
+        raise DataError(f"process_index={process_index} must be in [0, process_count={process_count})")
+    shard = ids[process_index::process_count]
+    if len(shard) == 0:
+        raise DataError(
+            f"dataset '{name}': {len(ids)} records cannot be sharded over {process_count} processes "
+            f"(process {process_index} gets none)"
+        )
+    return shard
+
+
+def build_source(
+    settings: DataSettings, name: str, source_index: int, *, split: str, process_index: int = 0,
+    process_count: int = 1, max_records: int | None = None,
+) -> SourceEntry:
+    """One dataset's source for this process's shard, validated against its spec (one-line errors)."""
+    ds = settings.datasets[name]
+    spec = get_spec(ds.spec, name)
+    dims = settings.dims
+    reader = sources.RecordReader(ds.dir, split, name)
+    ids = np.arange(len(reader) if max_records is None else min(len(reader), max_records))
+    if len(ids) == 0:
+        raise DataError(f"dataset '{name}': split '{split}' is empty")
+    shard = _shard(ids, name, process_index, process_count)
+    if ds.kind == "web":
+        fmap = reader.read(int(shard[0]))
+        for key in (spec.image_key, spec.caption_key, spec.question_key, spec.answer_key):
+            if key:
+                sources.feature_list(fmap, key, name)  # raises a one-line DataError if missing
+        return SourceEntry(name, "web", WebExamples(reader, spec, shard, source_index),
+                           WebSourceInfo(caption_prompt=spec.caption_prompt), len(ids))
+    sources.check_robot_layout(sources.Episode(reader.read(int(shard[0])), name), spec, dims.max_action_dim,
+                               dims.max_state_dim)
+    own, group = _stats_for(settings, name)
+    if split == ds.train_split and max_records is None:
+        lengths_all = np.asarray(own["episode_lengths"], np.int64)
+        if len(lengths_all) != len(reader):
+            raise DataError(f"dataset '{name}': stats list {len(lengths_all)} episodes but the split has {len(reader)}; "
+                            "run `python tools/compute_stats.py --config=<your training config>`")
+        lengths = lengths_all[shard]
+    else:
+        lengths = sources.episode_lengths(reader, shard)
+    info = RobotSourceInfo(
+        action_norm=stats_lib.Normalizer(group["action"], spec.action_normalization, spec.normalize_mask("action")),
+        state_norm=stats_lib.Normalizer(group["state"], spec.state_normalization, spec.normalize_mask("state")),
+        action_dim=spec.action_dim,
+        state_dim=spec.state_dim,
+    )
+    source = RobotTransitions(reader, spec, shard, lengths, dims.action_horizon, dims.num_cameras, source_index)
+    size = int(own["num_transitions"]) if split == ds.train_split and max_records is None else len(source)
+    return SourceEntry(name, "robot", source, info, size)
+
+
+def load_tokenizer(settings: DataSettings) -> Tokenizer:
+    tokenizer = Tokenizer(settings.tokenizer)
+    check_tokenizer(tokenizer, settings.vocab_size, settings.action_head)
+    return tokenizer
+
+
+def mixture_weights(settings: DataSettings, sizes: dict[str, int]) -> dict[str, float]:
+    """Effective sampling shares (sum to 1) of the datasets with weight > 0."""
+    weights = {n: w * (sizes[n] if settings.balance_by_size else 1.0) for n, w in settings.mixture.items() if w > 0}
+    total = sum(weights.values())
+    if total <= 0:
+        raise DataError(f"config.data.mixture weights {settings.mixture} sum to zero after balance_by_size")
+    return {n: w / total for n, w in weights.items()}
+
+
+def _transform(settings, entries_by_index: dict, tokenizer, ops_texts):
+    size = max([len(settings.mixture)] + [i + 1 for i in entries_by_index])
+    infos = [entries_by_index[i].info if i in entries_by_index else None for i in range(size)]
+    ops = build_ops(ops_texts, OpContext(settings.dims.image_size, settings.dims.num_cameras))
+    return SampleTransform(settings.dims, tokenizer, infos, ops)
+
+
+def _ensure_absl_flags_parsed():
+    """grain's multiprocessing reads absl flags; outside an absl app (tests, notebooks) use their defaults."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def _batch_fn(examples):
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def make_train_iterator(config, *, process_index: int = 0, process_count: int = 1):
+    """Infinite iterator of numpy batches (batch.py format) of ``config.batch_size // process_count``.
+
+    The returned grain iterator has ``get_state()`` / ``set_state(state)`` (exact replay) and
+    ``close()`` (stops worker processes when ``config.data.num_workers > 0``).
+    """
+    import grain
+
+    settings = read_settings(config)
+    if settings.batch_size % process_count:
+        raise DataError(f"config.batch_size={settings.batch_size} is not divisible by process_count={process_count}")
+    tokenizer = load_tokenizer(settings)
+    names = list(settings.mixture)
+    entries = {}
+    for index, name in enumerate(names):
+        if settings.mixture[name] > 0:
+            entries[index] = build_source(settings, name, index, split=settings.datasets[name].train_split,
+                                          process_index=process_index, process_count=process_count)
+    shares = mixture_weights(settings, {entries[i].name: entries[i].size for i in entries})
+    seed = settings.seed
+    datasets = [
+        grain.MapDataset.source(entries[i].source).shuffle(seed=(seed * 1_000_003 + 7919 * (i + 1)) % 2**32)
+        for i in entries
+    ]
+    weights = [shares[entries[i].name] for i in entries]
+    ds = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, weights)
+    ds = ds.shuffle(seed=seed % 2**32).repeat()
+    ds = ds.random_map(_transform(settings, entries, tokenizer, settings.train_ops), seed=(seed + 1) % 2**32)
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=settings.read_threads,
+                                                 prefetch_buffer_size=max(2 * settings.batch_size, 16)))
+    it_ds = it_ds.batch(settings.batch_size // process_count, drop_remainder=True, batch_fn=_batch_fn)
+    if settings.num_workers > 0:
+        _ensure_absl_flags_parsed()
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=settings.num_workers, per_worker_buffer_size=settings.worker_buffer_size))
+    return iter(it_ds)
+
+
+def make_eval_iterator(config, dataset_name: str, split: str | None = None, *, batch_size: int | None = None,
+                       max_episodes: int | None = None):
+    """Finite, deterministic (no augmentation: ``config.data.eval_ops``) iterator over one dataset's
+    ``split`` (default: its ``eval_split``, "val"). Every transition / example appears once, in record
+    order; the last batch may be smaller. ``source`` is the dataset's index in ``config.data.mixture``."""
+    import grain
+
+    settings = read_settings(config)
+    if dataset_name not in settings.datasets:
+        raise DataError(f"unknown dataset '{dataset_name}' (config.data.datasets: {sorted(settings.datasets)})")
+    names = list(settings.mixture)
+    index = names.index(dataset_name) if dataset_name in names else 0
+    split = split or settings.datasets[dataset_name].eval_split
+    tokenizer = load_tokenizer(settings)
+    entry = build_source(settings, dataset_name, index, split=split, max_records=max_episodes)
+    transform = _transform(settings, {index: entry}, tokenizer, settings.eval_ops)
+    ds = grain.MapDataset.source(entry.source).random_map(transform, seed=0)
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=settings.read_threads, prefetch_buffer_size=64))
+    return iter(it_ds.batch(batch_size or settings.batch_size, drop_remainder=False, batch_fn=_batch_fn))
+
+
+def describe_mixture(config) -> list[dict]:
+    """Rows of (name, kind, spec, weight, size, share) for the effective mixture (reads stats / counts)."""
+    settings = read_settings(config)
+    rows, sizes = [], {}
+    for name, weight in settings.mixture.items():
+        ds = settings.datasets[name]
+        spec = get_spec(ds.spec, name)
+        if ds.kind == "robot":
+            st = stats_lib.load_stats(ds.dir, name, spec, settings.stats_dir)
+            sizes[name], episodes = int(st["num_transitions"]), int(st["num_trajectories"])
+        else:
+            sizes[name] = episodes = len(sources.RecordReader(ds.dir, ds.train_split, name))
+        rows.append({"name": name, "kind": ds.kind, "spec": ds.spec, "weight": weight, "size": sizes[name],
+                     "records": episodes, "dir": ds.dir})
+    shares = mixture_weights(settings, sizes)
+    for row in rows:
+        row["share"] = shares.get(row["name"], 0.0)
+    return rows

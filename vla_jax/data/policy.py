@@ -1,0 +1,93 @@
+"""Glue for the trainer / evaluator: statistics for a config and the online policy input/output.
+
+:func:`make_policy_io` gives closed-loop evaluation exactly the training preprocessing (eval ops,
+the same normalization stats and tokenizer) and the inverse action normalization, so a policy is
+always un-normalized with the statistics of the dataset (or norm group) it was trained with.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vla_jax.batch import OBSERVATION_KEYS
+from vla_jax.data import mixture, stats as stats_lib
+from vla_jax.data.errors import DataError
+from vla_jax.data.settings import read_settings
+from vla_jax.data.specs import get_spec
+from vla_jax.data.transforms import OpContext, RobotSourceInfo, SampleTransform, build_ops
+
+
+def compute_all_stats(config, *, if_missing: bool = True, log=print) -> dict[str, str]:
+    """Computes (or, with ``if_missing``, reuses) stats of every robot dataset in ``config.data.mixture``
+    and of their norm-group members; returns {dataset: stats file}."""
+    settings = read_settings(config)
+    names = []
+    for name in settings.mixture:
+        if settings.datasets[name].kind == "robot":
+            names += [n for n in settings.norm_group_members(name) if n not in names]
+    out = {}
+    for name in names:
+        ds = settings.datasets[name]
+        out[name] = stats_lib.ensure_stats(ds.dir, name, get_spec(ds.spec, name), settings.stats_dir,
+                                           if_missing=if_missing, log=log)
+    return out
+
+
+def _lookup(obs: dict, path: str):
+    """Finds ``observation/image_0`` in a raw sim/robot observation: obs["image_0"] or obs["observation"]["image_0"]."""
+    parts = path.split("/")
+    if parts[0] == "observation" and "observation" not in obs:
+        parts = parts[1:]
+    node = obs
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            raise DataError(f"observation has no '{path}' (keys: {sorted(obs)})")
+        node = node[part]
+    return node
+
+
+class PolicyIO:
+    """Online preprocessing for one robot dataset's embodiment, and action un-normalization."""
+
+    def __init__(self, config, dataset_name: str):
+        settings = read_settings(config)
+        if dataset_name not in settings.datasets or settings.datasets[dataset_name].kind != "robot":
+            raise DataError(f"dataset '{dataset_name}' is not a robot dataset of config.data.datasets")
+        ds = settings.datasets[dataset_name]
+        self.spec = get_spec(ds.spec, dataset_name)
+        _, group = mixture._stats_for(settings, dataset_name)
+        self.stats = group
+        self.action_norm = stats_lib.Normalizer(group["action"], self.spec.action_normalization,
+                                                self.spec.normalize_mask("action"))
+        self.state_norm = stats_lib.Normalizer(group["state"], self.spec.state_normalization,
+                                               self.spec.normalize_mask("state"))
+        names = list(settings.mixture)
+        self.source = names.index(dataset_name) if dataset_name in names else 0
+        infos = [None] * max(len(names), self.source + 1)
+        infos[self.source] = RobotSourceInfo(self.action_norm, self.state_norm, self.spec.action_dim, self.spec.state_dim)
+        ops = build_ops(settings.eval_ops, OpContext(settings.dims.image_size, settings.dims.num_cameras))
+        self.transform = SampleTransform(settings.dims, mixture.load_tokenizer(settings), infos, ops)
+        self.dims = settings.dims
+        self.action_dim = self.spec.action_dim
+        self.control_hz = self.spec.control_hz
+
+    def observation(self, obs: dict, instruction: str) -> dict:
+        """Raw observation ({camera: uint8 [H, W, 3], "state": [S]}, optionally nested under "observation")
+        -> observation-only batch (leading batch axis of 1) with the keys of batch.OBSERVATION_KEYS."""
+        keys = self.spec.image_keys[: self.dims.num_cameras]
+        raw = {
+            "source": self.source,
+            "images": [_lookup(obs, k) if k is not None else None for k in keys],
+            "state": np.concatenate([np.ravel(np.asarray(_lookup(obs, k), np.float32)) for k in self.spec.state_keys]),
+            "instruction": instruction,
+        }
+        example = self.transform(raw, np.random.default_rng(0))
+        return {k: example[k][None] for k in OBSERVATION_KEYS}
+
+    def actions(self, actions: np.ndarray) -> np.ndarray:
+        """Model actions [..., H, max_action_dim] (normalized, padded) -> raw actions [..., H, action_dim]."""
+        return self.action_norm.inverse(np.asarray(actions, np.float32)[..., : self.action_dim])
+
+
+def make_policy_io(config, dataset_name: str) -> PolicyIO:
+    return PolicyIO(config, dataset_name)

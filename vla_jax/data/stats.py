@@ -1,0 +1,222 @@
+"""Normalization statistics for robot datasets: compute, cache, load, combine, apply.
+
+Statistics cover the ``train`` split and are read from the records' state and
+action floats only (images are never decoded). They are stored as JSON at
+``<stats_dir>/<dataset>-<fingerprint>.json``; the fingerprint hashes the dataset's
+identity (resolved path, name, version, split sizes) and its standardization
+spec, so a changed dataset or spec makes the cache stale and :func:`load_stats`
+says how to refresh it.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+
+from vla_jax.data import sources
+from vla_jax.data.errors import DataError
+
+STAT_KEYS = ("mean", "std", "min", "max", "q01", "q99")
+QUANTILE_SAMPLE_CAP = 2_000_000  # rows kept for quantiles; beyond this a uniform subsample is used
+_EPS = 1e-8
+
+
+def dataset_fingerprint(path: str, dataset: str, spec, split: str = "train") -> str:
+    builder = sources.open_builder(path, dataset)
+    info = builder.info
+    payload = {
+        "path": os.path.abspath(sources.resolve_dataset_dir(path, dataset)),
+        "name": info.name,
+        "version": str(info.version),
+        "split": split,
+        "splits": {k: int(v.num_examples) for k, v in sorted(info.splits.items())},
+        "spec": spec.fingerprint(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def stats_path(stats_dir: str, dataset: str, fingerprint: str) -> str:
+    return os.path.join(stats_dir, f"{dataset}-{fingerprint}.json")
+
+
+def _summary(values: np.ndarray, quantile_rows: np.ndarray) -> dict:
+    values = values.astype(np.float64)
+    return {
+        "mean": values.mean(0).tolist(),
+        "std": values.std(0).tolist(),
+        "min": values.min(0).tolist(),
+        "max": values.max(0).tolist(),
+        "q01": np.quantile(quantile_rows, 0.01, axis=0).tolist(),
+        "q99": np.quantile(quantile_rows, 0.99, axis=0).tolist(),
+    }
+
+
+def compute_stats(path: str, dataset: str, spec, split: str = "train", log=print) -> dict:
+    """Reads state and action of every step of ``split``; returns the stats dict (not saved)."""
+    reader = sources.RecordReader(path, split, dataset)
+    start = time.perf_counter()
+    actions, states, lengths = [], [], []
+    for index in range(len(reader)):
+        episode = sources.Episode(reader.read(index), dataset)
+        actions.append(episode.floats(spec.action_keys))
+        states.append(episode.floats(spec.state_keys))
+        lengths.append(episode.num_steps)
+    seconds = time.perf_counter() - start
+    if not lengths:
+        raise DataError(f"dataset '{dataset}': split '{split}' is empty, cannot compute statistics")
+    action, state = np.concatenate(actions), np.concatenate(states)
+    for what, values, dim in (("action", action, spec.action_dim), ("state", state, spec.state_dim)):
+        if values.shape[-1] != dim:
+            raise DataError(f"dataset '{dataset}': {what} is {values.shape[-1]}-D but spec '{spec.name}' expects {dim}-D")
+    rows = np.arange(len(action))
+    if len(rows) > QUANTILE_SAMPLE_CAP:
+        rows = np.sort(np.random.default_rng(0).choice(len(rows), QUANTILE_SAMPLE_CAP, replace=False))
+    num_transitions = int(sum(lengths))
+    log(
+        f"[stats] {dataset}: {len(lengths)} episodes, {num_transitions} transitions in {seconds:.2f}s "
+        f"({num_transitions / max(seconds, 1e-9):,.0f} transitions/s, state+action only, no image decoding)"
+    )
+    return {
+        "dataset": dataset,
+        "spec": spec.name,
+        "split": split,
+        "num_transitions": num_transitions,
+        "num_trajectories": len(lengths),
+        "action": _summary(action, action[rows]),
+        "state": _summary(state, state[rows]),
+        "episode_lengths": [int(n) for n in lengths],
+        "transitions_per_second": num_transitions / max(seconds, 1e-9),
+    }
+
+
+def save_stats(stats: dict, stats_dir: str, fingerprint: str) -> str:
+    os.makedirs(stats_dir, exist_ok=True)
+    path = stats_path(stats_dir, stats["dataset"], fingerprint)
+    stats = dict(stats, fingerprint=fingerprint)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(stats, f)
+    os.replace(tmp, path)
+    return path
+
+
+def ensure_stats(path: str, dataset: str, spec, stats_dir: str, *, if_missing: bool = True, log=print) -> str:
+    """Computes and saves stats unless a fresh file exists (with ``if_missing``); returns its path."""
+    fingerprint = dataset_fingerprint(path, dataset, spec)
+    out = stats_path(stats_dir, dataset, fingerprint)
+    if if_missing and os.path.isfile(out):
+        log(f"[stats] {dataset}: up to date ({out})")
+        return out
+    stats = compute_stats(path, dataset, spec, log=log)
+    out = save_stats(stats, stats_dir, fingerprint)
+    log(f"[stats] {dataset}: wrote {out}")
+    return out
+
+
+def load_stats(path: str, dataset: str, spec, stats_dir: str) -> dict:
+    """Loads the stats of ``dataset``; one clear line if missing or stale."""
+    fingerprint = dataset_fingerprint(path, dataset, spec)
+    file = stats_path(stats_dir, dataset, fingerprint)
+    hint = "run `python tools/compute_stats.py --config=<your training config>`"
+    if not os.path.isfile(file):
+        others = sorted(glob.glob(stats_path(stats_dir, dataset, "*")))
+        if others:
+            raise DataError(
+                f"dataset '{dataset}': normalization stats are stale ({os.path.basename(others[0])} was computed for "
+                f"another version of the dataset or spec; expected {os.path.basename(file)}); {hint}"
+            )
+        raise DataError(f"dataset '{dataset}': normalization stats {file} are missing; {hint}")
+    with open(file) as f:
+        return json.load(f)
+
+
+def combine_stats(stats_list: list[dict]) -> dict:
+    """Transition-weighted combination for datasets that share one embodiment's normalization.
+
+    mean/std/min/max are exact; q01/q99 are the transition-weighted mean of the per-dataset
+    quantiles (an approximation; exact quantiles would need every value again).
+    """
+    if len(stats_list) == 1:
+        return stats_list[0]
+    weights = np.asarray([s["num_transitions"] for s in stats_list], dtype=np.float64)
+    weights = weights / weights.sum()
+    out = {
+        "dataset": "+".join(s["dataset"] for s in stats_list),
+        "num_transitions": int(sum(s["num_transitions"] for s in stats_list)),
+        "num_trajectories": int(sum(s["num_trajectories"] for s in stats_list)),
+    }
+    for what in ("action", "state"):
+        dims = {len(s[what]["mean"]) for s in stats_list}
+        if len(dims) != 1:
+            raise DataError(f"combine_stats: datasets {out['dataset']} have different {what} dims {sorted(dims)}")
+        get = {k: np.asarray([s[what][k] for s in stats_list], dtype=np.float64) for k in STAT_KEYS}
+        mean = (weights[:, None] * get["mean"]).sum(0)
+        second = (weights[:, None] * (get["std"] ** 2 + get["mean"] ** 2)).sum(0)
+        out[what] = {
+            "mean": mean.tolist(),
+            "std": np.sqrt(np.maximum(second - mean**2, 0.0)).tolist(),
+            "min": get["min"].min(0).tolist(),
+            "max": get["max"].max(0).tolist(),
+            "q01": (weights[:, None] * get["q01"]).sum(0).tolist(),
+            "q99": (weights[:, None] * get["q99"]).sum(0).tolist(),
+        }
+    return out
+
+
+class Normalizer:
+    """Normalizes / unnormalizes one quantity (action or state) of one dataset.
+
+    ``method``: "bounds_q99" maps [q01, q99] to [-1, 1] and clips (dims with q01 == q99 map to 0);
+    "normal" is (x - mean) / std; "none" is identity. Dims where ``mask`` is False (gripper-like)
+    pass through unchanged in both directions.
+    """
+
+    def __init__(self, block: dict, method: str, mask=None):
+        self.method = method
+        dim = len(block["mean"])
+        self.mask = np.ones(dim, bool) if mask is None else np.asarray(mask, bool)
+        if method == "bounds_q99":
+            self.low = np.asarray(block["q01"], np.float32)
+            self.high = np.asarray(block["q99"], np.float32)
+            self.degenerate = (self.high - self.low) < _EPS
+        elif method == "normal":
+            self.mean = np.asarray(block["mean"], np.float32)
+            self.std = np.asarray(block["std"], np.float32)
+        elif method != "none":
+            raise DataError(f"unknown normalization method {method!r}")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        if self.method == "bounds_q99":
+            span = np.where(self.degenerate, 1.0, self.high - self.low)
+            y = np.clip(2.0 * (x - self.low) / span - 1.0, -1.0, 1.0)
+            y = np.where(self.degenerate, 0.0, y)
+        elif self.method == "normal":
+            y = (x - self.mean) / (self.std + _EPS)
+        else:
+            y = x
+        return np.where(self.mask, y, x).astype(np.float32)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        y = np.asarray(y, np.float32)
+        if self.method == "bounds_q99":
+            x = (y + 1.0) / 2.0 * (self.high - self.low) + self.low
+            x = np.where(self.degenerate, self.low, x)
+        elif self.method == "normal":
+            x = y * (self.std + _EPS) + self.mean
+        else:
+            x = y
+        return np.where(self.mask, x, y).astype(np.float32)
+
+
+def normalize(x, block: dict, method: str, mask=None) -> np.ndarray:
+    return Normalizer(block, method, mask)(x)
+
+
+def unnormalize(y, block: dict, method: str, mask=None) -> np.ndarray:
+    return Normalizer(block, method, mask).inverse(y)

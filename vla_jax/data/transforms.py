@@ -1,0 +1,299 @@
+"""Per-example transforms: a registry of named image ops (big_vision style) and the fixed
+conversion of a raw robot / web sample into one example of the batch format (vla_jax/batch.py).
+
+Ops are named in config as strings, e.g.::
+
+    config.data.train_ops = ("random_resized_crop(scale=(0.8, 1.0), ratio=(0.9, 1.1), slots=(0,))",
+                             "color_jitter(brightness=0.2, contrast=0.2, saturation=0.2)")
+    config.data.eval_ops = ()
+
+Each string is ``name`` or ``name(args...)`` with Python-literal arguments. ``name`` looks up a
+factory in :data:`OPS` (add one with :func:`register_op`); the factory gets an :class:`OpContext`
+plus the arguments and returns ``op(sample, rng) -> sample``. Ops see ``sample["images"]``: a list
+over camera slots of ``PIL.Image`` (or None for a missing camera). After the ops, every image is
+resized to ``config.model.image_size`` if it is not already, and scaled to [-1, 1].
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from vla_jax.data import sources
+from vla_jax.data.errors import DataError
+
+# --------------------------------------------------------------------------- op registry
+
+
+@dataclasses.dataclass(frozen=True)
+class OpContext:
+    image_size: int
+    num_cameras: int
+
+
+OPS: dict[str, Callable] = {}
+
+
+def register_op(name: str):
+    def wrap(factory):
+        OPS[name] = factory
+        return factory
+
+    return wrap
+
+
+def parse_op(text: str):
+    """``"name(1, k=(2, 3))"`` -> ("name", (1,), {"k": (2, 3)})."""
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+        if isinstance(node, ast.Name):
+            return node.id, (), {}
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            args = tuple(ast.literal_eval(a) for a in node.args)
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+            return node.func.id, args, kwargs
+    except (SyntaxError, ValueError) as e:
+        raise DataError(f"cannot parse op {text!r} in config.data.*_ops: {e}") from None
+    raise DataError(f"cannot parse op {text!r} in config.data.*_ops; expected name or name(literal args)")
+
+
+def build_ops(texts, ctx: OpContext) -> list:
+    ops = []
+    for text in texts or ():
+        name, args, kwargs = parse_op(text)
+        if name not in OPS:
+            raise DataError(f"unknown op {name!r} in config.data.*_ops; registered ops: {sorted(OPS)}")
+        try:
+            ops.append(OPS[name](ctx, *args, **kwargs))
+        except TypeError as e:
+            raise DataError(f"bad arguments for op {text!r}: {e}") from None
+    return ops
+
+
+def _slots(images, slots):
+    return [i for i, im in enumerate(images) if im is not None and (slots is None or i in slots)]
+
+
+@register_op("resize")
+def _resize(ctx: OpContext, size: int | None = None):
+    size = size or ctx.image_size
+
+    def op(sample, rng):
+        from PIL import Image
+
+        images = sample["images"]
+        for i in _slots(images, None):
+            if images[i].size != (size, size):
+                images[i] = images[i].resize((size, size), Image.BILINEAR)
+        return sample
+
+    return op
+
+
+@register_op("random_resized_crop")
+def _random_resized_crop(ctx: OpContext, scale=(0.8, 1.0), ratio=(0.9, 1.1), slots=None):
+    """Crop a random box of ``scale`` (fraction of the area) and aspect ``ratio``; resize to image_size."""
+    log_ratio = (np.log(ratio[0]), np.log(ratio[1]))
+
+    def op(sample, rng):
+        from PIL import Image
+
+        images = sample["images"]
+        for i in _slots(images, slots):
+            w, h = images[i].size
+            area = w * h * rng.uniform(*scale)
+            aspect = np.exp(rng.uniform(*log_ratio))
+            cw = min(w, np.sqrt(area * aspect))
+            ch = min(h, np.sqrt(area / aspect))
+            x0 = rng.uniform(0, w - cw)
+            y0 = rng.uniform(0, h - ch)
+            size = (ctx.image_size, ctx.image_size)
+            images[i] = images[i].resize(size, Image.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
+        return sample
+
+    return op
+
+
+@register_op("center_crop")
+def _center_crop(ctx: OpContext, scale=0.9, slots=None):
+    """Deterministic counterpart of random_resized_crop for eval: keep the central ``scale`` of the area."""
+
+    def op(sample, rng):
+        from PIL import Image
+
+        images = sample["images"]
+        for i in _slots(images, slots):
+            w, h = images[i].size
+            cw, ch = w * np.sqrt(scale), h * np.sqrt(scale)
+            box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+            images[i] = images[i].resize((ctx.image_size, ctx.image_size), Image.BILINEAR, box=box)
+        return sample
+
+    return op
+
+
+@register_op("color_jitter")
+def _color_jitter(ctx: OpContext, brightness=0.2, contrast=0.2, saturation=0.2, slots=None):
+    """Multiply brightness / contrast / saturation by factors drawn from [1 - x, 1 + x]."""
+
+    def op(sample, rng):
+        from PIL import ImageEnhance
+
+        images = sample["images"]
+        for i in _slots(images, slots):
+            image = images[i]
+            for amount, enhancer in (
+                (brightness, ImageEnhance.Brightness),
+                (contrast, ImageEnhance.Contrast),
+                (saturation, ImageEnhance.Color),
+            ):
+                if amount:
+                    image = enhancer(image).enhance(rng.uniform(1 - amount, 1 + amount))
+            images[i] = image
+        return sample
+
+    return op
+
+
+# --------------------------------------------------------------------------- batch-format examples
+
+
+@dataclasses.dataclass(frozen=True)
+class Dims:
+    """The model dimensions the batch format needs (read from config.model in settings.py)."""
+
+    num_cameras: int
+    image_size: int
+    max_text_len: int
+    action_horizon: int
+    max_action_dim: int
+    max_state_dim: int
+
+
+@dataclasses.dataclass
+class RobotSourceInfo:
+    action_norm: object  # stats.Normalizer
+    state_norm: object
+    action_dim: int
+    state_dim: int
+    kind: str = "robot"
+
+
+@dataclasses.dataclass
+class WebSourceInfo:
+    caption_prompt: str = "caption en"
+    kind: str = "web"
+
+
+def to_pil(image):
+    """bytes (JPEG/PNG), uint8 array or PIL image -> RGB PIL image."""
+    from PIL import Image
+
+    if image is None:
+        return None
+    if isinstance(image, (bytes, bytearray)):
+        return sources.decode_image(bytes(image))
+    if isinstance(image, np.ndarray):
+        return Image.fromarray(np.asarray(image, np.uint8))
+    return image
+
+
+def build_tokens(tokenizer, prompt: str, answer: str | None, max_len: int):
+    """Prompt tokens (bos + prompt, bidirectional, no loss) then answer tokens (+ eos, causal, loss)."""
+    prompt_ids = tokenizer.encode(prompt, bos=True)
+    answer_ids = tokenizer.encode(answer, eos=True) if answer is not None else []
+    if len(prompt_ids) + len(answer_ids) > max_len:
+        keep_prompt = max(max_len - len(answer_ids), min(len(prompt_ids), max_len // 2))
+        prompt_ids = prompt_ids[:keep_prompt]
+        answer_ids = answer_ids[: max_len - len(prompt_ids)]
+    n_p, n_a = len(prompt_ids), len(answer_ids)
+    tokens = np.full(max_len, tokenizer.pad_id, np.int32)
+    tokens[: n_p + n_a] = prompt_ids + answer_ids
+    mask = np.zeros(max_len, bool)
+    mask[: n_p + n_a] = True
+    ar = np.zeros(max_len, bool)
+    ar[n_p : n_p + n_a] = True
+    return tokens, mask, ar, ar.copy()
+
+
+class SampleTransform:
+    """Raw sample (from a source in sources/mixture) -> one batch-format example.
+
+    Raw robot sample: {"source", "images": [bytes|array|None per slot], "state": [S_d],
+    "actions": [H, A_d] raw, "num_steps": valid chunk steps, "instruction": str}.
+    Raw web sample: {"source", "images": [...], "caption": str, "qa": [(q, a), ...]}.
+    """
+
+    def __init__(self, dims: Dims, tokenizer, source_infos: list, ops: list):
+        self.dims = dims
+        self.tokenizer = tokenizer
+        self.source_infos = source_infos
+        self.ops = ops
+
+    def _images(self, raw_images, rng):
+        d = self.dims
+        sample = {"images": [to_pil(im) for im in list(raw_images)[: d.num_cameras]]}
+        sample["images"] += [None] * (d.num_cameras - len(sample["images"]))
+        for op in self.ops:
+            sample = op(sample, rng)
+        images = np.zeros((d.num_cameras, d.image_size, d.image_size, 3), np.float32)
+        mask = np.zeros(d.num_cameras, bool)
+        for i, image in enumerate(sample["images"]):
+            if image is None:
+                continue
+            if image.size != (d.image_size, d.image_size):
+                from PIL import Image
+
+                image = image.resize((d.image_size, d.image_size), Image.BILINEAR)
+            images[i] = np.asarray(image, np.float32) * (2.0 / 255.0) - 1.0
+            mask[i] = True
+        return images, mask
+
+    def __call__(self, raw: dict, rng: np.random.Generator) -> dict:
+        d = self.dims
+        info = self.source_infos[raw["source"]]
+        images, image_mask = self._images(raw["images"], rng)
+        state = np.zeros(d.max_state_dim, np.float32)
+        state_mask = np.zeros(d.max_state_dim, bool)
+        actions = np.zeros((d.action_horizon, d.max_action_dim), np.float32)
+        action_dim_mask = np.zeros(d.max_action_dim, bool)
+        action_step_mask = np.zeros(d.action_horizon, bool)
+        if info.kind == "robot":
+            # Robot prompt: bidirectional, no text loss (token_ar / token_loss stay False).
+            tokens, token_mask, token_ar, token_loss = build_tokens(
+                self.tokenizer, raw["instruction"], None, d.max_text_len
+            )
+            state[: info.state_dim] = info.state_norm(raw["state"])
+            state_mask[: info.state_dim] = True
+            if "actions" in raw:
+                n = int(raw["num_steps"])
+                actions[:n, : info.action_dim] = info.action_norm(raw["actions"][:n])
+                action_step_mask[:n] = True
+            action_dim_mask[: info.action_dim] = True
+            has_actions = "actions" in raw
+        else:
+            choices = [(info.caption_prompt, raw["caption"])] if raw.get("caption") else []
+            choices += list(raw.get("qa", ()))
+            if not choices:
+                raise DataError(f"web example from source {raw['source']} has neither caption nor QA")
+            prompt, answer = choices[int(rng.integers(len(choices)))]
+            tokens, token_mask, token_ar, token_loss = build_tokens(self.tokenizer, prompt, answer, d.max_text_len)
+            has_actions = False
+        return {
+            "images": images,
+            "image_mask": image_mask,
+            "tokens": tokens,
+            "token_mask": token_mask,
+            "token_ar": token_ar,
+            "token_loss": token_loss,
+            "state": state,
+            "state_mask": state_mask,
+            "actions": actions,
+            "action_dim_mask": action_dim_mask,
+            "action_step_mask": action_step_mask,
+            "has_actions": np.bool_(has_actions),
+            "source": np.int32(raw["source"]),
+        }

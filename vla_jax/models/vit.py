@@ -1,0 +1,83 @@
+"""SigLIP-style Vision Transformer: patch embedding, learned position embedding, pre-norm blocks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vla_jax.models.layers import Einsum, LayerNorm, constrain, maybe_remat, param
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+    width: int
+    depth: int
+    mlp_dim: int
+    num_heads: int
+    patch_size: int
+    image_size: int
+    dtype: str = "float32"
+    remat: str = "none"
+    scan: bool = True
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm block: ``x + MHA(LN(x))`` then ``x + MLP(LN(x))`` with a GELU MLP."""
+
+    cfg: ViTConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, _=None) -> tuple[jax.Array, None]:
+        cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+        heads, head_dim = cfg.num_heads, cfg.width // cfg.num_heads
+        y = LayerNorm(name="ln_attn")(x)
+        qkv = Einsum((cfg.width, 3, heads, head_dim), ("embed", None, "heads", "head_dim"),
+                     bias_axes=(None, "heads", "head_dim"), dtype=dtype, name="qkv")("btd,dknh->btknh", y)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32) * head_dim**-0.5
+        probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
+        attn = jnp.einsum("bnts,bsnh->btnh", probs, v)
+        x = x + Einsum((heads, head_dim, cfg.width), ("heads", "head_dim", "embed"), bias_axes=("embed",),
+                       dtype=dtype, name="out")("btnh,nhd->btd", attn)
+        y = LayerNorm(name="ln_mlp")(x)
+        y = Einsum((cfg.width, cfg.mlp_dim), ("embed", "mlp"), bias_axes=("mlp",), dtype=dtype,
+                   name="mlp_in")("btd,df->btf", y)
+        y = nn.gelu(y, approximate=True)
+        y = Einsum((cfg.mlp_dim, cfg.width), ("mlp", "embed"), bias_axes=("embed",), dtype=dtype,
+                   name="mlp_out")("btf,fd->btd", y)
+        x = constrain(x + y, ("activation_batch", "activation_length", "activation_embed"))
+        return x, None
+
+
+class ViT(nn.Module):
+    """Encodes images [N, R, R, 3] in [-1, 1] to patch tokens [N, (R/p)^2, width]."""
+
+    cfg: ViTConfig
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+        p = cfg.patch_size
+        n, r = images.shape[0], images.shape[1]
+        patches = images.reshape(n, r // p, p, r // p, p, 3).transpose(0, 1, 3, 2, 4, 5)
+        patches = patches.reshape(n, (r // p) ** 2, p, p, 3)
+        x = Einsum((p, p, 3, cfg.width), (None, None, None, "embed"), bias_axes=("embed",), dtype=dtype,
+                   name="embedding")("btpqc,pqcd->btd", patches)
+        pos = param(self, "pos_embedding", nn.initializers.normal(0.02), (1, cfg.num_patches, cfg.width),
+                    (None, None, "embed"))
+        x = x + pos.astype(dtype)
+        block = maybe_remat(EncoderBlock, cfg.remat)
+        if cfg.scan:
+            x, _ = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                           length=cfg.depth, metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="blocks")(x, None)
+        else:
+            for i in range(cfg.depth):
+                x, _ = block(cfg, name=f"block_{i}")(x, None)
+        return LayerNorm(name="ln_final")(x)
