@@ -11,6 +11,7 @@ from vla_jax.sim.world import Arm, World
 
 _HOME_JITTER = 0.03
 _YAW_JITTER = 0.15
+_SCENE_STREAM = 1
 
 
 class TabletopEnv:
@@ -32,8 +33,9 @@ class TabletopEnv:
         self.num_steps = 0
 
     def reset(self, task: Task, seed: int) -> dict:
-        """Lays out a fresh scene for ``task``; deterministic in (task, seed)."""
-        rng = np.random.default_rng(seed)
+        """Lays out a fresh scene for ``task``; deterministic in (task, seed). The scene draws from its
+        own stream of ``seed``, uncorrelated with e.g. ``sample_task(np.random.default_rng(seed))``."""
+        rng = np.random.default_rng([seed, _SCENE_STREAM])
         objects, self.target, self.container = make_scene(task, rng)
         arms = [
             Arm(

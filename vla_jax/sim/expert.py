@@ -14,12 +14,13 @@ import numpy as np
 
 from vla_jax.sim.env import TabletopEnv
 from vla_jax.sim.tasks import DIRECTIONS, PUSH_DISTANCE, push_corridor
-from vla_jax.sim.world import wrap_angle
+from vla_jax.sim.world import GRIPPER_RADIUS, Arm, SceneObject, wrap_angle
 
 _COARSE_TOL = 0.015  # [m] waypoint tolerance in free space
 _FINE_TOL = 0.008  # [m] tolerance for grasp / push start positions
 _PUSH_Z = 0.015  # fingertip height while pushing
 _NOISE_FLOOR = 0.15
+_EXPERT_STREAM = 2
 
 
 class ScriptedExpert:
@@ -28,7 +29,7 @@ class ScriptedExpert:
     def __init__(self, env: TabletopEnv, noise: float = 0.1, seed: int = 0):
         self.env = env
         self.noise = noise
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng([seed, _EXPERT_STREAM])  # independent of the scene's stream
         self._episode = -1
 
     def _plan(self) -> None:
@@ -48,12 +49,13 @@ class ScriptedExpert:
     def act(self) -> np.ndarray:
         if self._episode != self.env.episode:
             self._plan()
-        for _ in range(8):
+        for _ in range(8):  # follow phase changes until a phase yields a command
             out = getattr(self, f"_{self.phase}")()
-            if isinstance(out, str):
-                self.phase, self.anchor = out, None
-            else:
+            if not isinstance(out, str):
                 break
+            self.phase, self.anchor = out, None
+        else:
+            raise RuntimeError(f"expert phases did not settle (last phase {self.phase!r})")
         target, grip, yaw = out
         action = np.zeros(self.env.spec.action_dim, dtype=np.float32)
         action[7 * self.arm : 7 * self.arm + 7] = self._arm_action(target, grip, yaw)
@@ -62,11 +64,11 @@ class ScriptedExpert:
     # -- helpers
 
     @property
-    def _ee(self):
+    def _ee(self) -> Arm:
         return self.env.world.arms[self.arm]
 
     @property
-    def _obj(self):
+    def _obj(self) -> SceneObject:
         return self.env.world.objects[self.env.target]
 
     def _reached(self, target: np.ndarray, tol: float) -> bool:
@@ -116,6 +118,10 @@ class ScriptedExpert:
         target = self._grasp_xyz()
         if self._reached(target, _FINE_TOL):
             return "close"
+        if np.linalg.norm(target[:2] - self._ee.pos[:2]) > self._obj.radius + GRIPPER_RADIUS - 0.005:
+            # beside the object: re-center above it first instead of sweeping into it
+            clear = self._obj.top + 0.02
+            target = np.array([*(target[:2] if self._ee.pos[2] >= clear else self._ee.pos[:2]), clear])
         return target, 0.0, self._grasp_yaw()
 
     def _close(self):

@@ -71,8 +71,8 @@ def tint(color, white: float) -> np.ndarray:
 def _window(img: np.ndarray, cx: float, cy: float, reach: float):
     """Rows/cols slices covering a disc of radius ``reach`` and the pixel-center offsets dx [1,w], dy [h,1]."""
     height, width = img.shape[:2]
-    r0, r1 = max(int(cy - reach), 0), min(int(cy + reach) + 2, height)
-    c0, c1 = max(int(cx - reach), 0), min(int(cx + reach) + 2, width)
+    r0, r1 = max(math.floor(cy - reach), 0), min(math.ceil(cy + reach) + 1, height)
+    c0, c1 = max(math.floor(cx - reach), 0), min(math.ceil(cx + reach) + 1, width)
     if r0 >= r1 or c0 >= c1:
         return None
     dx = (np.arange(c0, c1, dtype=np.float32) + 0.5 - cx)[None, :]

@@ -210,10 +210,6 @@ def make_scene(task: Task, rng: np.random.Generator) -> tuple[list[SceneObject],
 # ----------------------------------------------------------------------------- success / failure
 
 
-def _wrong_object_lifted(world: World, target: int) -> bool:
-    return any(j != target for j in world.lifted)
-
-
 def task_success(world: World, task: Task, target: int, container: int | None) -> bool:
     """Whether the task is achieved in the current world state."""
     obj = world.objects[target]
@@ -232,17 +228,18 @@ def task_success(world: World, task: Task, target: int, container: int | None) -
 
 
 def task_failure(world: World, task: Task, target: int, container: int | None) -> str | None:
-    """An irrecoverable-looking mistake so far, or None: "wrong_object" (another object lifted, or
-    for push moved > DISTURB_DISTANCE), "off_table" (target fell off), "wrong_container" (place:
-    released in another bowl), "dropped" (target lifted then released outside the goal),
-    "lifted" (push: target picked up), "wrong_direction" (push: moved far, but not as asked)."""
+    """The mistake made so far while the task is not achieved, else None: "wrong_object" (another
+    object lifted, or for push moved > DISTURB_DISTANCE), "off_table" (target fell off),
+    "wrong_container" (place: released in another bowl), "dropped" (target lifted then released
+    outside the goal), "lifted" (push: target picked up), "wrong_direction" (push: moved far, but
+    not as asked)."""
+    if task_success(world, task, target, container):
+        return None
     obj = world.objects[target]
-    if _wrong_object_lifted(world, target):
+    if any(j != target for j in world.lifted):
         return "wrong_object"
     if obj.fallen:
         return "off_table"
-    if task_success(world, task, target, container):
-        return None
     if task.family == "push":
         others = [j for j in range(len(world.objects)) if j != target]
         if any(np.linalg.norm(world.displacement(j)) > DISTURB_DISTANCE for j in others):

@@ -24,7 +24,7 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "beige": (235, 222, 195),
     "light blue": (200, 222, 242),
 }
-_NUMBER_WORDS = ("no", "a", "two", "three", "four", "five", "six")
+_NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 _MAX_QA = 4
 _LEFT_RIGHT_MARGIN = 0.05  # [m] tabletop objects closer than this in x get no left/right question
 
@@ -40,6 +40,11 @@ def make_web_example(rng: np.random.Generator, image_size: int = 96) -> dict:
     return _shapes_example(rng, image_size)
 
 
+def _a(phrase: str) -> str:
+    """'a red cup' / 'an orange cup'."""
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
 def _list_phrase(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
@@ -49,7 +54,7 @@ def _count_phrase(items: list[tuple[str, str]]) -> str:
     groups: dict[tuple[str, str], int] = {}
     for item in items:
         groups[item] = groups.get(item, 0) + 1
-    parts = [f"{_NUMBER_WORDS[n]} {c} {k}{'s' if n > 1 else ''}" for (c, k), n in groups.items()]
+    parts = [f"{_NUMBER_WORDS[n]} {c} {k}s" if n > 1 else _a(f"{c} {k}") for (c, k), n in groups.items()]
     return _list_phrase(parts)
 
 
@@ -76,7 +81,7 @@ def _questions(
     asked = (COLOR_NAMES[rng.integers(len(COLOR_NAMES))], kinds[rng.integers(len(kinds))])
     if rng.random() < 0.5:
         asked = pairs[rng.integers(len(pairs))]
-    qa.append((f"is there a {asked[0]} {asked[1]}?", "yes" if asked in pairs else "no"))
+    qa.append((f"is there {_a(' '.join(asked))}?", "yes" if asked in pairs else "no"))
     named = [(c, k, x) for c, k, x in items if pairs.count((c, k)) == 1]
     if len(named) >= 2:
         i, j = rng.choice(len(named), size=2, replace=False)
