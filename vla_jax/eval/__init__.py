@@ -1,0 +1,54 @@
+"""Closed-loop evaluation in the tabletop simulator: batched rollouts, Wilson intervals, reports.
+
+    from vla_jax.eval import ExpertPolicy, RandomPolicy, evaluate, write_report
+    results = evaluate(ExpertPolicy(), episodes_per_cell=20, split=("train", "heldout_combo"))
+    print(results.summary_table())
+    write_report([results, evaluate(RandomPolicy())], "runs/eval")
+"""
+
+from vla_jax.eval.policies import (
+    ExpertPolicy,
+    MeanActionPolicy,
+    ModelPolicy,
+    Policy,
+    RandomPolicy,
+    action_bounds,
+    make_model_policy,
+    make_sampler,
+)
+from vla_jax.eval.report import (
+    load_results_json,
+    plot_summary,
+    write_filmstrip,
+    write_gif,
+    write_report,
+    write_results_json,
+)
+from vla_jax.eval.rollout import EpisodeResult, Results, Rollout, episode_seed, evaluate
+from vla_jax.eval.stats import CellStats, aggregate, summarize, wilson_interval
+
+__all__ = [
+    "CellStats",
+    "EpisodeResult",
+    "ExpertPolicy",
+    "MeanActionPolicy",
+    "ModelPolicy",
+    "Policy",
+    "RandomPolicy",
+    "Results",
+    "Rollout",
+    "action_bounds",
+    "aggregate",
+    "episode_seed",
+    "evaluate",
+    "load_results_json",
+    "make_model_policy",
+    "make_sampler",
+    "plot_summary",
+    "summarize",
+    "wilson_interval",
+    "write_filmstrip",
+    "write_gif",
+    "write_report",
+    "write_results_json",
+]
