@@ -63,7 +63,7 @@ def get_data_config(mixture: str = "default", data_dir: str = "data/default") ->
         c.datasets[name] = ml_collections.ConfigDict(dict(train_split="train", eval_split="val", norm_group="", **d))
     c.mixture = ml_collections.ConfigDict(dict(m["weights"]))
     c.balance_by_size = m.get("balance_by_size", False)
-    c.num_workers = 2
+    c.num_workers = 1
     c.worker_buffer_size = 2
     c.read_threads = 2
     c.seed = 0

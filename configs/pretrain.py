@@ -20,7 +20,7 @@ MODEL_PRESETS = {
     "debug": dict(
         image_size=64, num_cameras=3, max_text_len=32, action_horizon=8, max_action_dim=14, max_state_dim=14,
         vocab_size=1024,
-        vit=dict(width=128, depth=3, mlp_dim=256, num_heads=4, patch_size=8),
+        vit=dict(width=128, depth=3, mlp_dim=256, num_heads=4, patch_size=16),
         llm=dict(width=256, depth=3, mlp_dim=512, num_heads=4, num_kv_heads=1, head_dim=64),
         expert=dict(width=128, mlp_dim=256)),
     "small": dict(
@@ -55,4 +55,57 @@ def get_config(arg=None):
     config.model.dtype = "float32" if arg.size == "debug" else "bfloat16"
     config.model.remat = "none" if arg.size == "debug" else "full"
     config.model.scan_layers = True
+
+    # ---------------------------------------------------------------- data
+    # mixture=synthetic: deterministic in-memory batches (no files; tests, smoke runs).
+    # Any other mixture comes from configs/mixtures.py (generate the data first, see docs/data.md).
+    if arg.mixture == "synthetic":
+        config.data = ml_collections.ConfigDict(dict(kind="synthetic", num_sources=3, num_examples=4096, seed=0))
+    else:
+        config.data = load_sibling(__file__, "mixtures").get_data_config(arg.mixture)
+
+    # ---------------------------------------------------------------- training
+    config.batch_size = {"debug": 32, "small": 256, "pi0": 1024}[arg.size]  # global, all processes
+    config.num_steps = {"debug": 300, "small": 100_000, "pi0": 300_000}[arg.size]
+    config.log_every = {"debug": 10, "small": 50, "pi0": 100}[arg.size]
+    config.loss_weights = ml_collections.ConfigDict(dict(flow=1.0, discrete=1.0, text=1.0))
+
+    config.optimizer = ml_collections.ConfigDict(dict(
+        lr={"debug": 1e-3, "small": 2.5e-4, "pi0": 2.5e-5}[arg.size],
+        warmup_steps={"debug": 30, "small": 1_000, "pi0": 1_000}[arg.size],
+        schedule="cosine",         # cosine | constant (both after linear warmup from 0)
+        end_lr_factor=0.1,         # cosine ends at lr * end_lr_factor
+        b1=0.9, b2=0.95, eps=1e-8,
+        weight_decay=1e-4,         # decoupled (multiplied by the lr), masked by decay_exclude
+        # no decay for norms, biases, the token embedding and the ViT position embedding
+        decay_exclude=(r"/scale$", r"/bias$", r"/b$", r"(^|/)embedding$", r"pos_embedding$"),
+        clip_norm=1.0,             # global-norm clipping of trainable grads (0 = off)
+        grad_accum_steps=1,        # > 1: optax.MultiSteps, one update every k train steps
+        freeze=(),                 # regexes of params to freeze, e.g. (r"^img/",)
+        ema_decay=0.99,            # None or 0 disables the EMA params
+    ))
+
+    # ---------------------------------------------------------------- parallelism
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.shape = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # -1: remaining devices
+    config.sharding = "fsdp"  # logical-axis rules preset: dp | fsdp | fsdp_tp (vla_jax/train/sharding.py)
+
+    # ---------------------------------------------------------------- checkpoints
+    config.checkpoint = ml_collections.ConfigDict(dict(
+        every={"debug": 100, "small": 1_000, "pi0": 1_000}[arg.size],
+        keep_last=3,    # newest checkpoints kept
+        keep_every=10,  # additionally keep every 10th checkpoint forever (0 = off)
+        async_save=True,
+    ))
+
+    # ---------------------------------------------------------------- metrics
+    config.metrics = ml_collections.ConfigDict(dict(
+        flops="compiled",                # compiled (XLA cost analysis) | analytic (6 * params * tokens)
+        peak_flops_per_device=0.0,       # 0: data-sheet value for known chips, else measured (CPU)
+    ))
+
+    # ---------------------------------------------------------------- init
+    config.init = ml_collections.ConfigDict(dict(
+        from_npz="",  # big_vision PaliGemma .npz; matching backbone weights are loaded (report in the log)
+    ))
     return config

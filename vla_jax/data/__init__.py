@@ -15,7 +15,7 @@ Public entry points (see docs/data.md):
 from vla_jax.data.builders import write_tiny_bridge_dataset
 from vla_jax.data.errors import DataError
 from vla_jax.data.generate import generate_datasets
-from vla_jax.data.mixture import describe_mixture, make_eval_iterator, make_train_iterator
+from vla_jax.data.mixture import DataIterator, describe_mixture, make_eval_iterator, make_train_iterator, source_names
 from vla_jax.data.policy import PolicyIO, compute_all_stats, make_policy_io
 from vla_jax.data.specs import SPECS, RobotSpec, WebSpec, get_spec, register_spec
 from vla_jax.data.stats import Normalizer, combine_stats, load_stats, normalize, unnormalize
@@ -26,6 +26,7 @@ __all__ = [
     "OPS",
     "SPECS",
     "DataError",
+    "DataIterator",
     "Normalizer",
     "PolicyIO",
     "RobotSpec",
@@ -44,6 +45,7 @@ __all__ = [
     "normalize",
     "register_op",
     "register_spec",
+    "source_names",
     "train_tokenizer",
     "unnormalize",
     "write_tiny_bridge_dataset",

@@ -64,8 +64,8 @@ def web_features(image_size: int):
 
 
 def make_builder(name: str, features, splits: dict[str, Callable[[], Iterable]], data_dir: str,
-                 description: str = "", metadata: dict | None = None):
-    """A GeneratorBasedBuilder instance writing array_record files; ``splits[s]()`` yields (key, example)."""
+                 description: str = "", metadata: dict | None = None, file_format: str = "array_record"):
+    """A GeneratorBasedBuilder instance (array_record files by default); ``splits[s]()`` yields (key, example)."""
     import tensorflow_datasets as tfds
 
     class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -87,20 +87,47 @@ def make_builder(name: str, features, splits: dict[str, Callable[[], Iterable]],
         def _generate_examples(self, fn):
             yield from fn()
 
+        # tfds prints "Downloading and preparing ..." with the temp path; write_dataset reports instead.
+        def _log_download_bytes(self):
+            pass
+
+        def _log_download_done(self):
+            pass
+
     _Builder.name = name
-    return _Builder(data_dir=data_dir, file_format="array_record")
+    return _Builder(data_dir=data_dir, file_format=file_format)
+
+
+def _remove_stale_temp_dirs(out_dir: str, name: str) -> None:
+    """Removes ``.tmp-<name>-<pid>-*`` dirs left by killed runs (their pid is gone)."""
+    for entry in os.listdir(out_dir):
+        prefix = f".tmp-{name}-"
+        if not entry.startswith(prefix):
+            continue
+        pid = entry[len(prefix):].split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue  # another live run is writing it
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        shutil.rmtree(os.path.join(out_dir, entry), ignore_errors=True)
 
 
 def write_dataset(out_dir: str, name: str, features, splits: dict, description: str = "",
-                  metadata: dict | None = None) -> str:
+                  metadata: dict | None = None, file_format: str = "array_record") -> str:
     """Writes dataset ``name`` into ``out_dir/name`` atomically (temp dir + rename); returns its versioned dir.
 
-    A killed run leaves only a ``.tmp-*`` directory behind, never a half dataset at ``out_dir/name``.
+    A killed run leaves only a ``.tmp-*`` directory behind (removed by the next run), never a half
+    dataset at ``out_dir/name``.
     """
     os.makedirs(out_dir, exist_ok=True)
-    tmp = os.path.join(out_dir, f".tmp-{name}-{uuid.uuid4().hex[:8]}")
+    _remove_stale_temp_dirs(out_dir, name)
+    tmp = os.path.join(out_dir, f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        builder = make_builder(name, features, splits, tmp, description, metadata)
+        builder = make_builder(name, features, splits, tmp, description, metadata, file_format)
         builder.download_and_prepare(download_dir=os.path.join(tmp, "downloads"))
         final = os.path.join(out_dir, name)
         if os.path.exists(final):
@@ -128,7 +155,7 @@ def is_complete(out_dir: str, name: str, splits=("train", "val")) -> bool:
 
 
 def write_tiny_bridge_dataset(out_dir: str, num_episodes: int = 6, num_val_episodes: int = 2, image_size: int = 64,
-                              seed: int = 0) -> str:
+                              seed: int = 0, file_format: str = "array_record") -> str:
     """Writes a tiny dataset in the real ``bridge_dataset`` (BridgeData V2) step layout: nested
     ``observation/image_0`` (+ ``image_1``), 7-D ``observation/state``, 7-D ``action``, step-level
     ``language_instruction``; returns the dataset root ``out_dir/bridge_dataset``.
@@ -156,7 +183,8 @@ def write_tiny_bridge_dataset(out_dir: str, num_episodes: int = 6, num_val_episo
                     c = (pos * image_size).astype(int)
                     image[max(c[1] - 4, 0): c[1] + 4, max(c[0] - 4, 0): c[0] + 4] = (200, 60, 40)
                     steps.append({
-                        "observation": {"image_0": image, "image_1": image[:, ::-1].copy(), "state": state},
+                        "observation": {"image_0": jpeg_bytes(image), "image_1": jpeg_bytes(image[:, ::-1]),
+                                        "state": state},
                         "action": action,
                         "language_instruction": text,
                         "reward": np.float32(t == length - 1),
@@ -175,5 +203,6 @@ def write_tiny_bridge_dataset(out_dir: str, num_episodes: int = 6, num_val_episo
     )
     write_dataset(out_dir, "bridge_dataset", features,
                   {"train": episodes(num_episodes, 0), "val": episodes(num_val_episodes, 10_000)},
-                  description="Tiny synthetic dataset in the bridge_dataset (BridgeData V2) layout.")
+                  description="Tiny synthetic dataset in the bridge_dataset (BridgeData V2) layout.",
+                  file_format=file_format)
     return os.path.join(out_dir, "bridge_dataset")

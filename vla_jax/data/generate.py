@@ -18,6 +18,8 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+import signal
+import threading
 import time
 
 import numpy as np
@@ -29,8 +31,8 @@ ROBOT_DATASETS = {"tabletop_single_arm": "single_arm", "tabletop_bimanual": "bim
 WEB_DATASET = "tabletop_web_vl"
 ALL_DATASETS = tuple(ROBOT_DATASETS) + (WEB_DATASET,)
 TOKENIZER_FILE = "tokenizer.model"
-DEFAULT_EPISODES = 300
-DEFAULT_WEB_EXAMPLES = 2000
+DEFAULT_EPISODES = 800
+DEFAULT_WEB_EXAMPLES = 4000
 DEFAULT_VOCAB_SIZE = 500
 _VAL_SEED_OFFSET = 5_000_000
 _DATASET_SEED_OFFSET = {"tabletop_single_arm": 0, "tabletop_bimanual": 1_000_000, WEB_DATASET: 2_000_000}
@@ -89,6 +91,10 @@ def all_instructions() -> list[str]:
                         for direction in directions:
                             texts.append(tasks.make_task(family, color, kind, container, direction, p).instruction)
     return texts
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def _map(pool, fn, items):
@@ -153,6 +159,10 @@ def generate_datasets(
     pool = None
     if num_workers > 1:
         pool = concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"))
+    # SIGTERM -> SystemExit, so that the cleanup below runs (worker shutdown, temp dir removal).
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     n_val = max(1, round(episodes_per_embodiment * val_fraction))
     n_web_val = max(1, round(web_examples * val_fraction))
     web_texts: list[str] = []
@@ -215,7 +225,9 @@ def generate_datasets(
             summary["datasets"][WEB_DATASET] = {"train": web_examples, "val": n_web_val}
     finally:
         if pool is not None:
-            pool.shutdown()
+            pool.shutdown(wait=True, cancel_futures=True)
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
 
     if need_tokenizer:
         corpus = os.path.join(out_dir, CORPUS_FILE)

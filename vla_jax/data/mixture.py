@@ -17,7 +17,9 @@ Everything up to ``to_iter_dataset`` is index-based and deterministic, so the it
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import weakref
 
 import numpy as np
 
@@ -26,7 +28,14 @@ from vla_jax.data.errors import DataError
 from vla_jax.data.settings import DataSettings, read_settings
 from vla_jax.data.specs import get_spec
 from vla_jax.data.tokenizer import Tokenizer, check_tokenizer
-from vla_jax.data.transforms import OpContext, RobotSourceInfo, SampleTransform, WebSourceInfo, build_ops
+from vla_jax.data.transforms import (
+    OpContext,
+    RobotSourceInfo,
+    SampleTransform,
+    WebSourceInfo,
+    build_ops,
+    finalize_batch,
+)
 
 # ----------------------------------------------------------------------------- sources
 
@@ -115,7 +124,8 @@ class SourceEntry:
     size: int  # transitions / examples in the whole split (all processes)
 
 
-def _stats_for(settings: DataSettings, name: str) -> dict:
+def dataset_stats(settings: DataSettings, name: str) -> tuple[dict, dict]:
+    """(own stats, stats used for normalization = combined over the norm group) of a robot dataset."""
     members = settings.norm_group_members(name)
     loaded = []
     for member in members:
@@ -159,7 +169,7 @@ def build_source(
                            WebSourceInfo(caption_prompt=spec.caption_prompt), len(ids))
     sources.check_robot_layout(sources.Episode(reader.read(int(shard[0])), name), spec, dims.max_action_dim,
                                dims.max_state_dim)
-    own, group = _stats_for(settings, name)
+    own, group = dataset_stats(settings, name)
     if split == ds.train_split and max_records is None:
         lengths_all = np.asarray(own["episode_lengths"], np.int64)
         if len(lengths_all) != len(reader):
@@ -216,11 +226,56 @@ def _batch_fn(examples):
 # ----------------------------------------------------------------------------- public API
 
 
-def make_train_iterator(config, *, process_index: int = 0, process_count: int = 1):
-    """Infinite iterator of numpy batches (batch.py format) of ``config.batch_size // process_count``.
+class DataIterator:
+    """The training iterator: numpy batches, ``get_state()`` / ``set_state()`` (JSON-serializable dicts,
+    exact replay) and ``close()``. Batches from worker processes are copied out of shared memory, and
+    worker processes are stopped at interpreter exit if ``close()`` was not called."""
 
-    The returned grain iterator has ``get_state()`` / ``set_state(state)`` (exact replay) and
-    ``close()`` (stops worker processes when ``config.data.num_workers > 0``).
+    _it = None
+
+    def __init__(self, iterator):
+        self._it = iterator
+        atexit.register(_close_weak, weakref.ref(self))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        if self._it is None:
+            raise StopIteration
+        batch = next(self._it)
+        return finalize_batch({k: v if type(v) is np.ndarray else np.array(v) for k, v in batch.items()})
+
+    def get_state(self) -> dict:
+        return self._it.get_state()
+
+    def set_state(self, state: dict) -> None:
+        self._it.set_state(state)
+
+    def close(self) -> None:
+        if self._it is not None:
+            it, self._it = self._it, None
+            it.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def _close_weak(ref):
+    it = ref()
+    if it is not None:
+        it.close()
+
+
+def make_train_iterator(config, *, process_index: int = 0, process_count: int = 1):
+    """Infinite :class:`DataIterator` of numpy batches (batch.py format) of ``config.batch_size // process_count``
+    examples, reading only this process's shard of every dataset.
+
+    ``get_state()`` / ``set_state(state)`` replay exactly (each process checkpoints its own state;
+    keep ``config.data.num_workers`` fixed across a restore); ``close()`` stops worker processes.
     """
     import grain
 
@@ -244,14 +299,16 @@ def make_train_iterator(config, *, process_index: int = 0, process_count: int = 
     ds = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, weights)
     ds = ds.shuffle(seed=seed % 2**32).repeat()
     ds = ds.random_map(_transform(settings, entries, tokenizer, settings.train_ops), seed=(seed + 1) % 2**32)
-    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=settings.read_threads,
-                                                 prefetch_buffer_size=max(2 * settings.batch_size, 16)))
-    it_ds = it_ds.batch(settings.batch_size // process_count, drop_remainder=True, batch_fn=_batch_fn)
+    per_process = settings.batch_size // process_count
+    # Elements read ahead per process (one batch, bounded: 224-px 3-camera examples are ~1.8 MB each).
+    buffer = min(max(per_process, 16), 256)
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=settings.read_threads, prefetch_buffer_size=buffer))
+    it_ds = it_ds.batch(per_process, drop_remainder=True, batch_fn=_batch_fn)
     if settings.num_workers > 0:
         _ensure_absl_flags_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=settings.num_workers, per_worker_buffer_size=settings.worker_buffer_size))
-    return iter(it_ds)
+    return DataIterator(iter(it_ds))
 
 
 def make_eval_iterator(config, dataset_name: str, split: str | None = None, *, batch_size: int | None = None,
@@ -272,7 +329,13 @@ def make_eval_iterator(config, dataset_name: str, split: str | None = None, *, b
     transform = _transform(settings, {index: entry}, tokenizer, settings.eval_ops)
     ds = grain.MapDataset.source(entry.source).random_map(transform, seed=0)
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=settings.read_threads, prefetch_buffer_size=64))
-    return iter(it_ds.batch(batch_size or settings.batch_size, drop_remainder=False, batch_fn=_batch_fn))
+    it_ds = it_ds.batch(batch_size or settings.batch_size, drop_remainder=False, batch_fn=_batch_fn)
+    return (finalize_batch(batch) for batch in it_ds)
+
+
+def source_names(config) -> list[str]:
+    """Dataset name of each ``batch["source"]`` value (the order of ``config.data.mixture``)."""
+    return list(read_settings(config).mixture)
 
 
 def describe_mixture(config) -> list[dict]:

@@ -14,7 +14,7 @@ from vla_jax.data import mixture, stats as stats_lib
 from vla_jax.data.errors import DataError
 from vla_jax.data.settings import read_settings
 from vla_jax.data.specs import get_spec
-from vla_jax.data.transforms import OpContext, RobotSourceInfo, SampleTransform, build_ops
+from vla_jax.data.transforms import OpContext, RobotSourceInfo, SampleTransform, build_ops, finalize_batch
 
 
 def compute_all_stats(config, *, if_missing: bool = True, log=print) -> dict[str, str]:
@@ -34,16 +34,23 @@ def compute_all_stats(config, *, if_missing: bool = True, log=print) -> dict[str
 
 
 def _lookup(obs: dict, path: str):
-    """Finds ``observation/image_0`` in a raw sim/robot observation: obs["image_0"] or obs["observation"]["image_0"]."""
+    """Finds a step key such as ``observation/image_0`` in a raw observation: obs["observation"]["image_0"],
+    obs["image_0"] or obs["images"]["image_0"] (the vla_jax.sim env layout)."""
     parts = path.split("/")
     if parts[0] == "observation" and "observation" not in obs:
         parts = parts[1:]
-    node = obs
-    for part in parts:
-        if not isinstance(node, dict) or part not in node:
-            raise DataError(f"observation has no '{path}' (keys: {sorted(obs)})")
-        node = node[part]
-    return node
+    candidates = [parts]
+    if "images" in obs and len(parts) == 1:
+        candidates.append(["images"] + parts)
+    for candidate in candidates:
+        node = obs
+        for part in candidate:
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            return node
+    raise DataError(f"observation has no '{path}' (keys: {sorted(obs)})")
 
 
 class PolicyIO:
@@ -55,7 +62,7 @@ class PolicyIO:
             raise DataError(f"dataset '{dataset_name}' is not a robot dataset of config.data.datasets")
         ds = settings.datasets[dataset_name]
         self.spec = get_spec(ds.spec, dataset_name)
-        _, group = mixture._stats_for(settings, dataset_name)
+        _, group = mixture.dataset_stats(settings, dataset_name)
         self.stats = group
         self.action_norm = stats_lib.Normalizer(group["action"], self.spec.action_normalization,
                                                 self.spec.normalize_mask("action"))
@@ -82,7 +89,7 @@ class PolicyIO:
             "instruction": instruction,
         }
         example = self.transform(raw, np.random.default_rng(0))
-        return {k: example[k][None] for k in OBSERVATION_KEYS}
+        return finalize_batch({k: example[k][None] for k in OBSERVATION_KEYS})
 
     def actions(self, actions: np.ndarray) -> np.ndarray:
         """Model actions [..., H, max_action_dim] (normalized, padded) -> raw actions [..., H, action_dim]."""

@@ -58,7 +58,7 @@ def _resolve(path: str, data_dir: str) -> str:
 
 def read_settings(config) -> DataSettings:
     data, model = config.data, config.model
-    data_dir = os.path.expanduser(str(data.data_dir))
+    data_dir = os.path.abspath(os.path.expanduser(str(data.data_dir)))
     datasets = {}
     for name, d in data.datasets.items():
         kind = str(d.kind)

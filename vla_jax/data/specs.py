@@ -109,8 +109,9 @@ register_spec(RobotSpec(
     action_keys=("action",),
     instruction_key="language_instruction",
     action_dim=7, state_dim=8, control_hz=10.0,
-    action_gripper_dims=(6,), state_gripper_dims=(7,),
-    notes="vla_jax.sim single arm: 6-D end-effector delta + gripper; state = ee pose (7) + gripper.",
+    action_gripper_dims=(6,), state_gripper_dims=(6,),
+    notes="vla_jax.sim single arm: 6-D end-effector delta + absolute gripper (0 open, 1 closed); "
+          "state = xyz, roll, pitch, yaw, gripper aperture, aperture velocity.",
 ))
 
 register_spec(RobotSpec(

@@ -141,8 +141,8 @@ def combine_stats(stats_list: list[dict]) -> dict:
     mean/std/min/max are exact; q01/q99 are the transition-weighted mean of the per-dataset
     quantiles (an approximation; exact quantiles would need every value again).
     """
-    if len(stats_list) == 1:
-        return stats_list[0]
+    if len(stats_list) == 1:  # drop the per-episode index: callers store this dict (e.g. in checkpoints)
+        return {k: v for k, v in stats_list[0].items() if k != "episode_lengths"}
     weights = np.asarray([s["num_transitions"] for s in stats_list], dtype=np.float64)
     weights = weights / weights.sum()
     out = {

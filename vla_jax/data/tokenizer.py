@@ -144,10 +144,5 @@ def corpus_from_dir(data_dir: str) -> list[str]:
                 for key in fmap.keys():
                     leaf = key.rsplit("/", 1)[-1]
                     if leaf in ("language_instruction", "natural_language_instruction", "caption", "question", "answer"):
-                        seen = set()
-                        for value in sources.feature_list(fmap, key, name):
-                            text = sources.to_text(value)
-                            if text not in seen:
-                                seen.add(text)
-                                texts.append(text)
-    return texts
+                        texts.extend(sources.to_text(v) for v in sources.feature_list(fmap, key, name))
+    return list(dict.fromkeys(texts))  # unique, first-seen order

@@ -219,8 +219,19 @@ def build_tokens(tokenizer, prompt: str, answer: str | None, max_len: int):
     return tokens, mask, ar, ar.copy()
 
 
+def finalize_batch(batch: dict) -> dict:
+    """uint8 images (as examples and batches travel between processes: 4x less than float32) ->
+    float32 in [-1, 1], missing cameras 0. Applied once per batch by the iterators / policy I/O."""
+    images = batch["images"]
+    if images.dtype == np.uint8:
+        mask = batch["image_mask"][..., None, None, None]
+        batch = dict(batch, images=np.where(mask, images.astype(np.float32) * (2.0 / 255.0) - 1.0, np.float32(0.0)))
+    return batch
+
+
 class SampleTransform:
-    """Raw sample (from a source in sources/mixture) -> one batch-format example.
+    """Raw sample (from a source in sources/mixture) -> one batch-format example (uint8 images until
+    :func:`finalize_batch`).
 
     Raw robot sample: {"source", "images": [bytes|array|None per slot], "state": [S_d],
     "actions": [H, A_d] raw, "num_steps": valid chunk steps, "instruction": str}.
@@ -239,7 +250,7 @@ class SampleTransform:
         sample["images"] += [None] * (d.num_cameras - len(sample["images"]))
         for op in self.ops:
             sample = op(sample, rng)
-        images = np.zeros((d.num_cameras, d.image_size, d.image_size, 3), np.float32)
+        images = np.zeros((d.num_cameras, d.image_size, d.image_size, 3), np.uint8)
         mask = np.zeros(d.num_cameras, bool)
         for i, image in enumerate(sample["images"]):
             if image is None:
@@ -248,7 +259,7 @@ class SampleTransform:
                 from PIL import Image
 
                 image = image.resize((d.image_size, d.image_size), Image.BILINEAR)
-            images[i] = np.asarray(image, np.float32) * (2.0 / 255.0) - 1.0
+            images[i] = np.asarray(image, np.uint8)
             mask[i] = True
         return images, mask
 

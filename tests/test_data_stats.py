@@ -1,0 +1,117 @@
+"""Normalization statistics: values, round trips with gripper masks, combining, stale-hash detection."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+from data_fixtures import tabletop_dir  # noqa: F401  (fixture)
+
+from vla_jax.data import DataError, Normalizer, SPECS, combine_stats, load_stats, stats
+from vla_jax.data.stats import compute_stats
+
+
+def _block(x):
+    return {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(), "min": x.min(0).tolist(), "max": x.max(0).tolist(),
+            "q01": np.quantile(x, 0.01, 0).tolist(), "q99": np.quantile(x, 0.99, 0).tolist()}
+
+
+def test_stats_match_numpy_over_decoded_episodes(tabletop_dir):  # noqa: F811
+    import tensorflow_datasets as tfds
+
+    name = "tabletop_bimanual"
+    path = os.path.join(tabletop_dir, name)
+    st = load_stats(path, name, SPECS[name], os.path.join(tabletop_dir, "stats"))
+    source = tfds.builder_from_directory(os.path.join(path, "1.0.0")).as_data_source("train")
+    actions = np.concatenate([[s["action"] for s in source[i]["steps"]] for i in range(len(source))])
+    states = np.concatenate([[s["observation"]["state"] for s in source[i]["steps"]] for i in range(len(source))])
+    assert st["num_transitions"] == len(actions) and st["num_trajectories"] == len(source)
+    np.testing.assert_allclose(st["action"]["mean"], actions.mean(0), atol=1e-6)
+    np.testing.assert_allclose(st["state"]["std"], states.std(0), atol=1e-5)
+    np.testing.assert_allclose(st["action"]["q99"], np.quantile(actions, 0.99, 0), atol=1e-6)
+    np.testing.assert_allclose(st["state"]["min"], states.min(0))
+    assert sum(st["episode_lengths"]) == st["num_transitions"]
+
+
+def test_bounds_normalization_round_trip_with_gripper_mask():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 7)).astype(np.float32) * [1, 2, 3, 0.1, 0.1, 0.5, 1]
+    x[:, 6] = rng.integers(0, 2, 500)  # gripper 0/1
+    x[:, 4] = 0.25  # constant dim: q01 == q99
+    block = _block(x)
+    mask = [True] * 6 + [False]
+    norm = Normalizer(block, "bounds_q99", mask)
+    y = norm(x)
+    assert np.all(np.abs(y[:, :6]) <= 1.0)
+    np.testing.assert_array_equal(y[:, 6], x[:, 6])  # gripper untouched
+    np.testing.assert_array_equal(y[:, 4], 0.0)  # degenerate dim maps to 0
+    inside = np.all((x >= block["q01"]) & (x <= block["q99"]), axis=1)
+    assert inside.sum() > 300
+    back = norm.inverse(y)
+    np.testing.assert_allclose(back[inside], x[inside], atol=1e-5)
+    np.testing.assert_allclose(back[:, 4], 0.25, atol=1e-6)
+
+
+def test_normal_normalization_round_trip_with_mask():
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(300, 5)) * [3, 1, 0.01, 2, 1] + [1, -2, 0, 5, 0]).astype(np.float32)
+    norm = Normalizer(_block(x), "normal", [True, True, True, False, True])
+    y = norm(x)
+    np.testing.assert_allclose(y[:, [0, 1, 2, 4]].mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(y[:, [0, 1, 2, 4]].std(0), 1, atol=1e-3)
+    np.testing.assert_array_equal(y[:, 3], x[:, 3])
+    np.testing.assert_allclose(norm.inverse(y), x, rtol=1e-5, atol=1e-5)
+
+
+def test_combine_stats_is_transition_weighted():
+    rng = np.random.default_rng(2)
+    a = rng.normal(0, 1, (400, 3))
+    b = rng.normal(2, 3, (100, 3))
+    sa = {"dataset": "a", "num_transitions": 400, "num_trajectories": 4, "action": _block(a), "state": _block(a)}
+    sb = {"dataset": "b", "num_transitions": 100, "num_trajectories": 1, "action": _block(b), "state": _block(b)}
+    both = np.concatenate([a, b])
+    c = combine_stats([sa, sb])
+    assert c["num_transitions"] == 500 and c["num_trajectories"] == 5
+    np.testing.assert_allclose(c["action"]["mean"], both.mean(0), atol=1e-9)
+    np.testing.assert_allclose(c["action"]["std"], both.std(0), atol=1e-9)
+    np.testing.assert_allclose(c["action"]["min"], both.min(0))
+    np.testing.assert_allclose(c["action"]["max"], both.max(0))
+    with pytest.raises(DataError, match="different action dims"):
+        combine_stats([sa, {**sb, "action": _block(b[:, :2])}])
+
+
+def test_stale_and_missing_stats_are_one_clear_line(tabletop_dir, tmp_path):  # noqa: F811
+    name = "tabletop_single_arm"
+    path = os.path.join(tabletop_dir, name)
+    stats_dir = str(tmp_path / "stats")
+    spec = SPECS[name]
+    with pytest.raises(DataError, match="missing; run `python tools/compute_stats.py") as e:
+        load_stats(path, name, spec, stats_dir)
+    assert "\n" not in str(e.value) and name in str(e.value)
+    stats.ensure_stats(path, name, spec, stats_dir, log=lambda *a: None)
+    assert load_stats(path, name, spec, stats_dir)["dataset"] == name
+    # Changing the standardization spec changes the fingerprint: the cached file is stale.
+    changed = dataclasses.replace(spec, action_normalization="normal")
+    with pytest.raises(DataError, match="stale") as e:
+        load_stats(path, name, changed, stats_dir)
+    assert "compute_stats.py" in str(e.value) and "\n" not in str(e.value)
+    # ensure_stats(if_missing=True) recomputes only what is stale.
+    fresh = stats.ensure_stats(path, name, changed, stats_dir, log=lambda *a: None)
+    assert load_stats(path, name, changed, stats_dir)["dataset"] == name
+    with open(fresh) as f:
+        assert json.load(f)["fingerprint"] in fresh
+
+
+def test_fingerprint_covers_dataset_identity(tabletop_dir):  # noqa: F811
+    spec = SPECS["tabletop_single_arm"]
+    a = stats.dataset_fingerprint(os.path.join(tabletop_dir, "tabletop_single_arm"), "tabletop_single_arm", spec)
+    b = stats.dataset_fingerprint(os.path.join(tabletop_dir, "tabletop_bimanual"), "tabletop_single_arm", spec)
+    assert a != b and len(a) == 12
+
+
+def test_compute_stats_reports_rate(tabletop_dir):  # noqa: F811
+    lines = []
+    compute_stats(os.path.join(tabletop_dir, "tabletop_single_arm"), "tabletop_single_arm",
+                  SPECS["tabletop_single_arm"], log=lines.append)
+    assert "transitions/s" in lines[0] and "no image decoding" in lines[0]

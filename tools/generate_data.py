@@ -1,0 +1,38 @@
+"""Generate the simulated tabletop TFDS datasets (RLDS robot + web VL) and the default tokenizer.
+
+    python tools/generate_data.py --out_dir data/default [--episodes_per_embodiment 300] [--web_examples 2000]
+                                  [--if_missing]
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from vla_jax.data import generate  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out_dir", required=True)
+    p.add_argument("--episodes_per_embodiment", type=int, default=generate.DEFAULT_EPISODES)
+    p.add_argument("--web_examples", type=int, default=generate.DEFAULT_WEB_EXAMPLES)
+    p.add_argument("--val_fraction", type=float, default=0.1)
+    p.add_argument("--image_size", type=int, default=96)
+    p.add_argument("--num_workers", type=int, default=None, help="simulation processes (default: all cores)")
+    p.add_argument("--vocab_size", type=int, default=generate.DEFAULT_VOCAB_SIZE)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--if_missing", action="store_true", help="keep datasets / tokenizer already complete in out_dir")
+    a = p.parse_args()
+    summary = generate.generate_datasets(
+        a.out_dir, episodes_per_embodiment=a.episodes_per_embodiment, web_examples=a.web_examples,
+        val_fraction=a.val_fraction, image_size=a.image_size, num_workers=a.num_workers, vocab_size=a.vocab_size,
+        seed=a.seed, if_missing=a.if_missing)
+    for name, seconds in summary["seconds"].items():
+        print(f"[generate] {name}: {summary['datasets'][name]} in {seconds:.1f}s")
+
+
+if __name__ == "__main__":
+    main()
