@@ -1,0 +1,28 @@
+"""Ahead-of-time compilation of the train step for a TPU slice, on this CPU-only machine (libtpu compiles)."""
+
+import pytest
+
+from vla_jax.config import load_config
+from vla_jax.train.aot import TopologyError, compile_report
+
+pytest.importorskip("libtpu", reason="libtpu is in requirements.txt on Linux x86_64")
+
+
+def test_debug_step_compiles_for_v5p_slice_with_fsdp():
+    config = load_config("configs/pretrain.py:debug,mixture=synthetic",
+                         {"mesh.shape.data": 1, "mesh.shape.fsdp": -1, "sharding": "fsdp"})
+    report = compile_report(config, "v5p:2x2x2")
+    assert report.num_devices == 8 and report.mesh == {"data": 1, "fsdp": 8, "tensor": 1}
+    assert report.device_kind.startswith("TPU v5")
+    assert report.fits is True
+    # State (params + Adam moments + EMA, float32) is split 8 ways: arguments are well under the full size.
+    assert 0 < report.argument_bytes < 3e6 * 16 / 4
+    assert report.analytic_flops_per_device > 1e8 and report.flops_per_device > 0
+    assert "peak / device" in report.table()
+
+
+def test_bad_topology_is_one_line():
+    config = load_config("configs/pretrain.py:debug,mixture=synthetic")
+    with pytest.raises(TopologyError, match="v5p:2x2x2") as e:
+        compile_report(config, "v5p:3x3x3x3")
+    assert "\n" not in str(e.value)
