@@ -1,0 +1,166 @@
+"""End-to-end runs of ``python -m vla_jax.train`` in subprocesses: exact resume after SIGKILL,
+SIGTERM preemption, a non-finite loss, a checkpoint from another model, and the metrics plot."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from vla_jax.models.vla import VLA, make_config
+from vla_jax.train import checkpoint as ckpt_lib
+from vla_jax.train import sharding as sh
+from vla_jax.train import state as st
+from vla_jax.train import testing
+from vla_jax.train.metrics import read_metrics
+from vla_jax.train.optimizer import make_optimizer
+
+from test_train_init_from import write_paligemma_npz
+
+
+def complete_steps(workdir) -> list[int]:
+    root = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(root):
+        return []
+    import etils.epath as epath
+    return sorted(int(n) for n in os.listdir(root) if n.isdigit() and ckpt_lib.is_complete(epath.Path(root) / n))
+
+
+def restore(workdir, step, overrides=None):
+    """The checkpoint's TrainState on this (1-device) process."""
+    cfg = testing.tiny_config(**(overrides or {}))
+    model = VLA(make_config(cfg.model))
+    tx, _ = make_optimizer(cfg.optimizer, cfg.num_steps)
+    mesh = sh.make_mesh({})
+    abstract, shardings = st.state_shardings(model, tx, mesh, sh.get_rules("fsdp"), 0, True)
+    ck = ckpt_lib.Checkpointer(str(workdir), every=1)
+    state, _, _ = ck.restore(step, st.with_shardings(abstract, shardings))
+    ck.close()
+    return jax.device_get(state)
+
+
+def wait_for(predicate, proc, timeout=240.0, what=""):
+    t = time.time()
+    while not predicate():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"training exited ({proc.returncode}) before {what}: {err[-2000:]}")
+        if time.time() - t > timeout:
+            proc.kill()
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def start(workdir, overrides, devices=1):
+    return subprocess.Popen(testing.train_cmd(workdir, overrides), cwd=testing.REPO, env=testing.env(devices),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# ----------------------------------------------------------------------------- exact resume
+RESUME = {"num_steps": 24, "checkpoint.every": 2, "log_every": 1, "mesh.shape.fsdp": 2}
+
+
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    proc = testing.run_train(straight, RESUME, devices=2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run = start(killed, RESUME, devices=2)
+    wait_for(lambda: any(s >= 4 for s in complete_steps(killed)), run, what="a checkpoint at step >= 4")
+    run.send_signal(signal.SIGKILL)  # no handler, no final save: a real crash
+    run.communicate()
+    assert run.returncode == -signal.SIGKILL
+    crashed_at = complete_steps(killed)
+    assert crashed_at and max(crashed_at) < RESUME["num_steps"], f"run finished before the kill: {crashed_at}"
+
+    proc = testing.run_train(killed, RESUME, devices=2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resumed from step {max(crashed_at)}" in proc.stdout
+
+    a, b = read_metrics(straight), read_metrics(killed)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 25))
+    for key in ("loss", "loss/flow", "loss/text", "grad_norm", "lr"):
+        assert [r[key] for r in a] == [r[key] for r in b], key
+
+    final_a, final_b = restore(straight, 24), restore(killed, 24)
+    leaves_a = jax.tree_util.tree_flatten_with_path(final_a)[0]
+    leaves_b = jax.tree_util.tree_leaves(final_b)
+    assert len(leaves_a) == len(leaves_b)
+    for (path, x), y in zip(leaves_a, leaves_b):
+        assert np.array_equal(np.asarray(x), np.asarray(y)), sh.path_str(path)
+
+
+# ----------------------------------------------------------------------------- SIGTERM, NaN, mismatch
+@pytest.fixture(scope="module")
+def preempted(tmp_path_factory):
+    """A long run stopped by SIGTERM after a few steps: (workdir, returncode, stdout, stderr)."""
+    workdir = tmp_path_factory.mktemp("preempted")
+    npz = workdir / "paligemma.npz"  # the run starts from PaliGemma-layout weights (config.init.from_npz)
+    write_paligemma_npz(npz, testing.tiny_config(), scale=0.05)
+    run = start(workdir, {"num_steps": 100_000, "checkpoint.every": 5, "log_every": 1, "init.from_npz": npz})
+    metrics = workdir / "metrics.jsonl"
+    wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 7, run, what="7 logged steps")
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=120)
+    return workdir, run.returncode, out, err
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_zero(preempted):
+    workdir, rc, out, err = preempted
+    assert rc == 0, err[-3000:]
+    steps = complete_steps(workdir)
+    last = read_metrics(workdir)[-1]["step"]
+    assert steps and steps[-1] == last >= 7
+    assert f"SIGTERM: saved a checkpoint at step {last}" in out
+    assert 5 in steps  # the periodic one is kept too
+    report = (workdir / "init_report.txt").read_text()
+    assert report.startswith("init from npz: 26 loaded, ") and "MISMATCHED  llm/embedding" in report
+    assert "init from npz: 26 loaded" in out
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(preempted, tmp_path):
+    source, _, _, _ = preempted
+    workdir = tmp_path / "nan"
+    shutil.copytree(source, workdir)
+    start_step = complete_steps(workdir)[-1]
+    # lr = 1e30: the first update blows the parameters up, the next loss is not finite
+    proc = testing.run_train(workdir, {"num_steps": start_step + 6, "checkpoint.every": 1, "log_every": 1,
+                                       "optimizer.lr": 1e30})
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert "Traceback" not in proc.stderr
+    assert lines[-1].startswith("error: non-finite loss at step "), lines[-3:]
+    bad_step = int(lines[-1].split("at step ")[1].split()[0])
+    assert start_step < bad_step <= start_step + 6
+    steps = complete_steps(workdir)
+    assert max(steps) == bad_step - 1, (steps, bad_step)  # nothing at or after the bad step
+    assert f"last good checkpoint: {workdir / 'checkpoints' / str(bad_step - 1)}" in lines[-1]
+    good = restore(workdir, bad_step - 1)
+    assert int(good.step) == bad_step - 1
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(good.params))
+
+
+def test_checkpoint_of_another_model_fails_with_one_line(preempted, tmp_path):
+    source, _, _, _ = preempted
+    workdir = tmp_path / "other"
+    shutil.copytree(source, workdir)
+    proc = testing.run_train(workdir, {"model.max_action_dim": 5})
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert "Traceback" not in proc.stderr
+    assert lines[-1].startswith("error: checkpoint ") and "config.model.max_action_dim=6 (checkpoint) vs 5 (now)" \
+        in lines[-1], lines[-3:]
+
+
+def test_plot_metrics_writes_png(preempted, tmp_path):
+    workdir, _, _, _ = preempted
+    out = tmp_path / "curves.png"
+    proc = subprocess.run([sys.executable, "tools/plot_metrics.py", f"--workdir={workdir}", f"--out={out}"],
+                          cwd=testing.REPO, env=testing.env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,194 @@
+"""Trainer building blocks in-process (1 CPU device): mesh shapes, sharding fallbacks, optimizer
+masks / freezing / accumulation / schedule, metric logging, checkpoint discovery and config checks."""
+
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from vla_jax.models.summary import param_shapes
+from vla_jax.models.vla import make_config
+from vla_jax.train import checkpoint as ckpt_lib
+from vla_jax.train import metrics as metrics_lib
+from vla_jax.train import optimizer as opt_lib
+from vla_jax.train import sharding as sh
+from vla_jax.train import testing
+
+
+# ----------------------------------------------------------------------------- mesh
+def test_mesh_shape_fills_minus_one_and_names_errors():
+    assert sh.mesh_shape(dict(data=-1, fsdp=2, tensor=1), 8) == {"data": 4, "fsdp": 2, "tensor": 1}
+    assert sh.mesh_shape(dict(fsdp=-1), 8) == {"data": 1, "fsdp": 8, "tensor": 1}
+    with pytest.raises(sh.ShardingError, match="only one axis may be -1"):
+        sh.mesh_shape(dict(data=-1, fsdp=-1), 8)
+    with pytest.raises(sh.ShardingError, match="needs 6 devices but 8"):
+        sh.mesh_shape(dict(data=3, fsdp=2, tensor=1), 8)
+    with pytest.raises(sh.ShardingError, match="not divisible by 3"):
+        sh.mesh_shape(dict(data=-1, fsdp=3), 8)
+    with pytest.raises(sh.ShardingError, match="unknown axes"):
+        sh.mesh_shape(dict(model=2), 2)
+    with pytest.raises(sh.ShardingError, match="config.sharding='zero'"):
+        sh.get_rules("zero")
+    mesh = sh.make_mesh(dict(data=-1))
+    assert mesh.axis_names == sh.MESH_AXES and mesh.devices.size == jax.device_count()
+
+
+def test_indivisible_dims_are_replicated():
+    class FakeMesh:
+        shape = {"data": 2, "fsdp": 4, "tensor": 2}
+
+    fit = sh._fit_spec(P("tensor", "fsdp"), (300, 32), FakeMesh())
+    assert fit == P("tensor", "fsdp")
+    assert sh._fit_spec(P("tensor", "fsdp"), (301, 30), FakeMesh()) == P(None, None)
+    assert sh._fit_spec(P(("data", "fsdp")), (16,), FakeMesh()) == P(("data", "fsdp"))
+    assert sh._fit_spec(P(("data", "fsdp")), (4,), FakeMesh()) == P(None)
+
+
+# ----------------------------------------------------------------------------- optimizer
+def _tiny_params():
+    cfg = testing.tiny_config()
+    import flax.linen as nn
+    shapes = nn.unbox(param_shapes(make_config(cfg.model)))
+    rng = np.random.default_rng(0)
+    return cfg, jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), jnp.float32), shapes)
+
+
+def test_weight_decay_mask_skips_norms_biases_embeddings():
+    cfg, params = _tiny_params()
+    mask = {opt_lib.param_name(p): m for p, m in jax.tree_util.tree_flatten_with_path(
+        opt_lib.decay_mask(params, cfg.optimizer.decay_exclude))[0]}
+    assert mask["img/blocks/qkv/w"] and mask["llm/layers/q_0/w"] and mask["img/embedding/w"]
+    for name in ("llm/embedding", "img/pos_embedding", "img/blocks/ln_attn/scale", "img/blocks/ln_attn/bias",
+                 "llm/layers/pre_attn_norm_0/scale", "img_proj/b", "llm/final_norm_1/scale"):
+        assert not mask[name], name
+
+
+def test_freeze_regex_leaves_params_untouched_and_clip_sees_only_trainable():
+    cfg, params = _tiny_params()
+    cfg.optimizer.freeze = (r"^img/", r"^llm/embedding$")
+    cfg.optimizer.warmup_steps = 0
+    cfg.optimizer.schedule = "constant"
+    tx, _ = opt_lib.make_optimizer(cfg.optimizer, 10)
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 100.0), params)
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    for path, u in jax.tree_util.tree_flatten_with_path(updates)[0]:
+        name = opt_lib.param_name(path)
+        frozen = name.startswith("img/") or name == "llm/embedding"
+        assert (float(jnp.abs(u).max()) == 0.0) == frozen, name
+    trainable, total = opt_lib.trainable_count(params, cfg.optimizer.freeze)
+    assert 0 < trainable < total
+    with pytest.raises(opt_lib.OptimizerError, match="config.optimizer.freeze"):
+        cfg.optimizer.freeze = ("([",)
+        opt_lib.make_optimizer(cfg.optimizer, 10)
+
+
+def test_grad_accumulation_equals_one_big_step():
+    cfg = testing.tiny_config()
+    rng = np.random.default_rng(1)
+    params = {"params": {"dense": {"w": jnp.asarray(rng.normal(size=(8, 4)), jnp.float32),
+                                   "b": jnp.zeros(4)}, "norm": {"scale": jnp.ones(4)}}}
+    cfg.optimizer.schedule, cfg.optimizer.warmup_steps = "constant", 0
+    g1 = jax.tree.map(lambda p: jnp.sin(p), params)
+    g2 = jax.tree.map(lambda p: jnp.cos(3 * p), params)
+    tx1, _ = opt_lib.make_optimizer(cfg.optimizer, 10)
+    u, _ = jax.jit(tx1.update)(jax.tree.map(lambda a, b: (a + b) / 2, g1, g2), tx1.init(params), params)
+    expected = optax.apply_updates(params, u)
+    cfg.optimizer.grad_accum_steps = 2
+    tx2, _ = opt_lib.make_optimizer(cfg.optimizer, 20)
+    s = jax.jit(tx2.init)(params)
+    update = jax.jit(tx2.update)
+    u1, s = update(g1, s, params)
+    assert max(float(jnp.abs(x).max()) for x in jax.tree.leaves(u1)) == 0.0
+    p1 = optax.apply_updates(params, u1)
+    u2, s = update(g2, s, p1)
+    got = optax.apply_updates(p1, u2)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_schedule_warmup_then_cosine():
+    cfg = testing.tiny_config()
+    o = cfg.optimizer
+    o.lr, o.warmup_steps, o.end_lr_factor = 1.0, 10, 0.1
+    sched = opt_lib.make_schedule(o, 110)
+    assert float(sched(0)) == 0.0 and abs(float(sched(5)) - 0.5) < 1e-6 and abs(float(sched(10)) - 1.0) < 1e-6
+    assert abs(float(sched(60)) - 0.55) < 1e-3 and abs(float(sched(110)) - 0.1) < 1e-6
+    o.schedule = "linear"
+    with pytest.raises(opt_lib.OptimizerError, match="config.optimizer.schedule"):
+        opt_lib.make_schedule(o, 10)
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_metrics_writer_drops_rows_after_resume_step(tmp_path):
+    w = metrics_lib.MetricsWriter(str(tmp_path), enabled=True)
+    for s in range(1, 7):
+        w.write(s, {"loss": s * 1.0, "bad": float("nan")})
+    w.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "lo')  # a line cut by a crash
+    w = metrics_lib.MetricsWriter(str(tmp_path), enabled=True, start_step=4)
+    w.write(5, {"loss": 50.0})
+    w.close()
+    rows = metrics_lib.read_metrics(str(tmp_path))
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5] and rows[-1]["loss"] == 50.0 and rows[0]["bad"] == "nan"
+    assert os.listdir(tmp_path / "tb")
+
+
+def test_analytic_flops_close_to_compiled_order_of_magnitude():
+    cfg = testing.tiny_config()
+    from vla_jax.models.summary import count_by_component
+    counts = count_by_component(param_shapes(make_config(cfg.model)))
+    per_example = metrics_lib.analytic_flops_per_example(cfg.model, counts)
+    tok = metrics_lib.tokens_per_example(cfg.model)
+    assert tok == {"patches": 8, "prefix": 16, "suffix": 5, "total": 21}
+    assert 6 * sum(counts.values()) * 5 < per_example < 6 * sum(counts.values()) * 100
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _save_dummy(ck, step, value, config):
+    state = {"w": jnp.full((4, 3), value, jnp.float32), "step": jnp.int32(step)}
+    ck.save(step, state, data_state={"next_index": step}, config=config, norm_stats={"a": np.arange(3)})
+
+
+def test_incomplete_checkpoint_is_never_latest(tmp_path):
+    config = {"model": {"max_action_dim": 6}}
+    ck = ckpt_lib.Checkpointer(str(tmp_path), every=2, keep_last=5)
+    _save_dummy(ck, 2, 2.0, config)
+    _save_dummy(ck, 4, 4.0, config)
+    ck.close()
+    root = tmp_path / "checkpoints"
+    shutil.copytree(root / "4", root / "6")           # a newer step whose write was cut short
+    os.remove(root / "6" / "state" / "_METADATA")
+    (root / "8.orbax-checkpoint-tmp-123" / "state").mkdir(parents=True)  # orbax's in-flight temp dir
+    ck = ckpt_lib.Checkpointer(str(tmp_path), every=2, keep_last=5)
+    assert ck.latest_step() == 4 and ck.all_steps() == [2, 4]
+    assert not (root / "6").exists() and os.listdir(tmp_path / "checkpoints_invalid")
+    target = {"w": jax.ShapeDtypeStruct((4, 3), jnp.float32, sharding=sh.replicated(sh.make_mesh({}))),
+              "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=sh.replicated(sh.make_mesh({})))}
+    state, data_state, stats = ck.restore(4, target, config)
+    assert float(state["w"][0, 0]) == 4.0 and data_state == {"next_index": 4} and stats == {"a": [0, 1, 2]}
+    _save_dummy(ck, 6, 6.0, config)  # the quarantined step number can be saved again
+    ck.close()
+    assert ckpt_lib.Checkpointer(str(tmp_path), every=2).latest_step() == 6
+
+
+def test_checkpoint_config_mismatch_is_one_line_naming_the_field(tmp_path):
+    cfg = testing.tiny_config()
+    ck = ckpt_lib.Checkpointer(str(tmp_path), every=1)
+    _save_dummy(ck, 1, 1.0, cfg.to_dict())
+    ck.wait()
+    other = testing.tiny_config(model__max_action_dim=7, preset="small")
+    with pytest.raises(ckpt_lib.CheckpointError) as e:
+        ck.check_config(1, other.to_dict())
+    msg = str(e.value)
+    assert "\n" not in msg and "config.model.max_action_dim=6 (checkpoint) vs 7 (now)" in msg
+    ck.check_config(1, testing.tiny_config(optimizer__lr=5.0).to_dict())  # training fields may change
+    ck.close()
+    saved = json.loads((tmp_path / "checkpoints" / "1" / "config" / "metadata").read_text())
+    assert saved["model"]["max_action_dim"] == 6
