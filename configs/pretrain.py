@@ -100,7 +100,9 @@ def get_config(arg=None):
 
     # ---------------------------------------------------------------- metrics
     config.metrics = ml_collections.ConfigDict(dict(
-        flops="compiled",                # compiled (XLA cost analysis) | analytic (6 * params * tokens)
+        # analytic: 6 * params * tokens + attention (MaxText's convention). compiled: XLA's cost analysis,
+        # which counts a scanned layer's body once, so it undercounts scanned models by ~depth.
+        flops="analytic",
         peak_flops_per_device=0.0,       # 0: data-sheet value for known chips, else measured (CPU)
     ))
 

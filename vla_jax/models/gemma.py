@@ -145,7 +145,7 @@ class Decoder(nn.Module):
         """tokens [B, L] int -> [B, L, D_0], scaled by sqrt(D_0) as in Gemma."""
         width = self.cfg.experts[0].width
         x = jnp.take(self.embedding, tokens, axis=0) * jnp.sqrt(float(width))
-        return x.astype(jnp.dtype(self.cfg.dtype))
+        return constrain(x.astype(jnp.dtype(self.cfg.dtype)), ("activation_batch", "activation_length", "activation_embed"))
 
     def logits(self, x: jax.Array) -> jax.Array:
         """Backbone outputs [B, L, D_0] -> float32 logits [B, L, vocab] through the tied embedding."""
