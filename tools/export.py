@@ -1,0 +1,50 @@
+"""Exports a training checkpoint for deployment: PyTorch (safetensors) and/or ONNX, with a parity check.
+
+    python tools/export.py --workdir=runs/debug --out=exports/debug --format=all
+    python tools/export.py --workdir=runs/small --step=20000 --ema --out=exports/small --dtype=bfloat16
+
+Reads parameters only (no optimizer state, no device mesh), so checkpoints saved sharded over any number
+of devices export on one CPU. The folder is written only if the exported model reproduces the JAX
+actions within --tolerance (float32). Errors are one line on stderr, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--workdir", required=True, help="training run directory (with checkpoints/<step>/)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    p.add_argument("--ema", action="store_true", help="export the EMA parameters")
+    p.add_argument("--format", default="all", help="pytorch | onnx | all")
+    p.add_argument("--dtype", default="float32", help="weights dtype of model.safetensors: float32 | bfloat16")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    p.add_argument("--num_steps", type=int, default=None, help="flow steps baked into policy.onnx (default: config)")
+    p.add_argument("--tokenizer", default=None, help="SentencePiece .model (default: the run's)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max float32 action difference vs JAX")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    from vla_jax.export.package import ExportError, export
+
+    try:
+        export(args.workdir, args.out, step=args.step, ema=args.ema, fmt=args.format, dtype=args.dtype,
+               opset=args.opset, num_steps=args.num_steps, tokenizer=args.tokenizer, tolerance=args.tolerance)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

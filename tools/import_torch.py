@@ -1,0 +1,38 @@
+"""Imports an exported PyTorch folder back into a JAX checkpoint the trainer can start from.
+
+    python tools/import_torch.py exports/debug --out=runs/debug_ft [--config=configs/pretrain.py:debug]
+    python -m vla_jax.train --config=configs/pretrain.py:debug --workdir=runs/debug_ft
+
+Writes ``<out>/checkpoints/0/`` (params from model.safetensors, fresh optimizer state, EMA = params) with
+the training config stored at export time (or --config) and the folder's norm_stats.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("folder", help="exported folder (config.json + model.safetensors)")
+    p.add_argument("--out", required=True, help="new run directory")
+    p.add_argument("--config", default=None, help="training config (default: the one saved in config.json)")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    from vla_jax.config import ConfigError
+    from vla_jax.export.package import ExportError, import_torch
+
+    try:
+        import_torch(args.folder, args.out, args.config)
+    except (ExportError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

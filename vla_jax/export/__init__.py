@@ -1,0 +1,35 @@
+"""Checkpoint export for deployment: a PyTorch module, an ONNX graph and a parity check against JAX.
+
+* ``torch_policy`` — the policy in plain PyTorch (imports only torch, numpy, safetensors; no JAX).
+* ``to_torch``     — JAX params <-> ``model.safetensors`` (PyTorch names) + ``config.json``, exact both ways.
+* ``to_onnx``      — ``policy.onnx`` (whole sampling path, dynamic batch) and the opset checks.
+* ``parity``       — the same inputs through JAX, PyTorch and onnxruntime; max abs action difference.
+* ``package``      — :func:`load_params` (the one checkpoint reader), :func:`export` (folder + model card),
+                     :func:`import_torch` (folder -> a checkpoint the trainer starts from).
+
+Command lines: ``tools/export.py`` and ``tools/import_torch.py``; usage in ``docs/export.md``.
+Nothing here is imported eagerly, so ``import vla_jax.export.torch_policy`` works without JAX installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "VLAPolicy": ("torch_policy", "VLAPolicy"),
+    "ExportError": ("package", "ExportError"),
+    "load_params": ("package", "load_params"),
+    "export": ("package", "export"),
+    "import_torch": ("package", "import_torch"),
+    "write_checkpoint": ("package", "write_checkpoint"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)

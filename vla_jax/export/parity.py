@@ -1,0 +1,161 @@
+"""Numerical parity of the exported policy: the same inputs through JAX, PyTorch and onnxruntime.
+
+Inputs: random images, a real tokenized instruction when a tokenizer is available (else random ids),
+a random state, fixed noise. The figure is the max abs difference of the sampled actions (normalized
+units) against the JAX ``vla.sample_actions`` / ``vla.sample_actions_discrete`` reference run in float32.
+For a bfloat16 export two more figures: PyTorch-bf16 vs the JAX float32 reference (what deployment in
+bf16 costs) and PyTorch-bf16 vs JAX run in bf16 (implementation agreement at that precision).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+
+from vla_jax.export import torch_policy as tp
+
+OBS_KEYS = ("images", "image_mask", "tokens", "token_mask", "state", "state_mask", "action_dim_mask")
+DEFAULT_INSTRUCTION = "pick up the red block and place it in the bowl"
+TOLERANCE_F32 = 1e-4
+
+
+class ParityError(ValueError):
+    """The exported model does not reproduce the JAX actions within the tolerance; one line."""
+
+
+def make_inputs(cfg, batch_size: int, seed: int, tokenizer_path: str | None = None,
+                instruction: str = DEFAULT_INSTRUCTION) -> dict[str, np.ndarray]:
+    """Observation (batch.py format) + ``noise``; ``cfg`` is a VLAConfig or a config.json dict."""
+    get = (lambda k: cfg[k]) if isinstance(cfg, dict) else (lambda k: getattr(cfg, k))
+    vocab = cfg["decoder"]["vocab_size"] if isinstance(cfg, dict) else cfg.decoder.vocab_size
+    rng = np.random.default_rng(seed)
+    b, c, r = batch_size, get("num_cameras"), get("image_size")
+    l, s, h, a = get("max_text_len"), get("max_state_dim"), get("action_horizon"), get("max_action_dim")
+    image_mask = rng.random((b, c)) < 0.7
+    image_mask[:, 0] = True
+    tokens = np.zeros((b, l), np.int32)
+    token_mask = np.zeros((b, l), bool)
+    ids = None
+    if tokenizer_path:
+        import sentencepiece as spm
+
+        sp = spm.SentencePieceProcessor(model_file=tokenizer_path)
+        ids = ([sp.bos_id()] if sp.bos_id() >= 0 else []) + sp.encode(instruction)
+        ids = [i for i in ids if 0 <= i < vocab][:l]
+    for i in range(b):
+        row = ids if ids is not None else list(rng.integers(1, min(200, vocab), int(rng.integers(3, max(4, l // 2)))))
+        tokens[i, :len(row)] = row
+        token_mask[i, :len(row)] = True
+    dims = rng.integers(max(1, a // 2), a + 1, b)
+    sdims = np.minimum(dims + 1, s)
+    return {
+        "images": rng.uniform(-1, 1, (b, c, r, r, 3)).astype(np.float32),
+        "image_mask": image_mask,
+        "tokens": tokens,
+        "token_mask": token_mask,
+        "state": rng.standard_normal((b, s)).astype(np.float32),
+        "state_mask": np.arange(s)[None] < sdims[:, None],
+        "action_dim_mask": np.arange(a)[None] < dims[:, None],
+        "noise": rng.standard_normal((b, h, a)).astype(np.float32),
+    }
+
+
+# ----------------------------------------------------------------------------------------- runners
+def with_dtype(cfg, dtype: str):
+    """The same VLAConfig computing in ``dtype`` (the parity reference runs the JAX model in float32)."""
+    return dataclasses.replace(cfg, vit=dataclasses.replace(cfg.vit, dtype=dtype),
+                               decoder=dataclasses.replace(cfg.decoder, dtype=dtype))
+
+
+@functools.lru_cache(maxsize=8)
+def _jax_sampler(cfg, num_steps: int):
+    import jax
+
+    from vla_jax.models import vla
+
+    model = vla.VLA(cfg)
+    if cfg.action_head == "flow":
+        return jax.jit(lambda p, o, n: vla.sample_actions(model, p, o, n, num_steps))
+    return jax.jit(lambda p, o, n: vla.sample_actions_discrete(model, p, o))
+
+
+def jax_actions(cfg, params, inputs: dict, num_steps: int | None = None, dtype: str = "float32") -> np.ndarray:
+    """Reference actions from the JAX model (``params``: {"params": ...}, numpy or jax arrays)."""
+    cfg = with_dtype(cfg, dtype)
+    fn = _jax_sampler(cfg, int(num_steps or cfg.num_flow_steps))
+    obs = {k: inputs[k] for k in OBS_KEYS}
+    return np.asarray(fn(params, obs, inputs["noise"]), np.float32)
+
+
+def jax_prefix_logits(cfg, params, inputs: dict) -> np.ndarray:
+    """float32 logits [B, vocab] at the last real prefix token (what greedy decoding starts from)."""
+    from vla_jax.models import vla
+
+    import jax
+
+    model = vla.VLA(with_dtype(cfg, "float32"))
+    obs = {k: inputs[k] for k in OBS_KEYS}
+    fn = jax.jit(lambda p, o: model.apply(p, o, method=vla.VLA.encode_prefix)[2])
+    return np.asarray(fn(params, obs), np.float32)
+
+
+def torch_actions(policy: tp.VLAPolicy, inputs: dict, num_steps: int | None = None) -> np.ndarray:
+    return policy.sample_actions(**{k: inputs[k] for k in OBS_KEYS}, noise=inputs["noise"],
+                                 num_steps=num_steps).float().numpy()
+
+
+def onnx_actions(session, inputs: dict) -> np.ndarray:
+    from vla_jax.export.to_onnx import run_onnx
+
+    return run_onnx(session, inputs)
+
+
+# ----------------------------------------------------------------------------------------- measure
+def measure(cfg, params, *, torch_policy: tp.VLAPolicy | None = None, onnx_session=None,
+            bf16_policy: tp.VLAPolicy | None = None, num_steps: int | None = None,
+            tokenizer_path: str | None = None, seeds=(0, 1), batch_sizes=(2,)) -> dict:
+    """Max abs action differences vs the JAX float32 reference over ``seeds`` x ``batch_sizes``.
+
+    Returns {"torch_f32": x, "onnx_f32": x, "torch_bf16_vs_jax_f32": x, "torch_bf16_vs_jax_bf16": x,
+    "max_abs_action": x, "cases": n, "tokenizer": bool} (keys present for what was given)."""
+    out: dict = {"cases": 0, "tokenizer": bool(tokenizer_path), "num_steps": int(num_steps or cfg.num_flow_steps)}
+    for seed in seeds:
+        for b in batch_sizes:
+            inputs = make_inputs(cfg, b, seed, tokenizer_path)
+            ref = jax_actions(cfg, params, inputs, num_steps)
+            out["max_abs_action"] = max(out.get("max_abs_action", 0.0), float(np.abs(ref).max()))
+            figures = {}
+            if torch_policy is not None:
+                figures["torch_f32"] = torch_actions(torch_policy, inputs, num_steps)
+            if onnx_session is not None:
+                figures["onnx_f32"] = onnx_actions(onnx_session, inputs)
+            if bf16_policy is not None:
+                bf = torch_actions(bf16_policy, inputs, num_steps)
+                figures["torch_bf16_vs_jax_f32"] = bf
+                ref16 = jax_actions(cfg, _bf16_params(params), inputs, num_steps, dtype="bfloat16")
+                out["torch_bf16_vs_jax_bf16"] = max(out.get("torch_bf16_vs_jax_bf16", 0.0),
+                                                    float(np.abs(bf - ref16).max()))
+            for name, actions in figures.items():
+                out[name] = max(out.get(name, 0.0), float(np.abs(actions - ref).max()))
+            out["cases"] += 1
+    return out
+
+
+def _bf16_params(params):
+    """The float32 params rounded to bfloat16 (what the bf16 export stores), back in float32."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree.map(lambda x: jnp.asarray(x, jnp.bfloat16).astype(jnp.float32), params)
+
+
+def check(figures: dict, tolerance: float = TOLERANCE_F32) -> None:
+    """Raises ParityError (one line) if a float32 figure exceeds ``tolerance``."""
+    bad = {k: v for k, v in figures.items() if k.endswith("_f32") and not k.startswith("torch_bf16")
+           and v > tolerance}
+    if bad:
+        desc = ", ".join(f"{k}={v:.2e}" for k, v in bad.items())
+        raise ParityError(f"parity check failed: max abs action difference vs JAX {desc} > {tolerance:.0e} "
+                          "(float32); the folder was not written")

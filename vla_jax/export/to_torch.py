@@ -1,0 +1,307 @@
+"""JAX parameters <-> PyTorch ``state_dict`` (``model.safetensors``) and ``config.json``, exactly invertible.
+
+Naming (``L`` = layer index, ``e`` = expert: 0 backbone, 1 action expert). Linear weights are in PyTorch's
+``[out, in]`` layout; everything is a transpose / reshape / split of the JAX array, so the round trip
+``import_torch(export_torch(p)) == p`` is bit-exact in float32.
+
+=====================================================  ============================================  =====================
+JAX (``params/...``, scanned: leading ``layers`` axis)  PyTorch                                       layout change
+=====================================================  ============================================  =====================
+img/embedding/w [p, p, 3, D], b                         img.embedding.weight [D, 3, p, p], .bias      (Conv2d) transpose
+img/pos_embedding [1, N, D]                             img.pos_embedding                             -
+img/blocks/ln_{attn,mlp}/{scale,bias}                   img.blocks.L.ln_{attn,mlp}.{weight,bias}      -
+img/blocks/qkv/w [D, 3, H, h], b [3, H, h]              img.blocks.L.qkv.weight [3Hh, D], .bias       reshape + T
+img/blocks/out/w [H, h, D], b                           img.blocks.L.out.weight [D, Hh], .bias        reshape + T
+img/blocks/mlp_{in,out}/{w,b}                           img.blocks.L.mlp_{in,out}.{weight,bias}       T
+img/ln_final/{scale,bias}                               img.ln_final.{weight,bias}                    -
+img_proj/{w,b}                                          img_proj.{weight,bias}                        T
+llm/embedding [V, D]                                    llm.embedding.weight                          -
+llm/layers/pre_{attn,mlp}_norm_e/scale                  llm.layers.L.pre_{attn,mlp}_norm_e.weight     - (Gemma: 1 + w)
+llm/layers/q_e/w [D, N, h]                              llm.layers.L.q_e.weight [Nh, D]               reshape + T
+llm/layers/kv_e/w [2, D, K, h]                          llm.layers.L.{k_e,v_e}.weight [Kh, D]         split + reshape + T
+llm/layers/attn_out_e/w [N, h, D]                       llm.layers.L.attn_out_e.weight [D, Nh]        reshape + T
+llm/layers/gating_e/w [2, D, F]                         llm.layers.L.{gate_e,up_e}.weight [F, D]      split + T
+llm/layers/mlp_out_e/w [F, D]                           llm.layers.L.mlp_out_e.weight [D, F]          T
+llm/final_norm_e/scale                                  llm.final_norm_e.weight                       -
+{state_proj,action_in_proj,time_mlp_in,time_mlp_out,    same name .{weight,bias}                      T
+ action_out_proj}/{w,b}
+=====================================================  ============================================  =====================
+
+Unscanned JAX models (``scan_layers=False``: ``img/block_L``, ``llm/layer_L``) map to the same names.
+Only numpy is needed here (torch only to write bfloat16 safetensors).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from vla_jax.export import torch_policy as tp
+
+Flat = dict[str, np.ndarray]  # "img/blocks/qkv/w" -> array (no leading "params/")
+
+
+# ----------------------------------------------------------------------------------------- trees
+def flatten_params(variables: dict) -> Flat:
+    """``{"params": nested}`` (or the nested dict itself) -> {"a/b/c": np.ndarray}."""
+    tree = variables["params"] if set(variables) == {"params"} else variables
+    out: Flat = {}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            if isinstance(v, dict) or hasattr(v, "items"):
+                walk(v, f"{prefix}{k}/")
+            else:
+                out[f"{prefix}{k}"] = np.asarray(getattr(v, "value", v))
+
+    walk(tree, "")
+    return out
+
+
+def unflatten_params(flat: Flat) -> dict:
+    """Inverse of :func:`flatten_params`; returns ``{"params": nested}``."""
+    root: dict = {}
+    for path, value in flat.items():
+        node = root
+        *parents, leaf = path.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return {"params": root}
+
+
+# ----------------------------------------------------------------------------------------- config
+def config_to_dict(cfg) -> dict:
+    """VLAConfig -> the ``config.json`` architecture fields (plus format tags)."""
+    d = dataclasses.asdict(cfg)
+    d["decoder"]["experts"] = [dict(e) for e in d["decoder"]["experts"]]
+    return {"format": tp.FORMAT, "format_version": tp.FORMAT_VERSION, **d}
+
+
+def config_from_dict(d: dict):
+    """``config.json`` -> VLAConfig (imports the JAX model package)."""
+    from vla_jax.models.gemma import DecoderConfig, ExpertConfig
+    from vla_jax.models.vit import ViTConfig
+    from vla_jax.models.vla import VLAConfig
+
+    dec = dict(d["decoder"])
+    dec["experts"] = tuple(ExpertConfig(**e) for e in dec["experts"])
+    fields = {f.name for f in dataclasses.fields(VLAConfig)}
+    rest = {k: v for k, v in d.items() if k in fields and k not in ("vit", "decoder")}
+    return VLAConfig(vit=ViTConfig(**d["vit"]), decoder=DecoderConfig(**dec), **rest)
+
+
+# ----------------------------------------------------------------------------------------- layers
+def _layer_slices(flat: Flat, stacked: str, single: str, depth: int) -> list[Flat]:
+    """Per-layer dicts of the leaves under ``stacked/`` (scanned, sliced on axis 0) or ``single_L/``."""
+    layers: list[Flat] = [{} for _ in range(depth)]
+    for path, value in flat.items():
+        if path.startswith(stacked + "/"):
+            rest = path[len(stacked) + 1:]
+            if value.shape[0] != depth:
+                raise ValueError(f"{path} has {value.shape[0]} layers, config says {depth}")
+            for i in range(depth):
+                layers[i][rest] = value[i]
+        else:
+            for i in range(depth):
+                if path.startswith(f"{single}_{i}/"):
+                    layers[i][path[len(single) + len(str(i)) + 2:]] = value
+    return layers
+
+
+def _vit_block(p: Flat) -> Flat:
+    d = p["qkv/w"].shape[0]
+    width = p["out/w"].shape[-1]
+    return {
+        "ln_attn.weight": p["ln_attn/scale"], "ln_attn.bias": p["ln_attn/bias"],
+        "qkv.weight": p["qkv/w"].reshape(d, -1).T, "qkv.bias": p["qkv/b"].reshape(-1),
+        "out.weight": p["out/w"].reshape(-1, width).T, "out.bias": p["out/b"],
+        "ln_mlp.weight": p["ln_mlp/scale"], "ln_mlp.bias": p["ln_mlp/bias"],
+        "mlp_in.weight": p["mlp_in/w"].T, "mlp_in.bias": p["mlp_in/b"],
+        "mlp_out.weight": p["mlp_out/w"].T, "mlp_out.bias": p["mlp_out/b"],
+    }
+
+
+def _vit_block_inv(t: Flat, width: int, heads: int) -> Flat:
+    h = width // heads
+    return {
+        "ln_attn/scale": t["ln_attn.weight"], "ln_attn/bias": t["ln_attn.bias"],
+        "qkv/w": t["qkv.weight"].T.reshape(width, 3, heads, h), "qkv/b": t["qkv.bias"].reshape(3, heads, h),
+        "out/w": t["out.weight"].T.reshape(heads, h, width), "out/b": t["out.bias"],
+        "ln_mlp/scale": t["ln_mlp.weight"], "ln_mlp/bias": t["ln_mlp.bias"],
+        "mlp_in/w": t["mlp_in.weight"].T, "mlp_in/b": t["mlp_in.bias"],
+        "mlp_out/w": t["mlp_out.weight"].T, "mlp_out/b": t["mlp_out.bias"],
+    }
+
+
+def _llm_layer(p: Flat, num_experts: int) -> Flat:
+    out: Flat = {}
+    for e in range(num_experts):
+        d = p[f"q_{e}/w"].shape[0]
+        kv = p[f"kv_{e}/w"]
+        out.update({
+            f"pre_attn_norm_{e}.weight": p[f"pre_attn_norm_{e}/scale"],
+            f"q_{e}.weight": p[f"q_{e}/w"].reshape(d, -1).T,
+            f"k_{e}.weight": kv[0].reshape(d, -1).T,
+            f"v_{e}.weight": kv[1].reshape(d, -1).T,
+            f"attn_out_{e}.weight": p[f"attn_out_{e}/w"].reshape(-1, d).T,
+            f"pre_mlp_norm_{e}.weight": p[f"pre_mlp_norm_{e}/scale"],
+            f"gate_{e}.weight": p[f"gating_{e}/w"][0].T,
+            f"up_{e}.weight": p[f"gating_{e}/w"][1].T,
+            f"mlp_out_{e}.weight": p[f"mlp_out_{e}/w"].T,
+        })
+    return out
+
+
+def _llm_layer_inv(t: Flat, widths: list[int], n: int, k: int, h: int) -> Flat:
+    out: Flat = {}
+    for e, d in enumerate(widths):
+        out.update({
+            f"pre_attn_norm_{e}/scale": t[f"pre_attn_norm_{e}.weight"],
+            f"q_{e}/w": t[f"q_{e}.weight"].T.reshape(d, n, h),
+            f"kv_{e}/w": np.stack([t[f"k_{e}.weight"].T.reshape(d, k, h), t[f"v_{e}.weight"].T.reshape(d, k, h)]),
+            f"attn_out_{e}/w": t[f"attn_out_{e}.weight"].T.reshape(n, h, d),
+            f"pre_mlp_norm_{e}/scale": t[f"pre_mlp_norm_{e}.weight"],
+            f"gating_{e}/w": np.stack([t[f"gate_{e}.weight"].T, t[f"up_{e}.weight"].T]),
+            f"mlp_out_{e}/w": t[f"mlp_out_{e}.weight"].T,
+        })
+    return out
+
+
+LINEARS = ("img_proj", "state_proj", "action_in_proj", "time_mlp_in", "time_mlp_out", "action_out_proj")
+
+
+def jax_to_torch(variables: dict, cfg) -> dict[str, np.ndarray]:
+    """JAX variables ({"params": ...}, scanned or not) -> PyTorch state_dict of numpy arrays (contiguous)."""
+    flat = flatten_params(variables)
+    used: set[str] = set()
+
+    def take(path):
+        used.add(path)
+        return flat[path]
+
+    out: dict[str, np.ndarray] = {
+        "img.embedding.weight": np.transpose(take("img/embedding/w"), (3, 2, 0, 1)),
+        "img.embedding.bias": take("img/embedding/b"),
+        "img.pos_embedding": take("img/pos_embedding"),
+        "img.ln_final.weight": take("img/ln_final/scale"),
+        "img.ln_final.bias": take("img/ln_final/bias"),
+        "llm.embedding.weight": take("llm/embedding"),
+    }
+    for name in LINEARS:
+        if f"{name}/w" in flat:
+            out[f"{name}.weight"] = take(f"{name}/w").T
+            out[f"{name}.bias"] = take(f"{name}/b")
+    num_experts = len(cfg.decoder.experts)
+    for e in range(num_experts):
+        out[f"llm.final_norm_{e}.weight"] = take(f"llm/final_norm_{e}/scale")
+    for i, p in enumerate(_layer_slices(flat, "img/blocks", "img/block", cfg.vit.depth)):
+        out.update({f"img.blocks.{i}.{k}": v for k, v in _vit_block(p).items()})
+    for i, p in enumerate(_layer_slices(flat, "llm/layers", "llm/layer", cfg.decoder.depth)):
+        out.update({f"llm.layers.{i}.{k}": v for k, v in _llm_layer(p, num_experts).items()})
+    layer_paths = {p for p in flat if p.startswith(("img/blocks/", "img/block_", "llm/layers/", "llm/layer_"))}
+    left = sorted(set(flat) - used - layer_paths)
+    if left:
+        raise ValueError(f"parameters with no PyTorch name: {left[:5]}")
+    return {k: np.ascontiguousarray(v) for k, v in out.items()}
+
+
+def torch_to_jax(tensors: dict[str, np.ndarray], cfg) -> dict:
+    """Exact inverse of :func:`jax_to_torch`: returns ``{"params": ...}`` in the layout of ``cfg`` (scan or not)."""
+    t = {k: np.asarray(v) for k, v in tensors.items()}
+    used: set[str] = set()
+
+    def take(name):
+        used.add(name)
+        return t[name]
+
+    flat: Flat = {
+        "img/embedding/w": np.transpose(take("img.embedding.weight"), (2, 3, 1, 0)),
+        "img/embedding/b": take("img.embedding.bias"),
+        "img/pos_embedding": take("img.pos_embedding"),
+        "img/ln_final/scale": take("img.ln_final.weight"),
+        "img/ln_final/bias": take("img.ln_final.bias"),
+        "llm/embedding": take("llm.embedding.weight"),
+    }
+    for name in LINEARS:
+        if f"{name}.weight" in t:
+            flat[f"{name}/w"] = take(f"{name}.weight").T
+            flat[f"{name}/b"] = take(f"{name}.bias")
+    widths = [e.width for e in cfg.decoder.experts]
+    for e in range(len(widths)):
+        flat[f"llm/final_norm_{e}/scale"] = take(f"llm.final_norm_{e}.weight")
+
+    def per_layer(prefix, depth):
+        layers = []
+        for i in range(depth):
+            head = f"{prefix}.{i}."
+            layers.append({k[len(head):]: take(k) for k in list(t) if k.startswith(head)})
+        return layers
+
+    vit_layers = [_vit_block_inv(p, cfg.vit.width, cfg.vit.num_heads) for p in per_layer("img.blocks", cfg.vit.depth)]
+    d = cfg.decoder
+    llm_layers = [_llm_layer_inv(p, widths, d.num_heads, d.num_kv_heads, d.head_dim)
+                  for p in per_layer("llm.layers", d.depth)]
+    for layers, stacked, single, scan in ((vit_layers, "img/blocks", "img/block", cfg.vit.scan),
+                                          (llm_layers, "llm/layers", "llm/layer", cfg.decoder.scan)):
+        if scan:
+            for key in layers[0]:
+                flat[f"{stacked}/{key}"] = np.stack([layer[key] for layer in layers])
+        else:
+            for i, layer in enumerate(layers):
+                flat.update({f"{single}_{i}/{k}": v for k, v in layer.items()})
+    left = sorted(set(t) - used)
+    if left:
+        raise ValueError(f"model.safetensors has tensors with no JAX name: {left[:5]}")
+    return unflatten_params({k: np.ascontiguousarray(v) for k, v in flat.items()})
+
+
+# ----------------------------------------------------------------------------------------- files
+def save_torch(out_dir: str, variables: dict, cfg, dtype: str = "float32", extra_config: dict | None = None) -> dict:
+    """Writes ``model.safetensors`` + ``config.json`` (architecture, ``torch_dtype``, ``extra_config``)
+    and a copy of ``torch_policy.py`` into ``out_dir``. Returns the config.json dict."""
+    import torch
+    from safetensors.torch import save_file
+
+    if dtype not in tp.DTYPES:
+        raise ValueError(f"--dtype={dtype} must be one of {sorted(tp.DTYPES)}")
+    os.makedirs(out_dir, exist_ok=True)
+    arrays = jax_to_torch(variables, cfg)
+    tensors = {k: torch.from_numpy(np.asarray(v, np.float32)).to(tp.DTYPES[dtype]).contiguous()
+               for k, v in arrays.items()}
+    save_file(tensors, os.path.join(out_dir, tp.WEIGHTS_FILE), metadata={"format": "pt", "source": "vla_jax"})
+    config = {**config_to_dict(cfg), "torch_dtype": dtype, **(extra_config or {})}
+    tp.check_config(config)
+    with open(os.path.join(out_dir, tp.CONFIG_FILE), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+    with open(tp.__file__) as src, open(os.path.join(out_dir, "torch_policy.py"), "w") as dst:
+        dst.write(src.read())
+    return config
+
+
+def load_torch(folder: str) -> tuple[dict, Any, dict]:
+    """Reads an exported folder -> (JAX variables {"params": ...} as float32 numpy, VLAConfig, config.json)."""
+    from safetensors.numpy import load_file
+
+    with open(os.path.join(folder, tp.CONFIG_FILE)) as f:
+        config = json.load(f)
+    path = os.path.join(folder, tp.WEIGHTS_FILE)
+    if config.get("torch_dtype", "float32") == "float32":
+        arrays = load_file(path)
+    else:  # numpy has no bfloat16: go through torch
+        from safetensors.torch import load_file as load_torch_file
+        arrays = {k: v.float().numpy() for k, v in load_torch_file(path).items()}
+    cfg = config_from_dict(config)
+    return torch_to_jax(arrays, cfg), cfg, config
+
+
+def torch_state_dict(variables: dict, cfg, dtype=None) -> dict:
+    """JAX variables -> {name: torch.Tensor} ready for ``VLAPolicy.load_state_dict``."""
+    import torch
+
+    return {k: torch.from_numpy(np.asarray(v, np.float32)).to(dtype or torch.float32)
+            for k, v in jax_to_torch(variables, cfg).items()}

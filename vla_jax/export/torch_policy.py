@@ -1,0 +1,559 @@
+"""The vla_jax policy in plain PyTorch, for deployment. Self-contained: stdlib, torch, numpy, safetensors.
+
+This file is copied verbatim into every exported folder, so a robot computer with only PyTorch can do::
+
+    import sys; sys.path.insert(0, "exported_folder")
+    from torch_policy import VLAPolicy
+    policy = VLAPolicy.from_pretrained("exported_folder")
+    actions = policy.sample_actions(images, image_mask, tokens, token_mask, state, state_mask, action_dim_mask)
+
+It mirrors ``vla_jax/models`` op for op (the parity check in ``vla_jax/export/parity.py`` holds the two
+within 1e-4 in float32):
+
+* ViT: patch embedding (a strided conv), learned position embedding, pre-norm blocks with GELU(tanh)
+  MLPs, final LayerNorm (eps 1e-6, computed in float32).
+* Gemma mixture of transformers: every layer has per-expert weights (suffix ``_0`` backbone, ``_1``
+  action expert) and one joint attention over all experts' tokens; RMSNorm with ``(1 + weight)``,
+  rotary positions, multi-/grouped-query attention with float32 logits, GeGLU (tanh GELU), tied
+  input/output embedding scaled by sqrt(width).
+* Prefix (images + text [+ state token for the discrete head]) and suffix (state token + action tokens
+  mixed with a sin-cos time embedding); attention masks from cumulative autoregressive flags.
+* ``sample_actions``: the prefix runs once into a KV cache; N Euler steps (t: 1 -> 0) run only the suffix.
+  The discrete head decodes H * A tokens greedily (restricted to the last 256 vocabulary ids) with a KV cache.
+
+Inputs follow ``vla_jax/batch.py`` (B batch, C cameras, R image size, L text, S state, H horizon, A action dims):
+images float32 [B, C, R, R, 3] in [-1, 1], image_mask bool [B, C], tokens int [B, L], token_mask bool [B, L],
+state float32 [B, S] (normalized), state_mask bool [B, S], action_dim_mask bool [B, A], noise float32 [B, H, A].
+Actions come back normalized, [B, H, A] with padded dims zero; ``unnormalize_actions`` (or
+``sample_actions(..., dataset=NAME)``) maps them to robot units with the folder's ``norm_stats.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+NORM_STATS_FILE = "norm_stats.json"
+FORMAT = "vla_jax.torch_policy"
+FORMAT_VERSION = 1
+NUM_BINS = 256  # discrete head: the last 256 vocabulary ids are action bins
+ACTION_HEADS = ("flow", "discrete")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+_STATS_EPS = 1e-8  # vla_jax.data.stats._EPS
+
+KVCache = list  # per layer: (keys [B, S, K, h], values [B, S, K, h])
+
+
+class UnsupportedModelError(ValueError):
+    """The config describes a model this PyTorch module does not implement; one line naming the field."""
+
+
+# ----------------------------------------------------------------------------------------- config
+def check_config(cfg: dict) -> None:
+    """Raises UnsupportedModelError (one line) unless ``cfg`` (config.json) is a model this module runs."""
+
+    def need(cond, msg):
+        if not cond:
+            raise UnsupportedModelError(msg)
+
+    need(cfg.get("format", FORMAT) == FORMAT, f"config.json format {cfg.get('format')!r} is not {FORMAT!r}")
+    need(int(cfg.get("format_version", FORMAT_VERSION)) <= FORMAT_VERSION,
+         f"config.json format_version {cfg.get('format_version')} is newer than this module ({FORMAT_VERSION})")
+    for key in ("vit", "decoder", "action_head", "num_cameras", "image_size", "max_text_len", "action_horizon",
+                "max_action_dim", "max_state_dim", "num_flow_steps"):
+        need(key in cfg, f"config.json has no '{key}'")
+    head, dec, vit = cfg["action_head"], cfg["decoder"], cfg["vit"]
+    need(head in ACTION_HEADS, f"action_head={head!r} is not supported by the PyTorch module (one of {ACTION_HEADS})")
+    need(len(dec["experts"]) == (2 if head == "flow" else 1),
+         f"decoder.experts has {len(dec['experts'])} experts; the PyTorch module runs 2 (flow) or 1 (discrete)")
+    need(dec["num_heads"] % dec["num_kv_heads"] == 0, "decoder.num_heads must be a multiple of num_kv_heads")
+    need(dec["head_dim"] % 2 == 0, "decoder.head_dim must be even (rotary)")
+    need(vit["width"] % vit["num_heads"] == 0, "vit.width must be divisible by vit.num_heads")
+    need(cfg["image_size"] % vit["patch_size"] == 0, "image_size must be divisible by vit.patch_size")
+    need(head != "discrete" or dec["vocab_size"] > NUM_BINS, f"vocab_size must exceed {NUM_BINS} (discrete head)")
+    dtype = cfg.get("torch_dtype", "float32")
+    need(dtype in DTYPES, f"torch_dtype={dtype!r} is not one of {sorted(DTYPES)}")
+
+
+# ----------------------------------------------------------------------------------------- layers
+class LayerNorm(nn.Module):
+    """LayerNorm (eps 1e-6) computed in float32, returned in the input dtype."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        mean = x32.mean(-1, keepdim=True)
+        var = (x32 - mean).square().mean(-1, keepdim=True)
+        y = (x32 - mean) * torch.rsqrt(var + 1e-6) * self.weight.float() + self.bias.float()
+        return y.to(x.dtype)
+
+
+class RMSNorm(nn.Module):
+    """Gemma RMSNorm: ``x * rsqrt(mean(x^2) + 1e-6) * (1 + weight)`` in float32 (weight is 0-centred)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        y = x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + 1e-6)
+        return (y * (1.0 + self.weight.float())).to(x.dtype)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+def rope(x: torch.Tensor, positions: torch.Tensor, max_wavelength: float = 10_000.0) -> torch.Tensor:
+    """Rotary embedding (halves convention). x [B, T, n, h], positions [B, T] int -> same dtype as x."""
+    h = x.shape[-1]
+    half = h // 2
+    freq = max_wavelength ** (2.0 * torch.arange(half, dtype=torch.float32) / h)
+    angle = positions.float()[:, :, None, None] / freq
+    sin, cos = torch.sin(angle), torch.cos(angle)
+    x32 = x.float()
+    x1, x2 = x32[..., :half], x32[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Grouped-query attention with float32 logits. q [B, T, N, h]; k, v [B, S, K, h]; mask [B, T, S] bool.
+    Returns [B, T, N * h]. Fully masked rows get a uniform distribution (as in the JAX model)."""
+    b, t, n, h = q.shape
+    kh = k.shape[2]
+    q = q.reshape(b, t, kh, n // kh, h).permute(0, 2, 3, 1, 4)           # [B, K, G, T, h]
+    kt = k.permute(0, 2, 3, 1).unsqueeze(2)                               # [B, K, 1, h, S]
+    logits = torch.matmul(q.float(), kt.float()) * (h ** -0.5)            # [B, K, G, T, S]
+    logits = logits.masked_fill(~mask[:, None, None], torch.finfo(torch.float32).min)
+    probs = torch.softmax(logits, dim=-1).to(v.dtype)
+    out = torch.matmul(probs, v.permute(0, 2, 1, 3).unsqueeze(2))        # [B, K, G, T, h]
+    return out.permute(0, 3, 1, 2, 4).reshape(b, t, n * h)
+
+
+def make_attn_mask(mask: torch.Tensor, ar: torch.Tensor) -> torch.Tensor:
+    """mask, ar [B, T] bool -> [B, T, T]: i may attend to j iff cumsum(ar)[j] <= cumsum(ar)[i], both real."""
+    cum = torch.cumsum(ar.long(), dim=1)
+    return (cum[:, None, :] <= cum[:, :, None]) & mask[:, None, :] & mask[:, :, None]
+
+
+def posemb_sincos(t: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
+    """Sine-cosine embedding of the flow time. t: [B] (or scalar) float32 -> [B, dim] (or [dim])."""
+    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float32)
+    period = min_period * (max_period / min_period) ** fraction
+    angle = t.float()[..., None] * (2 * math.pi / period)
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
+
+
+# ----------------------------------------------------------------------------------------- ViT
+class ViTBlock(nn.Module):
+    def __init__(self, width: int, mlp_dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.ln_attn = LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+        self.ln_mlp = LayerNorm(width)
+        self.mlp_in = nn.Linear(width, mlp_dim)
+        self.mlp_out = nn.Linear(mlp_dim, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        n = self.num_heads
+        h = d // n
+        qkv = self.qkv(self.ln_attn(x)).reshape(b, t, 3, n, h)
+        q, k, v = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+        logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * (h ** -0.5)
+        probs = torch.softmax(logits, dim=-1).to(x.dtype)
+        attn = torch.matmul(probs, v).transpose(1, 2).reshape(b, t, d)
+        x = x + self.out(attn)
+        return x + self.mlp_out(gelu_tanh(self.mlp_in(self.ln_mlp(x))))
+
+
+class ViT(nn.Module):
+    """Images [N, R, R, 3] in [-1, 1] -> patch tokens [N, (R/p)^2, width]."""
+
+    def __init__(self, vit: dict):
+        super().__init__()
+        width, p = vit["width"], vit["patch_size"]
+        self.embedding = nn.Conv2d(3, width, kernel_size=p, stride=p)
+        self.pos_embedding = nn.Parameter(torch.zeros(1, (vit["image_size"] // p) ** 2, width))
+        self.blocks = nn.ModuleList(ViTBlock(width, vit["mlp_dim"], vit["num_heads"]) for _ in range(vit["depth"]))
+        self.ln_final = LayerNorm(width)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(images.permute(0, 3, 1, 2).to(self.embedding.weight.dtype))  # [N, D, R/p, R/p]
+        x = x.flatten(2).transpose(1, 2) + self.pos_embedding.to(x.dtype)
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_final(x)
+
+
+# ----------------------------------------------------------------------------------------- decoder
+class DecoderLayer(nn.Module):
+    """One mixture-of-transformers layer. Per expert ``e``: pre_attn_norm_e, q_e, k_e, v_e, attn_out_e,
+    pre_mlp_norm_e, gate_e, up_e, mlp_out_e. Attention runs once over all experts' tokens."""
+
+    def __init__(self, experts: list, num_heads: int, num_kv_heads: int, head_dim: int):
+        super().__init__()
+        self.num_experts = len(experts)
+        self.n, self.k, self.h = num_heads, num_kv_heads, head_dim
+        for e, ex in enumerate(experts):
+            w, f = ex["width"], ex["mlp_dim"]
+            self.add_module(f"pre_attn_norm_{e}", RMSNorm(w))
+            self.add_module(f"q_{e}", nn.Linear(w, num_heads * head_dim, bias=False))
+            self.add_module(f"k_{e}", nn.Linear(w, num_kv_heads * head_dim, bias=False))
+            self.add_module(f"v_{e}", nn.Linear(w, num_kv_heads * head_dim, bias=False))
+            self.add_module(f"attn_out_{e}", nn.Linear(num_heads * head_dim, w, bias=False))
+            self.add_module(f"pre_mlp_norm_{e}", RMSNorm(w))
+            self.add_module(f"gate_{e}", nn.Linear(w, f, bias=False))
+            self.add_module(f"up_{e}", nn.Linear(w, f, bias=False))
+            self.add_module(f"mlp_out_{e}", nn.Linear(f, w, bias=False))
+
+    def sub(self, name: str, e: int) -> nn.Module:
+        return getattr(self, f"{name}_{e}")
+
+    def forward(self, xs: list, positions: torch.Tensor, mask: torch.Tensor, cache: Optional[tuple]):
+        qs, ks, vs = [], [], []
+        for e, x in enumerate(xs):
+            if x is None:
+                continue
+            b, t, _ = x.shape
+            y = self.sub("pre_attn_norm", e)(x)
+            qs.append(self.sub("q", e)(y).reshape(b, t, self.n, self.h))
+            ks.append(self.sub("k", e)(y).reshape(b, t, self.k, self.h))
+            vs.append(self.sub("v", e)(y).reshape(b, t, self.k, self.h))
+        q = rope(torch.cat(qs, dim=1), positions)
+        k = rope(torch.cat(ks, dim=1), positions)
+        v = torch.cat(vs, dim=1)
+        new_kv = (k, v)
+        if cache is not None:
+            k = torch.cat([cache[0].to(k.dtype), k], dim=1)
+            v = torch.cat([cache[1].to(v.dtype), v], dim=1)
+        attn = attention(q, k, v, mask)
+        out, start = [], 0
+        for e, x in enumerate(xs):
+            if x is None:
+                out.append(None)
+                continue
+            a = attn[:, start:start + x.shape[1]]
+            start += x.shape[1]
+            x = x + self.sub("attn_out", e)(a)
+            y = self.sub("pre_mlp_norm", e)(x)
+            y = gelu_tanh(self.sub("gate", e)(y)) * self.sub("up", e)(y)
+            out.append(x + self.sub("mlp_out", e)(y))
+        return out, new_kv
+
+
+class Decoder(nn.Module):
+    """Token embedding (tied with the output logits), the layers and one final RMSNorm per expert."""
+
+    def __init__(self, dec: dict):
+        super().__init__()
+        experts = dec["experts"]
+        self.width = experts[0]["width"]
+        self.embedding = nn.Embedding(dec["vocab_size"], self.width)
+        self.layers = nn.ModuleList(DecoderLayer(experts, dec["num_heads"], dec["num_kv_heads"], dec["head_dim"])
+                                    for _ in range(dec["depth"]))
+        for e, ex in enumerate(experts):
+            self.add_module(f"final_norm_{e}", RMSNorm(ex["width"]))
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.embedding(tokens.long()) * math.sqrt(float(self.width))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 logits through the tied embedding."""
+        return torch.matmul(x.float(), self.embedding.weight.float().t())
+
+    def forward(self, xs: list, positions: torch.Tensor, mask: torch.Tensor, cache: Optional[KVCache] = None):
+        """xs: per expert [B, T_e, D_e] or None. Returns final-normed outputs per expert and the new tokens'
+        keys/values per layer."""
+        new_cache = []
+        for i, layer in enumerate(self.layers):
+            xs, kv = layer(xs, positions, mask, None if cache is None else cache[i])
+            new_cache.append(kv)
+        outs = [None if x is None else getattr(self, f"final_norm_{e}")(x) for e, x in enumerate(xs)]
+        return outs, new_cache
+
+
+# ----------------------------------------------------------------------------------------- policy
+class VLAPolicy(nn.Module):
+    """The whole policy. Build with :meth:`from_pretrained` (an exported folder) or ``VLAPolicy(config)``."""
+
+    def __init__(self, config: dict, dtype: Optional[torch.dtype] = None):
+        super().__init__()
+        check_config(config)
+        self.config = config
+        c = config
+        self.action_head = c["action_head"]
+        self.compute_dtype = dtype or DTYPES[c.get("torch_dtype", "float32")]
+        width = c["decoder"]["experts"][0]["width"]
+        self.img = ViT({**c["vit"], "image_size": c["image_size"]})
+        self.img_proj = nn.Linear(c["vit"]["width"], width)
+        self.llm = Decoder(c["decoder"])
+        if self.action_head == "flow":
+            ew = c["decoder"]["experts"][1]["width"]
+            self.state_proj = nn.Linear(c["max_state_dim"], ew)
+            self.action_in_proj = nn.Linear(c["max_action_dim"], ew)
+            self.time_mlp_in = nn.Linear(2 * ew, ew)
+            self.time_mlp_out = nn.Linear(ew, ew)
+            self.action_out_proj = nn.Linear(ew, c["max_action_dim"])
+        else:
+            self.state_proj = nn.Linear(c["max_state_dim"], width)
+        self.norm_stats: dict = {}
+        self.to(self.compute_dtype)
+
+    # ------------------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: Optional[torch.dtype] = None, device: str = "cpu") -> "VLAPolicy":
+        """Loads ``config.json`` + ``model.safetensors`` (+ ``norm_stats.json``) from an exported folder.
+        ``dtype`` overrides the stored dtype (e.g. ``torch.float32`` to run a bfloat16 export in float32)."""
+        from safetensors.torch import load_file
+
+        with open(os.path.join(path, CONFIG_FILE)) as f:
+            config = json.load(f)
+        policy = cls(config, dtype=dtype)
+        state = load_file(os.path.join(path, WEIGHTS_FILE))
+        state = {k: v.to(policy.compute_dtype) for k, v in state.items()}
+        missing, unexpected = policy.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{path}/{WEIGHTS_FILE} does not match config.json: missing {sorted(missing)[:5]}, "
+                             f"unexpected {sorted(unexpected)[:5]}")
+        stats_file = os.path.join(path, NORM_STATS_FILE)
+        if os.path.isfile(stats_file):
+            with open(stats_file) as f:
+                policy.norm_stats = json.load(f)
+        return policy.to(device).eval().requires_grad_(False)
+
+    # ------------------------------------------------------------------------- prefix / suffix
+    def embed_prefix(self, images, image_mask, tokens, token_mask, state):
+        """Image tokens (+ state token, discrete head) + text tokens -> tokens [B, P, D], mask, ar [B, P]."""
+        b, cams = images.shape[0], images.shape[1]
+        x = self.img(images.reshape(-1, *images.shape[2:]))
+        x = self.img_proj(x)
+        n = x.shape[1]
+        parts = [x.reshape(b, cams * n, x.shape[-1])]
+        masks = [image_mask[:, :, None].expand(b, cams, n).reshape(b, cams * n)]
+        if self.action_head == "discrete":
+            parts.append(self.state_proj(state.to(self.compute_dtype))[:, None])
+            masks.append(torch.ones_like(image_mask[:, :1]))
+        parts.append(self.llm.embed(tokens).to(self.compute_dtype))
+        masks.append(token_mask)
+        mask = torch.cat(masks, dim=1)
+        return torch.cat(parts, dim=1), mask, torch.zeros_like(mask)
+
+    def encode_prefix(self, images, image_mask, tokens, token_mask, state):
+        """Runs the prefix alone -> (KV cache, prefix mask [B, P], float32 logits [B, V] at the last real token)."""
+        p_tok, p_mask, p_ar = self.embed_prefix(images, image_mask, tokens, token_mask, state)
+        positions = torch.cumsum(p_mask.long(), dim=1) - 1
+        xs = [p_tok] + [None] * (len(self.config["decoder"]["experts"]) - 1)
+        outs, cache = self.llm(xs, positions, make_attn_mask(p_mask, p_ar))
+        idx = torch.arange(p_mask.shape[1], device=p_mask.device)[None]
+        last = torch.where(p_mask, idx, torch.zeros_like(idx)).amax(dim=1)
+        last_out = torch.gather(outs[0], 1, last[:, None, None].expand(-1, 1, outs[0].shape[-1]))
+        return cache, p_mask, self.llm.logits(last_out)[:, 0]
+
+    def embed_suffix(self, state: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
+        """State token + H action tokens mixed with the time embedding. t: scalar float32 tensor."""
+        state_tok = self.state_proj(state.to(self.compute_dtype))[:, None]
+        act = self.action_in_proj(x_t.to(self.compute_dtype))
+        temb = posemb_sincos(t, act.shape[-1]).to(act.dtype).expand_as(act)
+        act = self.time_mlp_out(F.silu(self.time_mlp_in(torch.cat([act, temb], dim=-1))))
+        return torch.cat([state_tok, act], dim=1)
+
+    def suffix_velocity(self, state, x_t, t, prefix_mask, cache):
+        """One flow step's float32 velocity [B, H, A] from the suffix, attending to the cached prefix."""
+        s_tok = self.embed_suffix(state, x_t, t)
+        b, p = prefix_mask.shape
+        s = s_tok.shape[1]
+        s_mask = torch.ones_like(prefix_mask[:, :1]).expand(b, s)
+        s_ar = torch.arange(s, device=s_tok.device)[None].expand(b, s) < 2
+        to_prefix = prefix_mask[:, None, :].expand(b, s, p)
+        mask = torch.cat([to_prefix, make_attn_mask(s_mask, s_ar)], dim=2)
+        positions = prefix_mask.long().sum(1, keepdim=True) + torch.cumsum(s_mask.long(), dim=1) - 1
+        (_, s_out), _ = self.llm([None, s_tok], positions, mask, cache)
+        h = self.config["action_horizon"]
+        return self.action_out_proj(s_out[:, -h:]).float()
+
+    # ------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample_actions(self, images, image_mask, tokens, token_mask, state, state_mask, action_dim_mask,
+                       noise=None, num_steps: Optional[int] = None, dataset: Optional[str] = None,
+                       generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Normalized actions [B, H, A] (padded dims 0); with ``dataset`` the un-normalized actions of that
+        dataset's embodiment [B, H, action_dim] (see :meth:`unnormalize_actions`). Accepts numpy or torch.
+        Flow head: ``noise`` [B, H, A] (drawn from ``generator`` when None), ``num_steps`` Euler steps
+        (default: config). Discrete head: greedy decoding; ``noise`` and ``num_steps`` are ignored."""
+        images, image_mask, tokens, token_mask, state, state_mask, action_dim_mask = (
+            _tensor(images, torch.float32), _tensor(image_mask, torch.bool), _tensor(tokens, torch.long),
+            _tensor(token_mask, torch.bool), _tensor(state, torch.float32), _tensor(state_mask, torch.bool),
+            _tensor(action_dim_mask, torch.bool))
+        self._check_inputs(images, image_mask, tokens, token_mask, state, state_mask, action_dim_mask)
+        if self.action_head == "discrete":
+            actions = self.sample_discrete(images, image_mask, tokens, token_mask, state, state_mask,
+                                           action_dim_mask)
+        else:
+            c = self.config
+            if noise is None:
+                noise = torch.randn((images.shape[0], c["action_horizon"], c["max_action_dim"]),
+                                    generator=generator, dtype=torch.float32)
+            actions = self.sample_flow(images, image_mask, tokens, token_mask, state, state_mask, action_dim_mask,
+                                       _tensor(noise, torch.float32), num_steps or c["num_flow_steps"])
+        if dataset is not None:
+            return torch.from_numpy(self.unnormalize_actions(actions.numpy(), dataset))
+        return actions
+
+    def sample_flow(self, images, image_mask, tokens, token_mask, state, state_mask, action_dim_mask, noise,
+                    num_steps: int) -> torch.Tensor:
+        """KV-cached Euler sampling from t = 1 (noise) to t = 0 (traceable: used as is by the ONNX export)."""
+        state = torch.where(state_mask, state, torch.zeros_like(state))
+        cache, prefix_mask, _ = self.encode_prefix(images, image_mask, tokens, token_mask, state)
+        dim_mask = action_dim_mask[:, None, :]
+        x_t = torch.where(dim_mask, noise.float(), torch.zeros_like(noise.float()))
+        dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32)
+        for i in range(num_steps):
+            t = 1.0 + torch.tensor(float(i), dtype=torch.float32) * dt
+            v = self.suffix_velocity(state, x_t, t, prefix_mask, cache)
+            x_t = torch.where(dim_mask, x_t + dt * v, torch.zeros_like(x_t))
+        return x_t
+
+    def greedy_decode(self, images, image_mask, tokens, token_mask, state, state_mask, num_tokens: int):
+        """Greedy decoding of ``num_tokens`` action-bin tokens after the prefix, with a growing KV cache.
+        Returns int64 tokens [B, num_tokens]."""
+        vocab = self.config["decoder"]["vocab_size"]
+        state = torch.where(state_mask, state, torch.zeros_like(state))
+        cache, prefix_mask, logits = self.encode_prefix(images, image_mask, tokens, token_mask, state)
+        position = prefix_mask.long().sum(1, keepdim=True)  # [B, 1]
+        key_mask = prefix_mask
+        out = []
+        for k in range(num_tokens):
+            token = vocab - NUM_BINS + torch.argmax(logits[:, -NUM_BINS:], dim=-1)
+            out.append(token)
+            if k == num_tokens - 1:
+                break
+            key_mask = torch.cat([key_mask, torch.ones_like(key_mask[:, :1])], dim=1)
+            x = self.llm.embed(token[:, None]).to(self.compute_dtype)
+            outs, new = self.llm([x] + [None] * (len(self.config["decoder"]["experts"]) - 1), position + k,
+                                 key_mask[:, None, :], cache)
+            cache = [(torch.cat([ck, nk], 1), torch.cat([cv, nv], 1)) for (ck, cv), (nk, nv) in zip(cache, new)]
+            logits = self.llm.logits(outs[0])[:, 0]
+        return torch.stack(out, dim=1)
+
+    def sample_discrete(self, images, image_mask, tokens, token_mask, state, state_mask, action_dim_mask):
+        """Decodes H * A action tokens; the k-th one fills the k-th real (step, dim) slot (row-major)."""
+        c = self.config
+        h, a, vocab = c["action_horizon"], c["max_action_dim"], c["decoder"]["vocab_size"]
+        out = self.greedy_decode(images, image_mask, tokens, token_mask, state, state_mask, h * a)
+        bins = torch.clamp(vocab - 1 - out, 0, NUM_BINS - 1)
+        values = -1.0 + (bins.float() + 0.5) * (2.0 / NUM_BINS)
+        valid = action_dim_mask[:, None, :].expand(-1, h, a).reshape(-1, h * a)
+        rank = torch.clamp(torch.cumsum(valid.long(), dim=1) - 1, min=0)
+        flat = torch.where(valid, torch.gather(values, 1, rank), torch.zeros_like(values))
+        return flat.reshape(-1, h, a)
+
+    def _check_inputs(self, images, image_mask, tokens, token_mask, state, state_mask, action_dim_mask):
+        c = self.config
+        b = images.shape[0]
+        r = c["image_size"]
+        want = {"images": (b, c["num_cameras"], r, r, 3), "image_mask": (b, c["num_cameras"]),
+                "tokens": (b, c["max_text_len"]), "token_mask": (b, c["max_text_len"]),
+                "state": (b, c["max_state_dim"]), "state_mask": (b, c["max_state_dim"]),
+                "action_dim_mask": (b, c["max_action_dim"])}
+        got = {"images": images, "image_mask": image_mask, "tokens": tokens, "token_mask": token_mask,
+               "state": state, "state_mask": state_mask, "action_dim_mask": action_dim_mask}
+        for name, shape in want.items():
+            if tuple(got[name].shape) != shape:
+                raise ValueError(f"{name} has shape {tuple(got[name].shape)}, expected {shape} (see config.json)")
+
+    def example_inputs(self, batch_size: int = 1) -> dict:
+        """A valid observation dict (numpy, vla_jax/batch.py dtypes): gray images, every camera / state /
+        action dim real, one BOS-like token. Replace the fields with real data."""
+        c = self.config
+        b, r = batch_size, c["image_size"]
+        tokens = np.zeros((b, c["max_text_len"]), np.int32)
+        token_mask = np.zeros((b, c["max_text_len"]), bool)
+        tokens[:, 0], token_mask[:, 0] = 2, True
+        return {"images": np.zeros((b, c["num_cameras"], r, r, 3), np.float32),
+                "image_mask": np.ones((b, c["num_cameras"]), bool), "tokens": tokens, "token_mask": token_mask,
+                "state": np.zeros((b, c["max_state_dim"]), np.float32),
+                "state_mask": np.ones((b, c["max_state_dim"]), bool),
+                "action_dim_mask": np.ones((b, c["max_action_dim"]), bool)}
+
+    # ------------------------------------------------------------------------- normalization
+    @property
+    def datasets(self) -> list:
+        """Names of the robot datasets with normalization stats in ``norm_stats.json``."""
+        return [k for k, v in self.norm_stats.items() if isinstance(v, dict) and "action" in v]
+
+    def _stats(self, dataset: str) -> dict:
+        if dataset not in self.norm_stats or not isinstance(self.norm_stats[dataset], dict) \
+                or "action" not in self.norm_stats[dataset]:
+            raise KeyError(f"no normalization stats for dataset {dataset!r} in {NORM_STATS_FILE}; "
+                           f"known: {self.datasets}")
+        return self.norm_stats[dataset]
+
+    def unnormalize_actions(self, actions, dataset: str) -> np.ndarray:
+        """Normalized model actions [..., H, A] -> robot units [..., H, action_dim] for ``dataset``
+        (the inverse of vla_jax.data.stats.Normalizer: ``bounds_q99`` or ``normal``; unnormalized dims kept)."""
+        st = self._stats(dataset)
+        block = st["action"]
+        dim = len(block["mean"])
+        y = np.asarray(actions, np.float32)[..., :dim]
+        return _inverse(y, block, st.get("action_normalization", "bounds_q99"), st.get("action_norm_mask"))
+
+    def normalize_state(self, state, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+        """Raw robot state [..., state_dim] -> (normalized padded state [..., S], state_mask [..., S])."""
+        st = self._stats(dataset)
+        block = st["state"]
+        method = st.get("state_normalization", "normal")
+        x = np.asarray(state, np.float32)
+        dim = x.shape[-1]
+        mask = np.ones(dim, bool) if st.get("state_norm_mask") is None else np.asarray(st["state_norm_mask"], bool)
+        if method == "bounds_q99":
+            low, high = np.asarray(block["q01"], np.float32), np.asarray(block["q99"], np.float32)
+            degenerate = (high - low) < _STATS_EPS
+            y = np.clip(2.0 * (x - low) / np.where(degenerate, 1.0, high - low) - 1.0, -1.0, 1.0)
+            y = np.where(degenerate, 0.0, y)
+        elif method == "normal":
+            y = (x - np.asarray(block["mean"], np.float32)) / (np.asarray(block["std"], np.float32) + _STATS_EPS)
+        else:
+            y = x
+        y = np.where(mask, y, x).astype(np.float32)
+        s = self.config["max_state_dim"]
+        out = np.zeros(y.shape[:-1] + (s,), np.float32)
+        out[..., :dim] = y
+        smask = np.zeros(y.shape[:-1] + (s,), bool)
+        smask[..., :dim] = True
+        return out, smask
+
+
+def _inverse(y: np.ndarray, block: dict, method: str, mask) -> np.ndarray:
+    if method == "bounds_q99":
+        low, high = np.asarray(block["q01"], np.float32), np.asarray(block["q99"], np.float32)
+        x = (y + 1.0) / 2.0 * (high - low) + low
+        x = np.where((high - low) < _STATS_EPS, low, x)
+    elif method == "normal":
+        x = y * (np.asarray(block["std"], np.float32) + _STATS_EPS) + np.asarray(block["mean"], np.float32)
+    else:
+        x = y
+    mask = np.ones(y.shape[-1], bool) if mask is None else np.asarray(mask, bool)
+    return np.where(mask, x, y).astype(np.float32)
+
+
+def _tensor(x, dtype: torch.dtype) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype)
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(x))).to(dtype)
