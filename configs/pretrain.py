@@ -110,4 +110,22 @@ def get_config(arg=None):
     config.init = ml_collections.ConfigDict(dict(
         from_npz="",  # big_vision PaliGemma .npz; matching backbone weights are loaded (report in the log)
     ))
+
+    # ---------------------------------------------------------------- periodic evaluation (docs/evaluation.md)
+    # Every `every` steps process 0 evaluates the current params (EMA ones if kept and ema=True) closed
+    # loop in the simulator and offline on the validation splits; logs eval/... scalars to metrics.jsonl.
+    config.eval = ml_collections.ConfigDict(dict(
+        every=0,                  # 0: off
+        episodes=4,               # closed-loop episodes per (embodiment, task, split) cell; 0: no closed loop
+        families="all",           # "all" or e.g. "pick,place"
+        embodiments="all",        # "all" or e.g. "single_arm" (those with a simulator dataset in config.data)
+        splits="train",           # e.g. "train,heldout_combo,heldout_paraphrase"
+        offline_batches=2,        # validation batches per dataset for offline metrics; 0: none
+        ema=True,                 # evaluate the EMA params when config.optimizer.ema_decay keeps them
+        seed=0,                   # episode seeds, flow-sampling noise, validation sample choice
+        max_steps=0,              # episode step limit; 0: the embodiment's
+        execute_steps=0,          # actions executed per chunk; 0: the whole chunk
+        num_envs=16,              # parallel simulator environments
+        image_size=96,            # rendered camera resolution (the generated data's)
+    ))
     return config

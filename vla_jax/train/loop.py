@@ -237,6 +237,14 @@ def train(config, workdir: str) -> dict:
     perf = metrics_lib.Throughput(batch_size=config.batch_size, tokens_per_example=tokens, flops_per_step=flops,
                                   peak_flops=peak, num_devices=jax.device_count())
 
+    # ====================================================================== periodic evaluation (config.eval)
+    # Off unless config.eval.every > 0. Process 0 evaluates closed loop + offline (vla_jax/eval/run.py);
+    # it reads neither the train state's rng nor the data iterator, so resuming stays exact.
+    evaluator = None
+    if "eval" in config and config.eval.every:
+        from vla_jax.eval.run import PeriodicEvaluator
+        evaluator = PeriodicEvaluator(config, model, enabled=lead, log=log)
+
     # ====================================================================== signals
     stop = {"signal": None}
 
@@ -304,6 +312,11 @@ def train(config, workdir: str) -> dict:
                 checkpointer.save(step, state, data_state=data_it.get_state(), config=config.to_dict(),
                                   norm_stats=norm_stats)
                 last_saved = step
+            if evaluator is not None and step % evaluator.every == 0:
+                if pending is not None:
+                    last, pending = finish(*pending), None
+                writer.write(step, evaluator(state, step))
+                perf.start()  # evaluation time is not step time
         if pending is not None:
             last, pending = finish(*pending), None
         if last_saved != step:

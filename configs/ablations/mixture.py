@@ -1,0 +1,55 @@
+"""Data-mixture ablation sweep for ``tools/ablate.py`` (see docs/evaluation.md).
+
+    python tools/ablate.py --config=configs/ablations/mixture.py --out=runs/ablate_mixture
+    python tools/ablate.py --config=configs/ablations/mixture.py:steps=2000,episodes=50 --out=runs/abl --launch_only
+
+Arguments (``:key=value,...``): ``size`` (the pretrain preset, default debug), ``mixture`` (the
+base mixture of configs/mixtures.py), ``steps`` (training steps of every variant), ``episodes``
+(closed-loop episodes per cell), ``seed`` (training seed, the same for every variant).
+
+Fields: ``base`` (a config spec for ``python -m vla_jax.train``), ``overrides`` (dotted overrides for
+every variant), ``variants`` (name -> dotted overrides on top), ``varied`` (the override key on the
+x-axis of the plots; variants that change anything else are drawn as separate markers), ``eval``
+(evaluation settings, identical for every variant: same seeds, same episodes).
+"""
+
+import ml_collections
+
+from vla_jax.config import parse_arg
+
+
+def _dotted(d: dict) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(d, allow_dotted_keys=True)
+
+
+def get_config(arg=None):
+    arg = parse_arg(arg, size="debug", mixture="default", steps=300, episodes=20, seed=0)
+    sweep = ml_collections.ConfigDict()
+    sweep.base = f"configs/pretrain.py:size={arg.size},mixture={arg.mixture}"
+    sweep.overrides = _dotted({"num_steps": arg.steps, "seed": arg.seed})
+    web = "data.mixture.tabletop_web_vl"
+    sweep.variants = _dotted({})
+    # web vision-language co-training weight (robot weights stay 0.45 / 0.35; the default mixture has 0.2)
+    for weight in (0.0, 0.1, 0.2, 0.3):
+        sweep.variants[f"web_{weight:g}"] = _dotted({web: weight})
+    # the single-arm data alone (plus web): does bimanual data help or hurt single-arm control?
+    sweep.variants["no_bimanual"] = _dotted({"data.mixture.tabletop_bimanual": 0.0})
+    # the action head: flow matching (default) vs discrete action tokens, same mixture
+    sweep.variants["discrete"] = _dotted({"model.action_head": "discrete"})
+    sweep.varied = web
+    sweep.eval = ml_collections.ConfigDict(dict(
+        episodes=arg.episodes,     # per (embodiment, task, split) cell
+        seed=0,                    # episode seeds, sampling noise and validation examples: identical per variant
+        families="all",
+        embodiments="all",
+        splits="train,heldout_combo,heldout_paraphrase",
+        execute_steps=0,           # 0: the whole chunk
+        max_steps=0,               # 0: the embodiment's limit
+        offline_batches=8,         # validation batches per dataset
+        ema=False,                 # evaluate raw params (short debug runs: EMA lags behind)
+        num_envs=16,
+        image_size=96,
+        record=1,                  # episodes per cell kept for filmstrips
+        baselines=False,           # also evaluate expert / random / mean per variant
+    ))
+    return sweep

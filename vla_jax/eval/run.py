@@ -1,0 +1,339 @@
+"""Evaluate a training checkpoint (closed loop + offline), and evaluate periodically during training.
+
+    python tools/evaluate.py --workdir=runs/debug --episodes=50 --baselines
+    python tools/evaluate.py --workdir=runs/debug --step=200 --ema --tasks=pick,place --embodiments=single_arm
+
+:func:`evaluate_checkpoint` reads the parameters with ``vla_jax.export.package.load_params`` (any
+sharding), rebuilds the model from the saved config, wraps it as a closed-loop policy with the
+training preprocessing / normalization (``make_model_policy``), evaluates every embodiment x task
+family x split cell in the simulator, runs the offline validation metrics (vla_jax/eval/offline.py)
+and, with ``baselines``, the scripted expert (ceiling), uniform random actions and the dataset's
+mean action. Everything goes into ``<workdir>/eval/<step>[-ema]/`` (or ``out``): ``results.json``,
+``summary.md``, ``summary.png``, ``filmstrip_model.png``, ``rollouts_model.gif``.
+
+:class:`PeriodicEvaluator` is the trainer's hook (``config.eval``, see configs/pretrain.py): every
+``config.eval.every`` steps, process 0 evaluates the current (EMA) parameters closed-loop and offline
+and returns ``eval/...`` scalars for the MetricsWriter. It reads nothing the training state or data
+iterator depend on, so resumed runs stay bitwise identical.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Sequence
+
+import numpy as np
+
+from vla_jax.eval import offline as offline_lib
+from vla_jax.sim import EMBODIMENTS, FAMILIES, SPLITS
+
+EMBODIMENT_SPECS = {"single_arm": "tabletop_single_arm", "bimanual": "tabletop_bimanual"}
+
+
+class EvalError(ValueError):
+    """A bad flag, checkpoint or config for evaluation; the message is one line."""
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def parse_names(value, allowed: Sequence[str], flag: str) -> tuple[str, ...]:
+    """``"all"`` / ``"a,b"`` / a sequence -> a tuple of names from ``allowed`` (EvalError otherwise)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "all")):
+        return tuple(allowed)
+    names = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v) for v in value]
+    names = [n for n in names if n]
+    for n in names:
+        if n not in allowed:
+            raise EvalError(f"{flag}={value}: unknown {n!r}; choose from {', '.join(allowed)} or all")
+    if not names:
+        raise EvalError(f"{flag}={value} names nothing")
+    return tuple(dict.fromkeys(names))
+
+
+def embodiment_datasets(config) -> dict[str, str]:
+    """{embodiment: robot dataset of config.data.datasets recorded with it} (those in the mixture first)."""
+    datasets = config.data.get("datasets") or {}
+    mixture = list(config.data.get("mixture") or {})
+    order = mixture + [n for n in datasets if n not in mixture]
+    out = {}
+    for emb, spec in EMBODIMENT_SPECS.items():
+        for name in order:
+            d = datasets.get(name)
+            if d is not None and str(d.get("kind")) == "robot" and str(d.get("spec")) == spec:
+                out[emb] = name
+                break
+    return out
+
+
+def closed_loop_scalars(results, prefix: str = "eval") -> dict[str, float]:
+    """``<prefix>/success``, ``<prefix>/success/<split>``, ``<prefix>/success/<embodiment>/<split>``."""
+    out = {f"{prefix}/success": results.overall().rate}
+    for split, c in results.by_split().items():
+        out[f"{prefix}/success/{split}"] = c.rate
+    for (emb, split), c in results.by_embodiment().items():
+        out[f"{prefix}/success/{emb}/{split}"] = c.rate
+    return out
+
+
+def _rate_cell(c) -> str:
+    return f"{100 * c.rate:.0f}% [{100 * c.ci_low:.0f}, {100 * c.ci_high:.0f}]"
+
+
+def compact_table(results: dict) -> str:
+    """Plain-text table: success rate [95% Wilson CI] per policy and split, and overall."""
+    splits = []
+    for r in results.values():
+        for s in r.by_split():
+            if s not in splits:
+                splits.append(s)
+    head = ["policy"] + splits + ["all", "n"]
+    rows = [[label] + [_rate_cell(r.by_split()[s]) if s in r.by_split() else "-" for s in splits]
+            + [_rate_cell(r.overall()), str(r.overall().n)] for label, r in results.items()]
+    widths = [max(len(x[i]) for x in [head] + rows) for i in range(len(head))]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]) + "\n"
+
+
+def compact_offline_table(metrics: dict) -> str:
+    head = ["dataset", "n", "val loss", "action MSE", "action L1", "token acc", "exact match"]
+    rows = []
+    for name, m in metrics.items():
+        loss = next((f"{m[k]:.4g} ({k[5:]})" for k in ("loss/flow", "loss/discrete", "loss/text") if k in m
+                     and (m["kind"] == "robot") != (k == "loss/text")), "-")
+        rows.append([name, str(m["examples"]), loss,
+                     f"{m['action_mse']:.4g}" if "action_mse" in m else "-",
+                     f"{m['action_l1']:.4g}" if "action_l1" in m else "-",
+                     f"{100 * m['token_accuracy']:.1f}%" if "token_accuracy" in m else "-",
+                     f"{100 * m['exact_match']:.0f}%" if "exact_match" in m and math.isfinite(m["exact_match"])
+                     else "-"])
+    widths = [max(len(x[i]) for x in [head] + rows) for i in range(len(head))]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]) + "\n"
+
+
+def _config_dict(saved: dict, data_dir: str | None):
+    import ml_collections
+
+    config = ml_collections.ConfigDict(saved)
+    if data_dir:
+        config.data.data_dir = data_dir
+    return config
+
+
+def _check_stats(ck_stats: dict | None, io, dataset: str, log) -> None:
+    """Warns when the data directory's statistics differ from the ones saved in the checkpoint."""
+    saved = (ck_stats or {}).get(dataset)
+    if not isinstance(saved, dict) or "action" not in saved:
+        return
+    for key in ("mean", "q01", "q99"):
+        a, b = saved["action"].get(key), io.stats["action"].get(key)
+        if a is not None and b is not None and (len(a) != len(b) or np.max(np.abs(np.subtract(a, b))) > 1e-5):
+            log(f"warning: {dataset}: action statistics in the data directory differ from the checkpoint's "
+                f"({key}); un-normalizing with the data directory's")
+            return
+
+
+# ---------------------------------------------------------------------------------------------- checkpoint
+def evaluate_checkpoint(
+    workdir: str,
+    *,
+    step: int | None = None,
+    ema: bool = False,
+    episodes: int = 50,
+    families="all",
+    embodiments="all",
+    splits=SPLITS,
+    execute_steps: int | None = None,
+    max_steps: int | None = None,
+    baselines: bool = False,
+    out: str | None = None,
+    seed: int = 0,
+    num_envs: int = 16,
+    image_size: int = 96,
+    record: int = 1,
+    offline_batches: int | None = offline_lib.DEFAULT_MAX_BATCHES,
+    data_dir: str | None = None,
+    progress: bool = False,
+    log=print,
+) -> dict:
+    """Evaluates a checkpoint of ``workdir`` and writes the report; returns the results.json payload.
+
+    ``families`` / ``embodiments`` / ``splits``: "all", "a,b" or sequences. ``offline_batches``: 0 skips
+    the offline metrics, None uses the whole validation splits. ``data_dir`` replaces the saved
+    ``config.data.data_dir`` (runs trained from another working directory).
+    """
+    from vla_jax.data.errors import DataError
+    from vla_jax.data.policy import make_policy_io
+    from vla_jax.eval.policies import ExpertPolicy, MeanActionPolicy, ModelPolicy, RandomPolicy, make_sampler
+    from vla_jax.eval.report import write_report
+    from vla_jax.eval.rollout import evaluate
+    from vla_jax.export.package import load_params
+    from vla_jax.models.vla import VLA, make_config
+
+    families = parse_names(families, FAMILIES, "--tasks")
+    splits = parse_names(splits, SPLITS, "--splits")
+    wanted = parse_names(embodiments, tuple(EMBODIMENTS), "--embodiments")
+    if episodes < 1:
+        raise EvalError(f"--episodes={episodes} must be >= 1")
+    if execute_steps is not None and execute_steps < 1:
+        raise EvalError(f"--execute_steps={execute_steps} must be >= 1")
+    t0 = time.perf_counter()
+    ck = load_params(workdir, step, ema)  # ExportError (one line) for missing checkpoints / steps / EMA
+    config = _config_dict(ck.config, data_dir)
+    if config.data.get("kind", "mixture") == "synthetic":
+        raise EvalError(f"{workdir} was trained on synthetic data (config.data.kind='synthetic'): no simulator "
+                        "embodiment, statistics or tokenizer to evaluate it with")
+    try:
+        model = VLA(make_config(config.model))
+    except ValueError as e:
+        raise EvalError(f"checkpoint {ck.path}: {e}") from None
+    available = embodiment_datasets(config)
+    explicit = not (isinstance(embodiments, str) and embodiments.strip().lower() in ("", "all"))
+    missing = [e for e in wanted if e not in available]
+    if missing and explicit:
+        raise EvalError(f"--embodiments={','.join(wanted)}: the run's config.data.datasets has no dataset for "
+                        f"{', '.join(missing)} (needs the spec {EMBODIMENT_SPECS[missing[0]]})")
+    chosen = tuple(e for e in wanted if e in available)
+    if not chosen:
+        raise EvalError("the run's config.data.datasets has no simulator dataset "
+                        f"({', '.join(EMBODIMENT_SPECS.values())}); nothing to evaluate closed-loop")
+    out = out or os.path.join(workdir, "eval", f"{ck.step}-ema" if ema else str(ck.step))
+    log(f"[eval] {ck.path} ({'EMA' if ema else 'raw'} params, preset {config.get('preset', '?')}, "
+        f"head {config.model.action_head}): {episodes} episodes x {len(chosen)} embodiments x {len(families)} "
+        f"tasks x {len(splits)} splits -> {out}")
+    kwargs = dict(embodiments=chosen, families=families, episodes_per_cell=episodes, split=splits, seed=seed,
+                  execute_steps=execute_steps, max_steps=max_steps, num_envs=num_envs, image_size=image_size,
+                  progress=progress)
+    try:
+        datasets = {e: available[e] for e in chosen}
+        ios = {e: make_policy_io(config, name) for e, name in datasets.items()}  # as make_model_policy
+        for e, name in datasets.items():
+            _check_stats(ck.norm_stats, ios[e], name, log)
+        policy = ModelPolicy.from_policy_io(make_sampler(model, ck.params, seed), ios, name="model")
+        results = {"model": evaluate(policy, record=record, **kwargs)}
+        log(f"[eval] model: {results['model'].timing['wall_s']:.1f}s")
+        if baselines:
+            horizon = int(config.model.action_horizon)
+            means = {}
+            for e, name in datasets.items():
+                stats = (ck.norm_stats or {}).get(name)
+                if not (isinstance(stats, dict) and "action" in stats):
+                    stats = ios[e].stats
+                means[e] = stats
+            for p in (ExpertPolicy(), RandomPolicy(seed=seed, horizon=horizon),
+                      MeanActionPolicy.from_stats(means, horizon=horizon, name="mean")):
+                results[p.name] = evaluate(p, record=0, **kwargs)
+                log(f"[eval] {p.name}: {results[p.name].timing['wall_s']:.1f}s")
+        offline = {}
+        if offline_batches is None or offline_batches > 0:
+            t1 = time.perf_counter()
+            offline = offline_lib.offline_metrics(config, model, ck.params, max_batches=offline_batches, seed=seed)
+            log(f"[eval] offline metrics: {time.perf_counter() - t1:.1f}s")
+    except DataError as e:
+        raise EvalError(str(e)) from None
+
+    paths = write_report(results, out, title=f"{os.path.basename(os.path.abspath(workdir))} step {ck.step}"
+                         f"{' (EMA)' if ema else ''}: closed-loop success")
+    with open(paths["json"]) as f:
+        payload = json.load(f)
+    payload.update(
+        checkpoint={"workdir": os.path.abspath(workdir), "path": ck.path, "step": ck.step, "ema": ema,
+                    "preset": config.get("preset"), "action_head": str(config.model.action_head),
+                    "mixture": {k: float(v) for k, v in config.data.mixture.items()}},
+        eval_settings={"episodes": episodes, "families": list(families), "embodiments": list(chosen),
+                       "splits": list(splits), "seed": seed, "execute_steps": execute_steps, "max_steps": max_steps,
+                       "offline_batches": offline_batches, "baselines": baselines},
+        offline=offline)
+    tmp = paths["json"] + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, paths["json"])
+    table = compact_table(results)
+    with open(paths["markdown"]) as f:
+        body = f.read()
+    with open(paths["markdown"], "w") as f:
+        f.write(f"# Evaluation of `{ck.path}` ({'EMA' if ema else 'raw'} parameters)\n\n"
+                f"Closed loop: {episodes} episodes per cell, seed {seed}; success rate [95% Wilson interval].\n\n"
+                f"```\n{table}```\n\n" + body)
+        if offline:
+            f.write("\n## Offline metrics (validation splits)\n\n" + offline_lib.format_table(offline))
+            for name, m in offline.items():
+                for s in m.get("samples", []):
+                    f.write(f"\n- {name}: `{s['prompt']}` -> `{s['prediction']}` (reference `{s['reference']}`)")
+            f.write("\n")
+    log("\n" + table + ("\n" + compact_offline_table(offline) if offline else ""))
+    log(f"[eval] wrote {out} in {time.perf_counter() - t0:.1f}s")
+    payload["paths"] = paths
+    return payload
+
+
+# ---------------------------------------------------------------------------------------------- training hook
+class PeriodicEvaluator:
+    """The trainer's ``config.eval`` hook: ``scalars = hook(state, step)`` every ``hook.every`` steps.
+
+    Every process must call it (multi-process runs gather the parameters to process 0 first); only
+    the process built with ``enabled=True`` (process 0) evaluates, the others get ``{}``.
+    """
+
+    def __init__(self, config, model, *, enabled: bool = True, log=print):
+        from vla_jax.config import ConfigError
+
+        e = config.eval
+        self.every = int(e.every)
+        self.enabled, self.log = enabled, log
+        try:
+            self.families = parse_names(e.families, FAMILIES, "config.eval.families")
+            self.splits = parse_names(e.splits, SPLITS, "config.eval.splits")
+            wanted = parse_names(e.embodiments, tuple(EMBODIMENTS), "config.eval.embodiments")
+        except EvalError as err:
+            raise ConfigError(str(err)) from None
+        if self.every < 0 or int(e.episodes) < 0 or int(e.offline_batches) < 0:
+            raise ConfigError("config.eval.every, config.eval.episodes and config.eval.offline_batches must be >= 0")
+        self.episodes = int(e.episodes)
+        self.use_ema = bool(e.ema)
+        self.kwargs = dict(families=self.families, episodes_per_cell=self.episodes, split=self.splits,
+                           seed=int(e.seed), execute_steps=int(e.execute_steps) or None,
+                           max_steps=int(e.max_steps) or None, num_envs=int(e.num_envs), image_size=int(e.image_size))
+        self.policy, self.offline = None, None
+        if not enabled:
+            return
+        synthetic = config.data.get("kind", "mixture") == "synthetic"
+        available = {} if synthetic else embodiment_datasets(config)
+        self.embodiments = tuple(x for x in wanted if x in available)
+        if self.episodes and self.embodiments:
+            from vla_jax.eval.policies import make_model_policy
+
+            self.policy = make_model_policy(config, model, None, datasets={x: available[x] for x in self.embodiments},
+                                            seed=int(e.seed), name="model")
+        elif self.episodes:
+            log("eval: no simulator dataset in config.data.datasets; closed-loop evaluation is off")
+        if int(e.offline_batches) and not synthetic:
+            self.offline = offline_lib.OfflineEvaluator(config, model, max_batches=int(e.offline_batches),
+                                                        seed=int(e.seed))
+
+    def __call__(self, state, step: int) -> dict[str, float]:
+        import jax
+
+        params = state.ema_params if self.use_ema and state.ema_params is not None else state.params
+        if jax.process_count() > 1:  # collective: every process takes part, process 0 evaluates
+            from jax.experimental import multihost_utils
+            params = multihost_utils.process_allgather(params, tiled=True)
+        if not self.enabled:
+            return {}
+        from vla_jax.eval.rollout import evaluate
+
+        t0 = time.perf_counter()
+        scalars = {}
+        if self.policy is not None:
+            self.policy.predict.params = params
+            results = evaluate(self.policy, embodiments=self.embodiments, **self.kwargs)
+            self.policy.predict.params = None  # never hold on to (donated) training buffers
+            scalars.update(closed_loop_scalars(results))
+        if self.offline is not None:
+            scalars.update(offline_lib.flatten(self.offline(params), prefix="eval"))
+        scalars["eval/time_s"] = time.perf_counter() - t0
+        shown = {k: v for k, v in scalars.items() if k.count("/") == 1 or k.endswith(("action_mse", "exact_match"))}
+        self.log(f"\neval at step {step}: " + ", ".join(f"{k[5:]}={v:.4g}" for k, v in shown.items()))
+        return scalars
