@@ -8,6 +8,7 @@ by libtpu. Nothing runs: the compiled executable only reports per-device memory 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 
@@ -83,6 +84,8 @@ def topology_devices(topology: str) -> list:
     """``'v5p:4x4x4'`` or ``'tpu:v5p:4x4x4'`` -> the slice's (abstract) devices."""
     from jax.experimental import topologies
 
+    # Only compiling: several processes may load libtpu at once (its lockfile guards real chips).
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     platform, name = ("tpu", topology) if topology.count(":") == 1 else topology.split(":", 1)
     try:
         return list(topologies.get_topology_desc(platform=platform, topology_name=name).devices)
