@@ -106,7 +106,7 @@ def load_params(workdir: str, step: int | None = None, ema: bool = False) -> Che
     elif step not in steps:
         raise ExportError(f"step {step} does not exist in {checkpoint_dir(workdir)}; available steps: "
                           f"{', '.join(map(str, steps))}")
-    step_dir = os.path.join(checkpoint_dir(workdir), str(step))
+    step_dir = os.path.abspath(os.path.join(checkpoint_dir(workdir), str(step)))  # orbax needs absolute paths
     item_dir = next(os.path.join(step_dir, i) for i in STATE_ITEMS if os.path.isfile(os.path.join(step_dir, i, "_METADATA")))
     checkpointer = ocp.PyTreeCheckpointer()
     meta = checkpointer.metadata(item_dir)

@@ -125,7 +125,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str, *, every: int, keep_last: int = 3, keep_every: int = 0,
                  async_save: bool = True):
-        self.directory = epath.Path(workdir) / "checkpoints"
+        self.directory = epath.Path(os.path.abspath(workdir)) / "checkpoints"  # orbax needs absolute paths
         self.every = every
         self._quarantine_incomplete()
         options = ocp.CheckpointManagerOptions(
@@ -176,6 +176,7 @@ class Checkpointer:
             config=ocp.args.JsonSave(to_jsonable(config)),
             norm_stats=ocp.args.JsonSave(to_jsonable(norm_stats or {})),
         )
+        self.manager.check_for_errors()  # a failed earlier async save stops the run here, not silently
         self.manager.save(step, args=args, force=True)
 
     def wait(self) -> None:
