@@ -73,7 +73,12 @@ def main(argv):
         print("RESULT " + json.dumps(measure(config, _STEPS.value)), flush=True)
         return
     rows = []
-    for n in [int(x) for x in _DEVICES.value.split(",")]:
+    counts = [int(x) for x in _DEVICES.value.split(",")]
+    for n in counts:
+        if config.batch_size % n:
+            raise SystemExit(f"error: config.batch_size={config.batch_size} must be divisible by every --devices "
+                             f"count ({n}); the batch is split over the devices")
+    for n in counts:
         env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
         cmd = [sys.executable, os.path.abspath(__file__), "--worker"] + [a for a in argv[1:]] + \
               [a for a in sys.argv[1:] if a.startswith("--config") or a.startswith("--steps")]
