@@ -2,7 +2,8 @@
 measured float32 matmul peak (measured in the same run), for several device counts.
 
     python benchmarks/train_step.py --config=configs/pretrain.py:small,mixture=synthetic \
-        --config.model.dtype=float32 --config.batch_size=8 --devices=1,8
+        --config.model.dtype=float32 --config.batch_size=8 --config.mesh.shape.data=1 \
+        --config.mesh.shape.fsdp=-1 --devices=1,8
 
 Each device count runs in its own subprocess (``--xla_force_host_platform_device_count`` must be
 set before JAX starts). The batch is random data in the batch format: this measures the step, not
@@ -85,8 +86,11 @@ def main(argv):
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
         if out.returncode or not line:
-            raise SystemExit(f"error: benchmark with {n} devices failed:\n{out.stderr[-2000:]}")
+            raise SystemExit(f"error: benchmark with {n} devices failed (exit code {out.returncode}; -9 is usually "
+                             f"out of host memory: shard the state with --config.mesh.shape.fsdp=-1):\n"
+                             f"{out.stderr[-2000:]}")
         rows.append(json.loads(line[0][7:]))
+        print(f"{n} devices: {rows[-1]['step_s']:.3f} s/step", flush=True)
     print(f"preset={config.preset} dtype={config.model.dtype} batch={config.batch_size} sharding={config.sharding}")
     print(f"{'devices':>7} {'mesh':>18} {'compile s':>9} {'step s':>8} {'examples/s':>10} {'tokens/s':>9} "
           f"{'GFLOP/s':>8} {'peak GFLOP/s':>12} {'MFU':>6}")
