@@ -73,7 +73,7 @@ def make_train_step(model: VLA, tx: optax.GradientTransformation, schedule: opta
                 applied = (state.step + 1) % grad_accum_steps == 0
                 new_ema = jax.tree.map(lambda n, o: jnp.where(applied, n, o), new_ema, ema)
             ema = new_ema
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         new_state = TrainState(
@@ -86,8 +86,8 @@ def make_train_step(model: VLA, tx: optax.GradientTransformation, schedule: opta
         metrics = {
             "loss": loss,
             "grad_norm": grad_norm,
-            "param_norm": optax.global_norm(state.params),
-            "update_norm": optax.global_norm(updates),
+            "param_norm": optax.tree.norm(state.params),
+            "update_norm": optax.tree.norm(updates),
             "lr": jnp.asarray(schedule(state.step // grad_accum_steps), jnp.float32),
             "finite": finite,
             **aux,
