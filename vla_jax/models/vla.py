@@ -114,6 +114,12 @@ def posemb_sincos(t: jax.Array, dim: int, min_period: float = 4e-3, max_period: 
     return jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], axis=-1)
 
 
+def real_action_elements(batch: dict) -> jax.Array:
+    """[B, H, A] bool: the action chunk entries that carry a loss (real step, real dim, robot example)."""
+    return (batch["action_step_mask"][:, :, None] & batch["action_dim_mask"][:, None, :]
+            & batch["has_actions"][:, None, None])
+
+
 def masked_state(obs: dict) -> dict:
     """Zeroes padded state dims so their content never reaches the model."""
     return {**obs, "state": jnp.where(obs["state_mask"], obs["state"], 0.0)}
@@ -219,8 +225,7 @@ class VLA(nn.Module):
         positions = jnp.cumsum(mask, axis=1) - 1
         (p_out, s_out), _ = self.llm([p_tok, s_tok], positions, make_attn_mask(mask, ar))
 
-        elem = (batch["action_step_mask"][:, :, None] & batch["action_dim_mask"][:, None, :]
-                & batch["has_actions"][:, None, None]).astype(jnp.float32)
+        elem = real_action_elements(batch).astype(jnp.float32)
         sq = jnp.square(self.velocity(s_out) - u) * elem
         terms = {"flow": (sq.sum(axis=(1, 2)), elem.sum(axis=(1, 2)))}
         text_out = p_out[:, -batch["tokens"].shape[1]:]
@@ -235,8 +240,7 @@ class VLA(nn.Module):
         """
         act_ids = action_tokens.encode(batch["actions"], self.cfg.decoder.vocab_size).reshape(
             batch["actions"].shape[0], -1)
-        act_valid = (batch["action_step_mask"][:, :, None] & batch["action_dim_mask"][:, None, :]
-                     & batch["has_actions"][:, None, None]).reshape(act_ids.shape)
+        act_valid = real_action_elements(batch).reshape(act_ids.shape)
         tokens = jnp.concatenate([batch["tokens"], act_ids], axis=1)
         ar = jnp.concatenate([batch["token_ar"], act_valid], axis=1)
         loss = jnp.concatenate([batch["token_loss"], act_valid], axis=1)
