@@ -22,6 +22,11 @@ Fields (read by vla_jax/data/settings.py only):
   read_threads        grain read threads per process (reading + transforms)
   seed                shuffle / mixing / augmentation seed
   train_ops/eval_ops  image op strings (vla_jax/data/transforms.py registry)
+
+Image ops: real-robot mixtures get Octo-style random crops of the third-person camera (slot 0) plus
+color jitter. The simulated tabletop mixtures get mild brightness / contrast jitter only: their
+overhead camera is fixed, so a pixel is a fixed table position, and cropping would break that
+mapping; saturation jitter would blur the color names the instructions rely on.
 """
 
 import ml_collections
@@ -32,22 +37,24 @@ TABLETOP = {
     "tabletop_web_vl": dict(kind="web", dir="tabletop_web_vl", spec="tabletop_web_vl"),
 }
 
+REAL_OPS = dict(
+    train_ops=("random_resized_crop(scale=(0.8, 1.0), ratio=(0.9, 1.1), slots=(0,))",
+               "color_jitter(brightness=0.2, contrast=0.2, saturation=0.2)"),
+    eval_ops=("center_crop(scale=0.9, slots=(0,))",),
+)
+SIM_OPS = dict(train_ops=("color_jitter(brightness=0.1, contrast=0.1, saturation=0.0)",), eval_ops=())
+
 MIXTURES = {
     "default": dict(datasets=TABLETOP, weights={"tabletop_single_arm": 0.45, "tabletop_bimanual": 0.35,
-                                                "tabletop_web_vl": 0.2}),
-    "robot_only": dict(datasets=TABLETOP, weights={"tabletop_single_arm": 0.55, "tabletop_bimanual": 0.45}),
-    "single_arm_only": dict(datasets=TABLETOP, weights={"tabletop_single_arm": 1.0}),
-    "bimanual_only": dict(datasets=TABLETOP, weights={"tabletop_bimanual": 1.0}),
-    "balanced": dict(datasets=TABLETOP, weights={n: 1.0 for n in TABLETOP}, balance_by_size=True),
+                                                "tabletop_web_vl": 0.2}, ops=SIM_OPS),
+    "robot_only": dict(datasets=TABLETOP, weights={"tabletop_single_arm": 0.55, "tabletop_bimanual": 0.45},
+                       ops=SIM_OPS),
+    "single_arm_only": dict(datasets=TABLETOP, weights={"tabletop_single_arm": 1.0}, ops=SIM_OPS),
+    "bimanual_only": dict(datasets=TABLETOP, weights={"tabletop_bimanual": 1.0}, ops=SIM_OPS),
+    "balanced": dict(datasets=TABLETOP, weights={n: 1.0 for n in TABLETOP}, balance_by_size=True, ops=SIM_OPS),
     "bridge": dict(datasets={"bridge_dataset": dict(kind="robot", dir="bridge_dataset", spec="bridge_dataset")},
-                   weights={"bridge_dataset": 1.0}),
+                   weights={"bridge_dataset": 1.0}, ops=REAL_OPS),
 }
-
-TRAIN_OPS = (
-    "random_resized_crop(scale=(0.8, 1.0), ratio=(0.9, 1.1), slots=(0,))",
-    "color_jitter(brightness=0.2, contrast=0.2, saturation=0.2)",
-)
-EVAL_OPS = ("center_crop(scale=0.9, slots=(0,))",)
 
 
 def get_data_config(mixture: str = "default", data_dir: str = "data/default") -> ml_collections.ConfigDict:
@@ -67,6 +74,6 @@ def get_data_config(mixture: str = "default", data_dir: str = "data/default") ->
     c.worker_buffer_size = 2
     c.read_threads = 2
     c.seed = 0
-    c.train_ops = TRAIN_OPS
-    c.eval_ops = EVAL_OPS
+    c.train_ops = m["ops"]["train_ops"]
+    c.eval_ops = m["ops"]["eval_ops"]
     return c
