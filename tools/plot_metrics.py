@@ -4,7 +4,9 @@
     python tools/plot_metrics.py --workdir=runs/debug --out=curves.png --smooth=20
 
 Panels: total loss and per-head losses, per-data-source losses, learning rate, gradient /
-update norms, and throughput (step time, MFU).
+update norms, and throughput (step time, MFU). Runs with periodic evaluation (``config.eval.every``)
+get a third row: closed-loop success per embodiment, offline validation action MSE (normalized) per
+dataset, and web exact match.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ def plot(workdir: str, out: str | None = None, k: int = 1) -> str:
     heads = [k_ for k_ in keys if k_.startswith("loss/") and k_.count("/") == 1]
     sources = [k_ for k_ in keys if k_.startswith("loss/") and k_.count("/") == 2]
 
-    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
+    evals = [k_ for k_ in keys if k_.startswith("eval/")]
+    fig, axes = plt.subplots(3 if evals else 2, 3, figsize=(16, 12.5 if evals else 8.5))
     ax = axes[0, 0]
     for key in ["loss"] + heads:
         xs, ys = series(rows, key)
@@ -107,6 +110,20 @@ def plot(workdir: str, out: str | None = None, k: int = 1) -> str:
     xs, ys = series(rows, "perf/mfu")
     ax.plot(xs, [100 * y for y in ys])
     ax.set_title("MFU (%)")
+
+    if evals:
+        panels = [
+            ("closed-loop success (%)", [k_ for k_ in evals if k_.startswith("eval/success/") and k_.count("/") == 3], 100),
+            ("val action MSE (normalized)", [k_ for k_ in evals if k_.endswith("/action_mse_normalized")], 1),
+            ("val web exact match (%)", [k_ for k_ in evals if k_.endswith("/exact_match")], 100),
+        ]
+        for ax, (title, panel_keys, scale) in zip(axes[2], panels):
+            for key in panel_keys:
+                xs, ys = series(rows, key)
+                ax.plot(xs, [scale * y for y in ys], marker="o", lw=1, label=key[len("eval/"):])
+            ax.set_title(title)
+            if panel_keys:
+                ax.legend(fontsize=7)
 
     for a in axes.flat:
         a.set_xlabel("step")
