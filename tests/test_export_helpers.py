@@ -1,6 +1,7 @@
 """Shared pieces of the export tests (imported by tests/test_export*.py; no tests here).
 
-A tiny model (the debug preset shrunk: 2 layers, GQA with 2 KV heads, 32px, 2 cameras, 5 flow steps) gets
+A tiny model (the debug preset shrunk: 2 layers, GQA with 2 KV heads, 32px, 2 cameras, 5 flow steps; the flow
+model with a one-conv ViT stem, the discrete one with the plain patch embedding) gets
 random params with the tree of ``model.init`` (every leaf perturbed, so biases and norm scales matter), saved in the trainer's checkpoint layout
 (``checkpoints/<step>/{state,config,norm_stats}``) with a plain orbax CheckpointManager, together with a
 tiny SentencePiece tokenizer and normalization stats for the ``tabletop_single_arm`` spec.
@@ -47,6 +48,8 @@ def train_config(head: str = "flow", **extra):
     if head == "discrete":
         overrides["model.action_horizon"] = 2  # 2 x 5 tokens keep the unrolled ONNX decoding graph small
         overrides["model.max_action_dim"] = 5
+    else:
+        overrides["model.vit.stem"] = (8,)  # one stride-2 conv, then 4x4 patches: parity covers both ViT inputs
     overrides.update(extra)
     config = load_config(f"{ROOT}/configs/pretrain.py:debug,head={head}", overrides)
     config.data.data_dir = data_dir()
@@ -104,8 +107,10 @@ def init_params(config, seed: int = 0, scale: float = 0.05):
         name, parent = names[-1], names[-2]
         if name == "scale":
             base = np.ones(shape) if names[1] == "img" else np.zeros(shape)
-        elif name in ("b", "bias"):
+        elif name in ("b", "bias") or (parent == "stem" and name.endswith("_b")):
             base = np.zeros(shape)
+        elif parent == "stem":  # conv kernel [3, 3, C_in, C_out]
+            base = rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))
         elif name == "pos_embedding":
             base = 0.02 * rng.standard_normal(shape)
         else:

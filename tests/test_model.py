@@ -2,6 +2,7 @@
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,6 +61,27 @@ def test_shapes_every_preset(arg):
         kv = jax.eval_shape(lambda p, b: model.apply(p, b, method=vla.VLA.encode_prefix), params, batch)[0]
         prefix_len = cfg.num_cameras * cfg.vit.num_patches + cfg.max_text_len
         assert kv[0].shape == (cfg.decoder.depth, 2, prefix_len, cfg.decoder.num_kv_heads, cfg.decoder.head_dim)
+
+
+def test_conv_stem_keeps_the_token_grid():
+    plain, _ = make()
+    cfg, model = make(**{"vit.stem": (8, 16)})  # 64 px -> 16 px of 16 channels -> 4 x 4 patches
+    assert cfg.vit.stem == (8, 16) and cfg.vit.num_patches == plain.vit.num_patches
+    shapes = nn.unbox(summary.param_shapes(cfg))["params"]["img"]
+    assert shapes["stem"]["conv_1_w"].shape == (3, 3, 8, 16)
+    assert shapes["embedding"]["w"].shape == (4, 4, 16, cfg.vit.width)
+    batch = random_batch(cfg, 2, seed=0)
+    key = jax.random.key(0)
+    params = jax.jit(lambda b: model.init(key, b, key, method=vla.VLA.compute_loss))(batch)
+    tokens = model.apply(params, batch, method=vla.VLA.embed_prefix)[0]
+    assert tokens.shape[1] == cfg.num_cameras * plain.vit.num_patches + cfg.max_text_len
+    images = np.array(batch["images"])
+    images[:, 0, :8, :8] = 1.0  # a white corner inside the first patch of camera 0
+    changed = np.abs(np.asarray(model.apply(params, {**batch, "images": images}, method=vla.VLA.embed_prefix)[0]
+                                - tokens)).max(-1)[0]
+    assert changed[0] > 1e-3 and changed[1:16].max() > 1e-3  # attention spreads it to the other patches
+    with pytest.raises(ValueError, match=r"config\.model\.vit\.stem=\(8, 8, 8, 8, 8\)"):
+        make(**{"vit.stem": (8, 8, 8, 8, 8)})  # 32x downsampling does not divide the 16 px patches
 
 
 def test_pi0_parameter_count_matches_published_dims():

@@ -7,7 +7,9 @@ Naming (``L`` = layer index, ``e`` = expert: 0 backbone, 1 action expert). Linea
 =====================================================  ============================================  =====================
 JAX (``params/...``, scanned: leading ``layers`` axis)  PyTorch                                       layout change
 =====================================================  ============================================  =====================
-img/embedding/w [p, p, 3, D], b                         img.embedding.weight [D, 3, p, p], .bias      (Conv2d) transpose
+img/stem/conv_i_{w,b} [3, 3, C_in, C]                  img.stem.i.{weight [C, C_in, 3, 3],bias}      (Conv2d) transpose
+img/stem/norm_i/{scale,bias}                            img.stem_norm.i.{weight,bias}                 -
+img/embedding/w [q, q, C, D], b (q = p / 2^stems)       img.embedding.weight [D, C, q, q], .bias      (Conv2d) transpose
 img/pos_embedding [1, N, D]                             img.pos_embedding                             -
 img/blocks/ln_{attn,mlp}/{scale,bias}                   img.blocks.L.ln_{attn,mlp}.{weight,bias}      -
 img/blocks/qkv/w [D, 3, H, h], b [3, H, h]              img.blocks.L.qkv.weight [3Hh, D], .bias       reshape + T
@@ -92,7 +94,8 @@ def config_from_dict(d: dict):
     dec["experts"] = tuple(ExpertConfig(**e) for e in dec["experts"])
     fields = {f.name for f in dataclasses.fields(VLAConfig)}
     rest = {k: v for k, v in d.items() if k in fields and k not in ("vit", "decoder")}
-    return VLAConfig(vit=ViTConfig(**d["vit"]), decoder=DecoderConfig(**dec), **rest)
+    vit = {**d["vit"], "stem": tuple(d["vit"].get("stem", ()))}  # JSON lists -> the hashable config's tuple
+    return VLAConfig(vit=ViTConfig(**vit), decoder=DecoderConfig(**dec), **rest)
 
 
 # ----------------------------------------------------------------------------------------- layers
@@ -192,6 +195,11 @@ def jax_to_torch(variables: dict, cfg) -> dict[str, np.ndarray]:
         "img.ln_final.bias": take("img/ln_final/bias"),
         "llm.embedding.weight": take("llm/embedding"),
     }
+    for i in range(len(cfg.vit.stem)):
+        out[f"img.stem.{i}.weight"] = np.transpose(take(f"img/stem/conv_{i}_w"), (3, 2, 0, 1))
+        out[f"img.stem.{i}.bias"] = take(f"img/stem/conv_{i}_b")
+        out[f"img.stem_norm.{i}.weight"] = take(f"img/stem/norm_{i}/scale")
+        out[f"img.stem_norm.{i}.bias"] = take(f"img/stem/norm_{i}/bias")
     for name in LINEARS:
         if f"{name}/w" in flat:
             out[f"{name}.weight"] = take(f"{name}/w").T
@@ -227,6 +235,11 @@ def torch_to_jax(tensors: dict[str, np.ndarray], cfg) -> dict:
         "img/ln_final/bias": take("img.ln_final.bias"),
         "llm/embedding": take("llm.embedding.weight"),
     }
+    for i in range(len(cfg.vit.stem)):
+        flat[f"img/stem/conv_{i}_w"] = np.transpose(take(f"img.stem.{i}.weight"), (2, 3, 1, 0))
+        flat[f"img/stem/conv_{i}_b"] = take(f"img.stem.{i}.bias")
+        flat[f"img/stem/norm_{i}/scale"] = take(f"img.stem_norm.{i}.weight")
+        flat[f"img/stem/norm_{i}/bias"] = take(f"img.stem_norm.{i}.bias")
     for name in LINEARS:
         if f"{name}.weight" in t:
             flat[f"{name}/w"] = take(f"{name}.weight").T

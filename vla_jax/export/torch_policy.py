@@ -10,8 +10,9 @@ This file is copied verbatim into every exported folder, so a robot computer wit
 It mirrors ``vla_jax/models`` op for op (the parity check in ``vla_jax/export/parity.py`` holds the two
 within 1e-4 in float32):
 
-* ViT: patch embedding (a strided conv), learned position embedding, pre-norm blocks with GELU(tanh)
-  MLPs, final LayerNorm (eps 1e-6, computed in float32).
+* ViT: optional stem (stride-2 3x3 convs, each + LayerNorm over channels + ReLU), patch embedding (a
+  strided conv), learned position embedding, pre-norm blocks with GELU(tanh) MLPs, final LayerNorm
+  (eps 1e-6, computed in float32).
 * Gemma mixture of transformers: every layer has per-expert weights (suffix ``_0`` backbone, ``_1``
   action expert) and one joint attention over all experts' tokens; RMSNorm with ``(1 + weight)``,
   rotary positions, multi-/grouped-query attention with float32 logits, GeGLU (tanh GELU), tied
@@ -79,6 +80,7 @@ def check_config(cfg: dict) -> None:
     need(dec["head_dim"] % 2 == 0, "decoder.head_dim must be even (rotary)")
     need(vit["width"] % vit["num_heads"] == 0, "vit.width must be divisible by vit.num_heads")
     need(cfg["image_size"] % vit["patch_size"] == 0, "image_size must be divisible by vit.patch_size")
+    need(vit["patch_size"] % 2 ** len(vit.get("stem", ())) == 0, "vit.patch_size must be divisible by 2^len(vit.stem)")
     need(head != "discrete" or dec["vocab_size"] > NUM_BINS, f"vocab_size must exceed {NUM_BINS} (discrete head)")
     dtype = cfg.get("torch_dtype", "float32")
     need(dtype in DTYPES, f"torch_dtype={dtype!r} is not one of {sorted(DTYPES)}")
@@ -188,14 +190,22 @@ class ViT(nn.Module):
 
     def __init__(self, vit: dict):
         super().__init__()
-        width, p = vit["width"], vit["patch_size"]
-        self.embedding = nn.Conv2d(3, width, kernel_size=p, stride=p)
+        width, p, stem = vit["width"], vit["patch_size"], list(vit.get("stem", ()))
+        channels = [3] + stem
+        self.stem = nn.ModuleList(nn.Conv2d(a, b, kernel_size=3, stride=2, padding=1)
+                                  for a, b in zip(channels[:-1], channels[1:]))
+        self.stem_norm = nn.ModuleList(LayerNorm(c) for c in stem)
+        q = p // 2 ** len(stem)  # patch size left after the stem
+        self.embedding = nn.Conv2d(channels[-1], width, kernel_size=q, stride=q)
         self.pos_embedding = nn.Parameter(torch.zeros(1, (vit["image_size"] // p) ** 2, width))
         self.blocks = nn.ModuleList(ViTBlock(width, vit["mlp_dim"], vit["num_heads"]) for _ in range(vit["depth"]))
         self.ln_final = LayerNorm(width)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.embedding(images.permute(0, 3, 1, 2).to(self.embedding.weight.dtype))  # [N, D, R/p, R/p]
+        x = images.permute(0, 3, 1, 2).to(self.embedding.weight.dtype)  # [N, 3, R, R]
+        for conv, norm in zip(self.stem, self.stem_norm):
+            x = torch.relu(norm(conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+        x = self.embedding(x)  # [N, D, R/p, R/p]
         x = x.flatten(2).transpose(1, 2) + self.pos_embedding.to(x.dtype)
         for block in self.blocks:
             x = block(x)

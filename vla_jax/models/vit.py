@@ -1,4 +1,11 @@
-"""SigLIP-style Vision Transformer: patch embedding, learned position embedding, pre-norm blocks."""
+"""SigLIP-style Vision Transformer: patch embedding, learned position embedding, pre-norm blocks.
+
+Optional early convolutions (``stem``, Xiao et al. 2021 "Early convolutions help transformers see
+better"; Octo's SmallStem): k stride-2 3x3 convolutions, each followed by LayerNorm over channels
+and ReLU, shrink the image by 2^k before a (patch_size / 2^k)-sized patch embedding, so the token
+grid is the same as without the stem. Small ViTs trained from scratch learn local color / shape
+features much sooner with a stem than with a single linear patch embedding.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ class ViTConfig:
     num_heads: int
     patch_size: int
     image_size: int
+    stem: tuple[int, ...] = ()  # output channels of the stride-2 stem convolutions; () = plain patchify
     dtype: str = "float32"
     remat: str = "none"
     scan: bool = True
@@ -56,19 +64,38 @@ class EncoderBlock(nn.Module):
         return x, None
 
 
+class ConvStem(nn.Module):
+    """images [N, R, R, 3] -> features [N, R / 2^k, R / 2^k, features[-1]] (k = len(features))."""
+
+    features: tuple[int, ...]
+    dtype: str = "float32"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dtype = jnp.dtype(self.dtype)
+        for i, f in enumerate(self.features):
+            w = param(self, f"conv_{i}_w", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], f), (None, None, None, None))
+            b = param(self, f"conv_{i}_b", nn.initializers.zeros, (f,), (None,))
+            x = jax.lax.conv_general_dilated(x.astype(dtype), w.astype(dtype), (2, 2), ((1, 1), (1, 1)),
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC")) + b.astype(dtype)
+            x = nn.relu(LayerNorm(name=f"norm_{i}")(x))
+        return x
+
+
 class ViT(nn.Module):
-    """Encodes images [N, R, R, 3] in [-1, 1] to patch tokens [N, (R/p)^2, width]."""
+    """Encodes images [N, R, R, 3] in [-1, 1] to patch tokens [N, (R/p)^2, width] (with or without a stem)."""
 
     cfg: ViTConfig
 
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
         cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
-        p = cfg.patch_size
-        n, r = images.shape[0], images.shape[1]
-        patches = images.reshape(n, r // p, p, r // p, p, 3).transpose(0, 1, 3, 2, 4, 5)
-        patches = patches.reshape(n, (r // p) ** 2, p, p, 3)
-        x = Einsum((p, p, 3, cfg.width), (None, None, None, "embed"), bias_axes=("embed",), dtype=dtype,
+        x = ConvStem(cfg.stem, cfg.dtype, name="stem")(images) if cfg.stem else images
+        p = cfg.patch_size // 2 ** len(cfg.stem)
+        n, r, ch = x.shape[0], x.shape[1], x.shape[-1]
+        patches = x.reshape(n, r // p, p, r // p, p, ch).transpose(0, 1, 3, 2, 4, 5)
+        patches = patches.reshape(n, (r // p) ** 2, p, p, ch)
+        x = Einsum((p, p, ch, cfg.width), (None, None, None, "embed"), bias_axes=("embed",), dtype=dtype,
                    name="embedding")("btpqc,pqcd->btd", patches)
         pos = param(self, "pos_embedding", nn.initializers.normal(0.02), (1, cfg.num_patches, cfg.width),
                     (None, None, "embed"))

@@ -69,6 +69,10 @@ def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
     need(model.image_size % model.vit.patch_size == 0,
          f"config.model.image_size={model.image_size} must be divisible by "
          f"config.model.vit.patch_size={model.vit.patch_size}")
+    stem = tuple(int(f) for f in model.vit.get("stem", ()))
+    need(model.vit.patch_size % 2 ** len(stem) == 0 and all(f >= 1 for f in stem),
+         f"config.model.vit.stem={stem}: {len(stem)} stride-2 convolutions need config.model.vit.patch_size="
+         f"{model.vit.patch_size} divisible by {2 ** len(stem)} and positive channel counts")
     need(model.vit.width % model.vit.num_heads == 0,
          f"config.model.vit.width={model.vit.width} must be divisible by config.model.vit.num_heads")
     need(model.llm.num_heads % model.llm.num_kv_heads == 0,
@@ -89,7 +93,7 @@ def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
     return VLAConfig(
         vit=ViTConfig(width=model.vit.width, depth=model.vit.depth, mlp_dim=model.vit.mlp_dim,
                       num_heads=model.vit.num_heads, patch_size=model.vit.patch_size,
-                      image_size=model.image_size, **common),
+                      image_size=model.image_size, stem=stem, **common),
         decoder=DecoderConfig(experts=tuple(experts), depth=model.llm.depth, num_heads=model.llm.num_heads,
                               num_kv_heads=model.llm.num_kv_heads, head_dim=model.llm.head_dim,
                               vocab_size=model.vocab_size, **common),
