@@ -94,6 +94,7 @@ def get_config(arg=None):
 
 # ---------------------------------------------------------------------------------------------- offline
 def test_offline_metrics_on_a_trained_checkpoint(trained):
+    import jax
     import ml_collections
 
     from vla_jax.eval.offline import OfflineEvaluator, flatten, format_table
@@ -118,6 +119,12 @@ def test_offline_metrics_on_a_trained_checkpoint(trained):
     assert np.isfinite(web["loss/text"]) and web["loss/text"] > 0
     assert web["samples"] and all(s["reference"] for s in web["samples"])
     assert ev(ck.params) == m  # deterministic (same examples, noise and loss rng)
+    assert all(np.isfinite(r["image_reliance"]) for r in m.values())
+    # a blind model (image tokens projected to zero) does not care whose images it gets
+    blind = jax.tree_util.tree_map(np.array, ck.params)
+    for leaf in ("w", "b"):
+        blind["params"]["img_proj"][leaf][...] = 0.0
+    assert all(r["image_reliance"] == 0.0 for r in ev(blind).values())
     scalars = flatten(m, prefix="eval")
     assert "eval/tabletop_single_arm/action_mse" in scalars and "eval/tabletop_web_vl/exact_match" in scalars
     assert all(isinstance(v, float) for v in scalars.values())

@@ -26,6 +26,12 @@ web vision-language datasets
                            tokenizer lacks (the model vocabulary is larger) decode as UNKNOWN, never matching.
                            ``samples`` holds a few (prompt, reference, prediction) triples.
 
+every dataset
+    ``image_reliance``     how much the model looks: the relative increase of the validation loss of the
+                           dataset's head (flow / discrete / text) when each example gets the images of
+                           another example of the batch (same noise, same text and state). ~0 means a
+                           "blind" model that predicts from the instruction and state alone.
+
 Examples: ``max_batches`` batches of ``batch_size`` transitions / examples spread evenly over the whole
 split (every transition when the split is smaller), decoded with the evaluation image ops; the chosen
 indices, the per-example augmentation rng, the flow noise and the loss rng are fixed, so the numbers
@@ -195,6 +201,10 @@ class OfflineEvaluator:
                 loss_rng, sample_rng = jax.random.split(rng)
                 terms = jax.device_get(self._loss_fn(params, batch, loss_rng))
                 acc.add_losses(terms, n)
+                if n > 1:  # the valid rows' images moved by one row
+                    order = np.concatenate([np.roll(np.arange(n), 1), np.arange(n, len(batch["images"]))])
+                    swapped = {**batch, "images": batch["images"][order], "image_mask": batch["image_mask"][order]}
+                    acc.add_losses(jax.device_get(self._loss_fn(params, swapped, loss_rng)), n, swapped=True)
                 if split.kind == "robot":
                     acc.add_actions(np.asarray(self._robot_fn(params, batch, sample_rng), np.float32), batch, n)
                 else:
@@ -221,6 +231,7 @@ class _Accumulator:
     def __init__(self, split: _Split, head: str, tokenizer):
         self.split, self.head, self.tokenizer = split, head, tokenizer
         self.loss: dict[str, list] = {}  # head -> [(sum, count) per example]
+        self.swapped: dict[str, list] = {}  # the same with other examples' images
         self.sq, self.ab, self.sq_norm, self.count = 0.0, 0.0, 0.0, 0
         self.sq_dim = None
         self.count_dim = None
@@ -229,11 +240,12 @@ class _Accumulator:
         self.exact: list[bool] = []
         self.samples: list[dict] = []
 
-    def add_losses(self, terms: Mapping, n: int) -> None:
+    def add_losses(self, terms: Mapping, n: int, swapped: bool = False) -> None:
+        into = self.swapped if swapped else self.loss
         for head, (sums, counts) in terms.items():
             sums, counts = np.asarray(sums, np.float64)[:n], np.asarray(counts, np.float64)[:n]
             keep = counts > 0
-            self.loss.setdefault(head, []).extend(zip(sums[keep].tolist(), counts[keep].tolist()))
+            into.setdefault(head, []).extend(zip(sums[keep].tolist(), counts[keep].tolist()))
 
     def add_actions(self, pred: np.ndarray, batch: dict, n: int) -> None:
         info = self.split.info
@@ -290,6 +302,10 @@ class _Accumulator:
                 continue
             out[f"loss/{head}"] = float(sums.sum() / counts.sum())
             out[f"loss/{head}_se"] = _se(sums / counts)
+            other = self.swapped.get(head)
+            if other and (head == "text") == (self.split.kind == "web"):
+                swapped = sum(p[0] for p in other) / max(sum(p[1] for p in other), 1e-12)
+                out["image_reliance"] = swapped / out[f"loss/{head}"] - 1.0
         if self.split.kind == "robot":
             c = max(self.count, 1)
             out.update(action_mse=self.sq / c, action_mse_se=_se(self.example_mse), action_l1=self.ab / c,
@@ -319,10 +335,6 @@ def offline_metrics(config, model, params, **kwargs) -> dict[str, dict]:
 
 
 # ---------------------------------------------------------------------------------------------- display
-SCALARS = ("loss/flow", "loss/discrete", "loss/text", "action_mse", "action_l1", "action_mse_normalized",
-           "token_accuracy", "exact_match")
-
-
 COUNTS = ("split_size", "examples", "action_elements", "answers")
 
 
@@ -347,7 +359,7 @@ def _fmt(v, digits=4) -> str:
 def format_table(metrics: Mapping[str, Mapping]) -> str:
     """Markdown table: one row per dataset."""
     head = ("| dataset | kind | examples | val loss | action MSE (robot units) | action L1 | MSE (normalized) "
-            "| token acc | exact match |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+            "| token acc | exact match | image reliance |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     rows = []
     for name, m in metrics.items():
         loss_key = next((k for k in ("loss/flow", "loss/discrete", "loss/text") if k in m and
@@ -357,6 +369,7 @@ def format_table(metrics: Mapping[str, Mapping]) -> str:
         has_em = "exact_match" in m and math.isfinite(m["exact_match"])
         em = f"{100 * m['exact_match']:.0f}% ({m['answers']})" if has_em else "-"
         tok = f"{100 * m['token_accuracy']:.1f}%" if "token_accuracy" in m else "-"
+        looks = f"{100 * m['image_reliance']:+.1f}%" if "image_reliance" in m else "-"
         rows.append(f"| {name} | {m['kind']} | {m['examples']} | {loss} | {mse} | {_fmt(m.get('action_l1'))} "
-                    f"| {_fmt(m.get('action_mse_normalized'))} | {tok} | {em} |")
+                    f"| {_fmt(m.get('action_mse_normalized'))} | {tok} | {em} | {looks} |")
     return head + "\n".join(rows) + "\n"
