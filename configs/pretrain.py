@@ -15,12 +15,14 @@ import ml_collections
 from vla_jax.config import ConfigError, load_sibling, parse_arg
 
 # Architecture presets. `llm` is the Gemma-style backbone, `expert` the action expert (same depth,
-# heads and head dim as the backbone: they share attention in every layer).
+# heads and head dim as the backbone: they share attention in every layer). `vit.stem`: channels of
+# stride-2 conv layers before the patch embedding (debug: trained from scratch, a conv stem makes it
+# look at the images ~4x sooner, docs/results.md); () is SigLIP's plain patchify.
 MODEL_PRESETS = {
     "debug": dict(
         image_size=64, num_cameras=3, max_text_len=32, action_horizon=8, max_action_dim=14, max_state_dim=14,
         vocab_size=1024,
-        vit=dict(width=128, depth=3, mlp_dim=256, num_heads=4, patch_size=16, stem=()),
+        vit=dict(width=128, depth=3, mlp_dim=256, num_heads=4, patch_size=16, stem=(16, 32, 64, 128)),
         llm=dict(width=256, depth=3, mlp_dim=512, num_heads=4, num_kv_heads=1, head_dim=64),
         expert=dict(width=128, mlp_dim=256)),
     "small": dict(

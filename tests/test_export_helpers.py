@@ -25,7 +25,7 @@ TINY_MODEL = {
     "model.image_size": 32, "model.num_cameras": 2, "model.max_text_len": 16, "model.action_horizon": 4,
     "model.max_action_dim": 8, "model.max_state_dim": 9, "model.vocab_size": 512,
     "model.vit.width": 64, "model.vit.depth": 2, "model.vit.mlp_dim": 128, "model.vit.num_heads": 2,
-    "model.vit.patch_size": 8,
+    "model.vit.patch_size": 8, "model.vit.stem": (),
     "model.llm.width": 64, "model.llm.depth": 2, "model.llm.mlp_dim": 128, "model.llm.num_heads": 4,
     "model.llm.num_kv_heads": 2, "model.llm.head_dim": 16,
     "model.expert.width": 32, "model.expert.mlp_dim": 64, "model.num_flow_steps": 5,
