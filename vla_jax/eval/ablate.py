@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 
+from vla_jax.eval import offline as offline_lib
 from vla_jax.eval.run import evaluate_checkpoint
 
 RESULT_FILE = "ablation.json"
@@ -286,10 +287,8 @@ def _order(summaries: list[dict]) -> list[dict]:
 
 
 def _main_loss(m: dict) -> tuple[str | None, float | None, float | None]:
-    for k in (("loss/text",) if m.get("kind") == "web" else ("loss/flow", "loss/discrete")):
-        if k in m:
-            return k[5:], m[k], m.get(k + "_se")
-    return None, None, None
+    k = offline_lib.head_loss_key(m)
+    return (k[5:], m[k], m.get(k + "_se")) if k else (None, None, None)
 
 
 def _pct(c: dict) -> str:

@@ -303,7 +303,7 @@ class _Accumulator:
             out[f"loss/{head}"] = float(sums.sum() / counts.sum())
             out[f"loss/{head}_se"] = _se(sums / counts)
             other = self.swapped.get(head)
-            if other and (head == "text") == (self.split.kind == "web"):
+            if other and f"loss/{head}" == head_loss_key(out):
                 swapped = sum(p[0] for p in other) / max(sum(p[1] for p in other), 1e-12)
                 out["image_reliance"] = swapped / out[f"loss/{head}"] - 1.0
         if self.split.kind == "robot":
@@ -356,20 +356,29 @@ def _fmt(v, digits=4) -> str:
     return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
 
 
+def head_loss_key(m: Mapping) -> str | None:
+    """The validation-loss key of a dataset's own head: ``loss/flow`` or ``loss/discrete`` for robot data,
+    ``loss/text`` for web data (None if absent)."""
+    keys = ("loss/text",) if m.get("kind") == "web" else ("loss/flow", "loss/discrete")
+    return next((k for k in keys if k in m), None)
+
+
+def format_reliance(m: Mapping) -> str:
+    return f"{100 * m['image_reliance']:+.1f}%" if "image_reliance" in m else "-"
+
+
 def format_table(metrics: Mapping[str, Mapping]) -> str:
     """Markdown table: one row per dataset."""
     head = ("| dataset | kind | examples | val loss | action MSE (robot units) | action L1 | MSE (normalized) "
             "| token acc | exact match | image reliance |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     rows = []
     for name, m in metrics.items():
-        loss_key = next((k for k in ("loss/flow", "loss/discrete", "loss/text") if k in m and
-                         (m["kind"] == "robot") != (k == "loss/text")), None)
+        loss_key = head_loss_key(m)
         loss = f"{_fmt(m[loss_key])} ± {_fmt(m[loss_key + '_se'], 2)} ({loss_key[5:]})" if loss_key else "-"
         mse = f"{_fmt(m['action_mse'])} ± {_fmt(m['action_mse_se'], 2)}" if "action_mse" in m else "-"
         has_em = "exact_match" in m and math.isfinite(m["exact_match"])
         em = f"{100 * m['exact_match']:.0f}% ({m['answers']})" if has_em else "-"
         tok = f"{100 * m['token_accuracy']:.1f}%" if "token_accuracy" in m else "-"
-        looks = f"{100 * m['image_reliance']:+.1f}%" if "image_reliance" in m else "-"
         rows.append(f"| {name} | {m['kind']} | {m['examples']} | {loss} | {mse} | {_fmt(m.get('action_l1'))} "
-                    f"| {_fmt(m.get('action_mse_normalized'))} | {tok} | {em} | {looks} |")
+                    f"| {_fmt(m.get('action_mse_normalized'))} | {tok} | {em} | {format_reliance(m)} |")
     return head + "\n".join(rows) + "\n"

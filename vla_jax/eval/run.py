@@ -97,17 +97,17 @@ def compact_table(results: dict) -> str:
 
 
 def compact_offline_table(metrics: dict) -> str:
-    head = ["dataset", "n", "val loss", "action MSE", "action L1", "token acc", "exact match"]
+    head = ["dataset", "n", "val loss", "action MSE", "action L1", "token acc", "exact match", "image reliance"]
     rows = []
     for name, m in metrics.items():
-        loss = next((f"{m[k]:.4g} ({k[5:]})" for k in ("loss/flow", "loss/discrete", "loss/text") if k in m
-                     and (m["kind"] == "robot") != (k == "loss/text")), "-")
+        key = offline_lib.head_loss_key(m)
+        loss = f"{m[key]:.4g} ({key[5:]})" if key else "-"
         rows.append([name, str(m["examples"]), loss,
                      f"{m['action_mse']:.4g}" if "action_mse" in m else "-",
                      f"{m['action_l1']:.4g}" if "action_l1" in m else "-",
                      f"{100 * m['token_accuracy']:.1f}%" if "token_accuracy" in m else "-",
                      f"{100 * m['exact_match']:.0f}%" if "exact_match" in m and math.isfinite(m["exact_match"])
-                     else "-"])
+                     else "-", offline_lib.format_reliance(m)])
     widths = [max(len(x[i]) for x in [head] + rows) for i in range(len(head))]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]) + "\n"
