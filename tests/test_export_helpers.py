@@ -1,7 +1,7 @@
 """Shared pieces of the export tests (imported by tests/test_export*.py; no tests here).
 
 A tiny model (the debug preset shrunk: 2 layers, GQA with 2 KV heads, 32px, 2 cameras, 5 flow steps; the flow
-model with a one-conv ViT stem and FiLM, the discrete one with the plain patch embedding) gets
+model with a one-conv ViT stem, the discrete one with the plain patch embedding) gets
 random params with the tree of ``model.init`` (every leaf perturbed, so biases and norm scales matter), saved in the trainer's checkpoint layout
 (``checkpoints/<step>/{state,config,norm_stats}``) with a plain orbax CheckpointManager, together with a
 tiny SentencePiece tokenizer and normalization stats for the ``tabletop_single_arm`` spec.
@@ -50,7 +50,6 @@ def train_config(head: str = "flow", **extra):
         overrides["model.max_action_dim"] = 5
     else:
         overrides["model.vit.stem"] = (8,)  # one stride-2 conv, then 4x4 patches: parity covers both ViT inputs
-        overrides["model.vit.film"] = True  # and the instruction-conditioned stem / patch embedding
     overrides.update(extra)
     config = load_config(f"{ROOT}/configs/pretrain.py:debug,head={head}", overrides)
     config.data.data_dir = data_dir()

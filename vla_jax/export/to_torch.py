@@ -9,9 +9,7 @@ JAX (``params/...``, scanned: leading ``layers`` axis)  PyTorch                 
 =====================================================  ============================================  =====================
 img/stem/conv_i_{w,b} [3, 3, C_in, C]                  img.stem.i.{weight [C, C_in, 3, 3],bias}      (Conv2d) transpose
 img/stem/norm_i/{scale,bias}                            img.stem_norm.i.{weight,bias}                 -
-img/stem/film_i/proj/w [Dc, 2, C], b [2, C]             img.stem_film.i.proj.{weight [2C, Dc],bias}   reshape + T
 img/embedding/w [q, q, C, D], b (q = p / 2^stems)       img.embedding.weight [D, C, q, q], .bias      (Conv2d) transpose
-img/film/proj/w [Dc, 2, D], b [2, D]                    img.film.proj.{weight [2D, Dc],bias}          reshape + T
 img/pos_embedding [1, N, D]                             img.pos_embedding                             -
 img/blocks/ln_{attn,mlp}/{scale,bias}                   img.blocks.L.ln_{attn,mlp}.{weight,bias}      -
 img/blocks/qkv/w [D, 3, H, h], b [3, H, h]              img.blocks.L.qkv.weight [3Hh, D], .bias       reshape + T
@@ -202,10 +200,6 @@ def jax_to_torch(variables: dict, cfg) -> dict[str, np.ndarray]:
         out[f"img.stem.{i}.bias"] = take(f"img/stem/conv_{i}_b")
         out[f"img.stem_norm.{i}.weight"] = take(f"img/stem/norm_{i}/scale")
         out[f"img.stem_norm.{i}.bias"] = take(f"img/stem/norm_{i}/bias")
-    for jax_name, torch_name in _film_names(cfg):
-        w = take(f"{jax_name}/w")
-        out[f"{torch_name}.weight"] = w.reshape(w.shape[0], -1).T
-        out[f"{torch_name}.bias"] = take(f"{jax_name}/b").reshape(-1)
     for name in LINEARS:
         if f"{name}/w" in flat:
             out[f"{name}.weight"] = take(f"{name}/w").T
@@ -222,14 +216,6 @@ def jax_to_torch(variables: dict, cfg) -> dict[str, np.ndarray]:
     if left:
         raise ValueError(f"parameters with no PyTorch name: {left[:5]}")
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
-
-
-def _film_names(cfg) -> list[tuple[str, str]]:
-    """(JAX path, PyTorch module) of every FiLM projection: one per stem stage, one after the patch embedding."""
-    if not cfg.vit.film:
-        return []
-    stages = [(f"img/stem/film_{i}/proj", f"img.stem_film.{i}.proj") for i in range(len(cfg.vit.stem))]
-    return stages + [("img/film/proj", "img.film.proj")]
 
 
 def torch_to_jax(tensors: dict[str, np.ndarray], cfg) -> dict:
@@ -254,10 +240,6 @@ def torch_to_jax(tensors: dict[str, np.ndarray], cfg) -> dict:
         flat[f"img/stem/conv_{i}_b"] = take(f"img.stem.{i}.bias")
         flat[f"img/stem/norm_{i}/scale"] = take(f"img.stem_norm.{i}.weight")
         flat[f"img/stem/norm_{i}/bias"] = take(f"img.stem_norm.{i}.bias")
-    for jax_name, torch_name in _film_names(cfg):
-        w = take(f"{torch_name}.weight").T
-        flat[f"{jax_name}/w"] = w.reshape(w.shape[0], 2, -1)
-        flat[f"{jax_name}/b"] = take(f"{torch_name}.bias").reshape(2, -1)
     for name in LINEARS:
         if f"{name}.weight" in t:
             flat[f"{name}/w"] = take(f"{name}.weight").T

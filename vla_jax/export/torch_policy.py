@@ -10,8 +10,8 @@ This file is copied verbatim into every exported folder, so a robot computer wit
 It mirrors ``vla_jax/models`` op for op (the parity check in ``vla_jax/export/parity.py`` holds the two
 within 1e-4 in float32):
 
-* ViT: optional stem (stride-2 3x3 convs, each + LayerNorm over channels [+ FiLM] + ReLU), patch embedding
-  (a strided conv) [+ FiLM], learned position embedding, pre-norm blocks with GELU(tanh) MLPs, final LayerNorm
+* ViT: optional stem (stride-2 3x3 convs, each + LayerNorm over channels + ReLU), patch embedding (a
+  strided conv), learned position embedding, pre-norm blocks with GELU(tanh) MLPs, final LayerNorm
   (eps 1e-6, computed in float32).
 * Gemma mixture of transformers: every layer has per-expert weights (suffix ``_0`` backbone, ``_1``
   action expert) and one joint attention over all experts' tokens; RMSNorm with ``(1 + weight)``,
@@ -185,48 +185,28 @@ class ViTBlock(nn.Module):
         return x + self.mlp_out(gelu_tanh(self.mlp_in(self.ln_mlp(x))))
 
 
-class FiLM(nn.Module):
-    """x [N, ..., C] * (1 + gamma) + beta; (gamma, beta) = Linear(cond [N, Dc]) split in two [N, C] halves."""
-
-    def __init__(self, cond_dim: int, channels: int):
-        super().__init__()
-        self.proj = nn.Linear(cond_dim, 2 * channels)
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.proj(cond.to(x.dtype)).unflatten(-1, (2, -1)).unbind(-2)
-        shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
-        return x * (1.0 + gamma.reshape(shape)) + beta.reshape(shape)
-
-
 class ViT(nn.Module):
-    """Images [N, R, R, 3] in [-1, 1] (+ FiLM cond [N, Dc] when ``film_dim``) -> patch tokens [N, (R/p)^2, width]."""
+    """Images [N, R, R, 3] in [-1, 1] -> patch tokens [N, (R/p)^2, width]."""
 
-    def __init__(self, vit: dict, film_dim: int = 0):
+    def __init__(self, vit: dict):
         super().__init__()
         width, p, stem = vit["width"], vit["patch_size"], list(vit.get("stem", ()))
         channels = [3] + stem
         self.stem = nn.ModuleList(nn.Conv2d(a, b, kernel_size=3, stride=2, padding=1)
                                   for a, b in zip(channels[:-1], channels[1:]))
         self.stem_norm = nn.ModuleList(LayerNorm(c) for c in stem)
-        self.stem_film = nn.ModuleList(FiLM(film_dim, c) for c in stem) if film_dim else None
         q = p // 2 ** len(stem)  # patch size left after the stem
         self.embedding = nn.Conv2d(channels[-1], width, kernel_size=q, stride=q)
-        self.film = FiLM(film_dim, width) if film_dim else None
         self.pos_embedding = nn.Parameter(torch.zeros(1, (vit["image_size"] // p) ** 2, width))
         self.blocks = nn.ModuleList(ViTBlock(width, vit["mlp_dim"], vit["num_heads"]) for _ in range(vit["depth"]))
         self.ln_final = LayerNorm(width)
 
-    def forward(self, images: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).to(self.embedding.weight.dtype)  # [N, 3, R, R]
-        for i, (conv, norm) in enumerate(zip(self.stem, self.stem_norm)):
-            y = norm(conv(x).permute(0, 2, 3, 1))
-            if self.stem_film is not None:
-                y = self.stem_film[i](y, cond)
-            x = torch.relu(y).permute(0, 3, 1, 2)
-        x = self.embedding(x).flatten(2).transpose(1, 2)  # [N, (R/p)^2, D]
-        if self.film is not None:
-            x = self.film(x, cond)
-        x = x + self.pos_embedding.to(x.dtype)
+        for conv, norm in zip(self.stem, self.stem_norm):
+            x = torch.relu(norm(conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+        x = self.embedding(x)  # [N, D, R/p, R/p]
+        x = x.flatten(2).transpose(1, 2) + self.pos_embedding.to(x.dtype)
         for block in self.blocks:
             x = block(x)
         return self.ln_final(x)
@@ -331,7 +311,7 @@ class VLAPolicy(nn.Module):
         self.action_head = c["action_head"]
         self.compute_dtype = dtype or DTYPES[c.get("torch_dtype", "float32")]
         width = c["decoder"]["experts"][0]["width"]
-        self.img = ViT({**c["vit"], "image_size": c["image_size"]}, width if c["vit"].get("film") else 0)
+        self.img = ViT({**c["vit"], "image_size": c["image_size"]})
         self.img_proj = nn.Linear(c["vit"]["width"], width)
         self.llm = Decoder(c["decoder"])
         if self.action_head == "flow":
@@ -372,12 +352,7 @@ class VLAPolicy(nn.Module):
     def embed_prefix(self, images, image_mask, tokens, token_mask, state):
         """Image tokens (+ state token, discrete head) + text tokens -> tokens [B, P, D], mask, ar [B, P]."""
         b, cams = images.shape[0], images.shape[1]
-        text = self.llm.embed(tokens).to(self.compute_dtype)
-        cond = None
-        if self.img.film is not None:  # mean prompt embedding, one per camera
-            m = token_mask[..., None].to(text.dtype)
-            cond = ((text * m).sum(1) / m.sum(1).clamp(min=1)).repeat_interleave(cams, dim=0)
-        x = self.img(images.reshape(-1, *images.shape[2:]), cond)
+        x = self.img(images.reshape(-1, *images.shape[2:]))
         x = self.img_proj(x)
         n = x.shape[1]
         parts = [x.reshape(b, cams * n, x.shape[-1])]
@@ -385,7 +360,7 @@ class VLAPolicy(nn.Module):
         if self.action_head == "discrete":
             parts.append(self.state_proj(state.to(self.compute_dtype))[:, None])
             masks.append(torch.ones_like(image_mask[:, :1]))
-        parts.append(text)
+        parts.append(self.llm.embed(tokens).to(self.compute_dtype))
         masks.append(token_mask)
         mask = torch.cat(masks, dim=1)
         return torch.cat(parts, dim=1), mask, torch.zeros_like(mask)

@@ -93,7 +93,7 @@ def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
     return VLAConfig(
         vit=ViTConfig(width=model.vit.width, depth=model.vit.depth, mlp_dim=model.vit.mlp_dim,
                       num_heads=model.vit.num_heads, patch_size=model.vit.patch_size,
-                      image_size=model.image_size, stem=stem, film=bool(model.vit.get("film", False)), **common),
+                      image_size=model.image_size, stem=stem, **common),
         decoder=DecoderConfig(experts=tuple(experts), depth=model.llm.depth, num_heads=model.llm.num_heads,
                               num_kv_heads=model.llm.num_kv_heads, head_dim=model.llm.head_dim,
                               vocab_size=model.vocab_size, **common),
@@ -167,13 +167,7 @@ class VLA(nn.Module):
         c = self.cfg
         images = obs["images"]
         b, cams = images.shape[:2]
-        text = self.llm.embed(obs["tokens"])
-        cond = None
-        if c.vit.film:  # mean embedding of the prompt (not the answer / action tokens), one per camera
-            prompt = (obs["token_mask"] & ~obs.get("token_ar", jnp.zeros_like(obs["token_mask"])))[..., None]
-            cond = (text * prompt).sum(axis=1) / jnp.maximum(prompt.sum(axis=1), 1)
-            cond = jnp.repeat(cond, cams, axis=0)
-        x = self.img(images.reshape(b * cams, *images.shape[2:]), cond)
+        x = self.img(images.reshape(b * cams, *images.shape[2:]))
         x = self.img_proj("bnd,de->bne", x)
         n = x.shape[1]
         tokens = [x.reshape(b, cams * n, -1)]
@@ -181,7 +175,7 @@ class VLA(nn.Module):
         if c.action_head == "discrete":
             tokens.append(self.state_proj("bs,sd->bd", obs["state"])[:, None])
             masks.append(jnp.ones((b, 1), bool))
-        tokens.append(text)
+        tokens.append(self.llm.embed(obs["tokens"]))
         masks.append(obs["token_mask"])
         ar = jnp.zeros((b, sum(m.shape[1] for m in masks[:-1])), bool)
         ar = jnp.concatenate([ar, obs.get("token_ar", jnp.zeros_like(obs["token_mask"]))], axis=1)
