@@ -234,3 +234,25 @@ def test_ops_come_from_the_registry_by_name(tabletop_dir):  # noqa: F811
     batch = next(make_train_iterator(config))
     np.testing.assert_array_equal(batch["images"][:, 1], -1.0)  # black in [-1, 1]
     assert batch["images"][:, 0].max() > -1.0
+
+
+def test_drop_cameras_masks_wrist_views_but_never_every_view():
+    from PIL import Image
+
+    from vla_jax.data.errors import DataError
+    from vla_jax.data.transforms import OpContext, build_ops
+
+    ctx = OpContext(image_size=8, num_cameras=3)
+    (op,) = build_ops(["drop_cameras(p=0.5, slots=(1, 2))"], ctx)
+    rng = np.random.default_rng(0)
+    kept = []
+    for _ in range(400):
+        sample = op({"images": [Image.new("RGB", (8, 8)) for _ in range(3)]}, rng)
+        assert sample["images"][0] is not None  # slot 0 is not listed
+        kept.append([im is not None for im in sample["images"][1:]])
+    assert 0.4 < 1 - np.mean(kept) < 0.6  # each wrist slot dropped about half the time
+    (always,) = build_ops(["drop_cameras(p=1.0, slots=(0, 1, 2))"], ctx)
+    sample = always({"images": [Image.new("RGB", (8, 8)), None, Image.new("RGB", (8, 8))]}, rng)
+    assert sum(im is not None for im in sample["images"]) == 1  # the last view left is kept
+    with pytest.raises(DataError, match=r"p must be in \[0, 1\]"):
+        build_ops(["drop_cameras(p=1.5)"], ctx)

@@ -135,6 +135,27 @@ def _center_crop(ctx: OpContext, scale=0.9, slots=None):
     return op
 
 
+@register_op("drop_cameras")
+def _drop_cameras(ctx: OpContext, p=0.5, slots=(1, 2)):
+    """Observation dropout: each camera of ``slots`` goes missing (image_mask False) with probability ``p``,
+    never leaving an example without a camera. Keeps a policy from leaning on one view (the wrist cameras
+    show the last centimeters of a grasp much larger than the overhead view, which alone shows where the
+    named object is) so that it learns to read every view."""
+    if not 0.0 <= p <= 1.0:
+        raise DataError(f"drop_cameras(p={p}): p must be in [0, 1]")
+
+    def op(sample, rng):
+        images = sample["images"]
+        present = _slots(images, None)
+        for i in _slots(images, slots):
+            if rng.random() < p and len(present) > 1:
+                images[i] = None
+                present.remove(i)
+        return sample
+
+    return op
+
+
 @register_op("color_jitter")
 def _color_jitter(ctx: OpContext, brightness=0.2, contrast=0.2, saturation=0.2, slots=None):
     """Multiply brightness / contrast / saturation by factors drawn from [1 - x, 1 + x]."""
