@@ -31,6 +31,9 @@ every dataset
                            dataset's head (flow / discrete / text) when each example gets the images of
                            another example of the batch (same noise, same text and state). ~0 means a
                            "blind" model that predicts from the instruction and state alone.
+    ``camera_reliance/<k>`` the same with only camera slot ``k`` swapped (slots some example has): which
+                           views the model reads (e.g. a policy that reads only its wrist camera shows ~0
+                           for the overhead slot 0).
 
 Examples: ``max_batches`` batches of ``batch_size`` transitions / examples spread evenly over the whole
 split (every transition when the split is smaller), decoded with the evaluation image ops; the chosen
@@ -201,10 +204,16 @@ class OfflineEvaluator:
                 loss_rng, sample_rng = jax.random.split(rng)
                 terms = jax.device_get(self._loss_fn(params, batch, loss_rng))
                 acc.add_losses(terms, n)
-                if n > 1:  # the valid rows' images moved by one row
+                if n > 1:  # the valid rows' images (all slots, then one slot at a time) moved by one row
                     order = np.concatenate([np.roll(np.arange(n), 1), np.arange(n, len(batch["images"]))])
-                    swapped = {**batch, "images": batch["images"][order], "image_mask": batch["image_mask"][order]}
-                    acc.add_losses(jax.device_get(self._loss_fn(params, swapped, loss_rng)), n, swapped=True)
+                    slots = [k for k in range(batch["image_mask"].shape[1]) if batch["image_mask"][:n, k].any()]
+                    for which in ["all"] + slots:
+                        pick = slice(None) if which == "all" else [which]
+                        images, image_mask = np.array(batch["images"]), np.array(batch["image_mask"])
+                        images[:, pick] = images[order][:, pick]
+                        image_mask[:, pick] = image_mask[order][:, pick]
+                        swapped = {**batch, "images": images, "image_mask": image_mask}
+                        acc.add_losses(jax.device_get(self._loss_fn(params, swapped, loss_rng)), n, swapped=which)
                 if split.kind == "robot":
                     acc.add_actions(np.asarray(self._robot_fn(params, batch, sample_rng), np.float32), batch, n)
                 else:
@@ -231,7 +240,7 @@ class _Accumulator:
     def __init__(self, split: _Split, head: str, tokenizer):
         self.split, self.head, self.tokenizer = split, head, tokenizer
         self.loss: dict[str, list] = {}  # head -> [(sum, count) per example]
-        self.swapped: dict[str, list] = {}  # the same with other examples' images
+        self.swapped: dict = {}  # "all" | camera slot -> the same with other examples' images (all / that slot)
         self.sq, self.ab, self.sq_norm, self.count = 0.0, 0.0, 0.0, 0
         self.sq_dim = None
         self.count_dim = None
@@ -240,8 +249,8 @@ class _Accumulator:
         self.exact: list[bool] = []
         self.samples: list[dict] = []
 
-    def add_losses(self, terms: Mapping, n: int, swapped: bool = False) -> None:
-        into = self.swapped if swapped else self.loss
+    def add_losses(self, terms: Mapping, n: int, swapped: str | int | None = None) -> None:
+        into = self.loss if swapped is None else self.swapped.setdefault(swapped, {})
         for head, (sums, counts) in terms.items():
             sums, counts = np.asarray(sums, np.float64)[:n], np.asarray(counts, np.float64)[:n]
             keep = counts > 0
@@ -302,10 +311,14 @@ class _Accumulator:
                 continue
             out[f"loss/{head}"] = float(sums.sum() / counts.sum())
             out[f"loss/{head}_se"] = _se(sums / counts)
-            other = self.swapped.get(head)
-            if other and f"loss/{head}" == head_loss_key(out):
-                swapped = sum(p[0] for p in other) / max(sum(p[1] for p in other), 1e-12)
-                out["image_reliance"] = swapped / out[f"loss/{head}"] - 1.0
+            if f"loss/{head}" != head_loss_key(out):
+                continue
+            for which, terms in self.swapped.items():
+                other = terms.get(head)
+                if other:
+                    swapped = sum(p[0] for p in other) / max(sum(p[1] for p in other), 1e-12)
+                    key = "image_reliance" if which == "all" else f"camera_reliance/{which}"
+                    out[key] = swapped / out[f"loss/{head}"] - 1.0
         if self.split.kind == "robot":
             c = max(self.count, 1)
             out.update(action_mse=self.sq / c, action_mse_se=_se(self.example_mse), action_l1=self.ab / c,
@@ -364,13 +377,18 @@ def head_loss_key(m: Mapping) -> str | None:
 
 
 def format_reliance(m: Mapping) -> str:
-    return f"{100 * m['image_reliance']:+.1f}%" if "image_reliance" in m else "-"
+    """``+34.1%`` (all views), followed by the per-slot values when there are several: ``(+0.2 / +30.5)``."""
+    if "image_reliance" not in m:
+        return "-"
+    slots = sorted(int(k.split("/")[1]) for k in m if k.startswith("camera_reliance/"))
+    per = " / ".join(f"{100 * m[f'camera_reliance/{k}']:+.1f}" for k in slots)
+    return f"{100 * m['image_reliance']:+.1f}%" + (f" ({per})" if len(slots) > 1 else "")
 
 
 def format_table(metrics: Mapping[str, Mapping]) -> str:
     """Markdown table: one row per dataset."""
     head = ("| dataset | kind | examples | val loss | action MSE (robot units) | action L1 | MSE (normalized) "
-            "| token acc | exact match | image reliance |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+            "| token acc | exact match | image reliance (per camera) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     rows = []
     for name, m in metrics.items():
         loss_key = head_loss_key(m)

@@ -97,7 +97,7 @@ def compact_table(results: dict) -> str:
 
 
 def compact_offline_table(metrics: dict) -> str:
-    head = ["dataset", "n", "val loss", "action MSE", "action L1", "token acc", "exact match", "image reliance"]
+    head = ["dataset", "n", "val loss", "action MSE", "action L1", "token acc", "exact match", "image reliance (per camera)"]
     rows = []
     for name, m in metrics.items():
         key = offline_lib.head_loss_key(m)
