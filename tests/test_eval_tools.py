@@ -124,11 +124,15 @@ def test_offline_metrics_on_a_trained_checkpoint(trained):
     slots = lambda n: [f"camera_reliance/{k}" for k in range(min(n, config.model.num_cameras))]  # noqa: E731
     assert cameras == {"tabletop_single_arm": slots(2), "tabletop_bimanual": slots(3), "tabletop_web_vl": slots(1)}
     assert m["tabletop_web_vl"]["camera_reliance/0"] == m["tabletop_web_vl"]["image_reliance"]  # its only view
+    assert {name for name, r in m.items() if np.isfinite(r.get("instruction_reliance", np.nan))} == {
+        "tabletop_single_arm", "tabletop_bimanual"}  # robot data only (a web prompt belongs to its answer)
     # a blind model (image tokens projected to zero) does not care whose images it gets
     blind = jax.tree_util.tree_map(np.array, ck.params)
     for leaf in ("w", "b"):
         blind["params"]["img_proj"][leaf][...] = 0.0
-    assert all(v == 0.0 for r in ev(blind).values() for k, v in r.items() if "reliance" in k)
+    blind_metrics = ev(blind)
+    assert all(v == 0.0 for r in blind_metrics.values() for k, v in r.items() if k.startswith(("image", "camera")))
+    assert all(r["instruction_reliance"] != 0.0 for r in blind_metrics.values() if r["kind"] == "robot")
     scalars = flatten(m, prefix="eval")
     assert "eval/tabletop_single_arm/action_mse" in scalars and "eval/tabletop_web_vl/exact_match" in scalars
     assert all(isinstance(v, float) for v in scalars.values())

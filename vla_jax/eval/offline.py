@@ -35,6 +35,11 @@ every dataset
                            views the model reads (e.g. a policy that reads only its wrist camera shows ~0
                            for the overhead slot 0).
 
+robot datasets
+    ``instruction_reliance`` the same when each example gets another example's instruction instead: ~0 for
+                           a policy that ignores what it is told (it cannot tell "the red cup" from "the
+                           blue block" in a scene with both).
+
 Examples: ``max_batches`` batches of ``batch_size`` transitions / examples spread evenly over the whole
 split (every transition when the split is smaller), decoded with the evaluation image ops; the chosen
 indices, the per-example augmentation rng, the flow noise and the loss rng are fixed, so the numbers
@@ -214,6 +219,10 @@ class OfflineEvaluator:
                         image_mask[:, pick] = image_mask[order][:, pick]
                         swapped = {**batch, "images": images, "image_mask": image_mask}
                         acc.add_losses(jax.device_get(self._loss_fn(params, swapped, loss_rng)), n, swapped=which)
+                    if split.kind == "robot":
+                        text = {k: batch[k][order] for k in ("tokens", "token_mask", "token_ar", "token_loss")}
+                        acc.add_losses(jax.device_get(self._loss_fn(params, {**batch, **text}, loss_rng)), n,
+                                       swapped="instruction")
                 if split.kind == "robot":
                     acc.add_actions(np.asarray(self._robot_fn(params, batch, sample_rng), np.float32), batch, n)
                 else:
@@ -240,7 +249,7 @@ class _Accumulator:
     def __init__(self, split: _Split, head: str, tokenizer):
         self.split, self.head, self.tokenizer = split, head, tokenizer
         self.loss: dict[str, list] = {}  # head -> [(sum, count) per example]
-        self.swapped: dict = {}  # "all" | camera slot -> the same with other examples' images (all / that slot)
+        self.swapped: dict = {}  # "all" | camera slot | "instruction" -> the same with another example's input
         self.sq, self.ab, self.sq_norm, self.count = 0.0, 0.0, 0.0, 0
         self.sq_dim = None
         self.count_dim = None
@@ -317,7 +326,8 @@ class _Accumulator:
                 other = terms.get(head)
                 if other:
                     swapped = sum(p[0] for p in other) / max(sum(p[1] for p in other), 1e-12)
-                    key = "image_reliance" if which == "all" else f"camera_reliance/{which}"
+                    key = {"all": "image_reliance", "instruction": "instruction_reliance"}.get(
+                        which, f"camera_reliance/{which}")
                     out[key] = swapped / out[f"loss/{head}"] - 1.0
         if self.split.kind == "robot":
             c = max(self.count, 1)
@@ -385,10 +395,15 @@ def format_reliance(m: Mapping) -> str:
     return f"{100 * m['image_reliance']:+.1f}%" + (f" ({per})" if len(slots) > 1 else "")
 
 
+def format_instruction_reliance(m: Mapping) -> str:
+    return f"{100 * m['instruction_reliance']:+.1f}%" if "instruction_reliance" in m else "-"
+
+
 def format_table(metrics: Mapping[str, Mapping]) -> str:
     """Markdown table: one row per dataset."""
     head = ("| dataset | kind | examples | val loss | action MSE (robot units) | action L1 | MSE (normalized) "
-            "| token acc | exact match | image reliance (per camera) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+            "| token acc | exact match | image reliance (per camera) | instruction reliance |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     rows = []
     for name, m in metrics.items():
         loss_key = head_loss_key(m)
@@ -398,5 +413,6 @@ def format_table(metrics: Mapping[str, Mapping]) -> str:
         em = f"{100 * m['exact_match']:.0f}% ({m['answers']})" if has_em else "-"
         tok = f"{100 * m['token_accuracy']:.1f}%" if "token_accuracy" in m else "-"
         rows.append(f"| {name} | {m['kind']} | {m['examples']} | {loss} | {mse} | {_fmt(m.get('action_l1'))} "
-                    f"| {_fmt(m.get('action_mse_normalized'))} | {tok} | {em} | {format_reliance(m)} |")
+                    f"| {_fmt(m.get('action_mse_normalized'))} | {tok} | {em} | {format_reliance(m)} "
+                    f"| {format_instruction_reliance(m)} |")
     return head + "\n".join(rows) + "\n"

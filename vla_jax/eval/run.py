@@ -97,7 +97,8 @@ def compact_table(results: dict) -> str:
 
 
 def compact_offline_table(metrics: dict) -> str:
-    head = ["dataset", "n", "val loss", "action MSE", "action L1", "token acc", "exact match", "image reliance (per camera)"]
+    head = ["dataset", "n", "val loss", "action MSE", "action L1", "token acc", "exact match",
+            "image reliance (per camera)", "instruction reliance"]
     rows = []
     for name, m in metrics.items():
         key = offline_lib.head_loss_key(m)
@@ -107,7 +108,7 @@ def compact_offline_table(metrics: dict) -> str:
                      f"{m['action_l1']:.4g}" if "action_l1" in m else "-",
                      f"{100 * m['token_accuracy']:.1f}%" if "token_accuracy" in m else "-",
                      f"{100 * m['exact_match']:.0f}%" if "exact_match" in m and math.isfinite(m["exact_match"])
-                     else "-", offline_lib.format_reliance(m)])
+                     else "-", offline_lib.format_reliance(m), offline_lib.format_instruction_reliance(m)])
     widths = [max(len(x[i]) for x in [head] + rows) for i in range(len(head))]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]) + "\n"
