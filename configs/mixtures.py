@@ -26,8 +26,7 @@ Fields (read by vla_jax/data/settings.py only):
 Image ops: real-robot mixtures get Octo-style random crops of the third-person camera (slot 0) plus
 color jitter. The simulated tabletop mixtures get mild brightness / contrast jitter only: their
 overhead camera is fixed, so a pixel is a fixed table position, and cropping would break that
-mapping; saturation jitter would blur the color names the instructions rely on. They also drop each
-wrist camera from half of the training examples, so the policy has to read the overhead view too.
+mapping; saturation jitter would blur the color names the instructions rely on.
 """
 
 import ml_collections
@@ -43,8 +42,7 @@ REAL_OPS = dict(
                "color_jitter(brightness=0.2, contrast=0.2, saturation=0.2)"),
     eval_ops=("center_crop(scale=0.9, slots=(0,))",),
 )
-SIM_OPS = dict(train_ops=("color_jitter(brightness=0.1, contrast=0.1, saturation=0.0)",
-                          "drop_cameras(p=0.5, slots=(1, 2))"), eval_ops=())
+SIM_OPS = dict(train_ops=("color_jitter(brightness=0.1, contrast=0.1, saturation=0.0)",), eval_ops=())
 
 MIXTURES = {
     "default": dict(datasets=TABLETOP, weights={"tabletop_single_arm": 0.45, "tabletop_bimanual": 0.35,

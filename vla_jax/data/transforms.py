@@ -138,9 +138,8 @@ def _center_crop(ctx: OpContext, scale=0.9, slots=None):
 @register_op("drop_cameras")
 def _drop_cameras(ctx: OpContext, p=0.5, slots=(1, 2)):
     """Observation dropout: each camera of ``slots`` goes missing (image_mask False) with probability ``p``,
-    never leaving an example without a camera. Keeps a policy from leaning on one view (the wrist cameras
-    show the last centimeters of a grasp much larger than the overhead view, which alone shows where the
-    named object is) so that it learns to read every view."""
+    never leaving an example without a camera (Octo-style observation dropout, meant to keep a policy from
+    leaning on one view)."""
     if not 0.0 <= p <= 1.0:
         raise DataError(f"drop_cameras(p={p}): p must be in [0, 1]")
 
