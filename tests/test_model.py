@@ -84,6 +84,25 @@ def test_conv_stem_keeps_the_token_grid():
         make(**{"vit.stem": (8, 8, 8, 8, 8)})  # 32x downsampling does not divide the 16 px patches
 
 
+def test_sincos2d_position_embedding_init():
+    from vla_jax.models.vit import posemb_sincos2d
+
+    cfg, model = make()
+    assert cfg.vit.posemb_init == "sincos2d"  # the debug preset trains from scratch
+    params = jax.jit(lambda b: model.init(jax.random.key(0), b, jax.random.key(0), method=vla.VLA.compute_loss))(
+        random_batch(cfg, 2, seed=0))
+    pos = np.asarray(nn.unbox(params)["params"]["img"]["pos_embedding"])
+    np.testing.assert_allclose(pos, posemb_sincos2d(None, pos.shape), atol=1e-6)
+    assert 0.6 < np.sqrt(np.mean(pos**2)) < 0.8  # as large as the patch embeddings, not 0.02
+    grid = int(np.sqrt(pos.shape[1]))
+    half = cfg.vit.width // 2  # first half: the column (x), second half: the row (y)
+    np.testing.assert_array_equal(pos[0, 1, :half], pos[0, grid + 1, :half])  # same column
+    np.testing.assert_array_equal(pos[0, grid, half:], pos[0, grid + 1, half:])  # same row
+    assert np.abs(pos[0, 1] - pos[0, grid]).max() > 0.5  # (row 0, col 1) and (row 1, col 0) differ
+    with pytest.raises(ValueError, match="posemb_init"):
+        make(**{"vit.posemb_init": "rope"})
+
+
 def test_pi0_parameter_count_matches_published_dims():
     cfg, _ = make("pi0")
     table, measured, derived = summary.summary_table(cfg)

@@ -5,6 +5,11 @@ better"; Octo's SmallStem): k stride-2 3x3 convolutions, each followed by LayerN
 and ReLU, shrink the image by 2^k before a (patch_size / 2^k)-sized patch embedding, so the token
 grid is the same as without the stem. Small ViTs trained from scratch learn local color / shape
 features much sooner with a stem than with a single linear patch embedding.
+
+Position embedding: learned, initialized either N(0, 0.02) (``posemb_init="normal"``, as when loading
+SigLIP weights) or with the fixed 2-D sin-cos table of "Better plain ViT baselines" (``"sincos2d"``),
+whose entries are as large as the patch embeddings', so a model trained from scratch knows where each
+token is from the first step instead of having to grow a 50x smaller random embedding first.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class ViTConfig:
     patch_size: int
     image_size: int
     stem: tuple[int, ...] = ()  # output channels of the stride-2 stem convolutions; () = plain patchify
+    posemb_init: str = "normal"  # "normal" (N(0, 0.02)) | "sincos2d" (see the module doc)
     dtype: str = "float32"
     remat: str = "none"
     scan: bool = True
@@ -64,6 +70,23 @@ class EncoderBlock(nn.Module):
         return x, None
 
 
+POSEMB_INITS = ("normal", "sincos2d")
+
+
+def posemb_sincos2d(key, shape: tuple[int, int, int], dtype=jnp.float32, temperature: float = 10_000.0) -> jax.Array:
+    """Initializer: [1, g * g, D] table of sin / cos of the token's row and column (D / 4 frequencies each)."""
+    del key
+    _, n, width = shape
+    g = int(round(n**0.5))
+    if g * g != n or width % 4:
+        raise ValueError(f"sincos2d position embedding needs a square token grid and width % 4 == 0, got {shape}")
+    y, x = jnp.mgrid[:g, :g]
+    omega = 1.0 / temperature ** (jnp.arange(width // 4) / max(width // 4 - 1, 1))
+    y = y.reshape(-1)[:, None] * omega[None]
+    x = x.reshape(-1)[:, None] * omega[None]
+    return jnp.concatenate([jnp.sin(x), jnp.cos(x), jnp.sin(y), jnp.cos(y)], axis=1)[None].astype(dtype)
+
+
 class ConvStem(nn.Module):
     """images [N, R, R, 3] -> features [N, R / 2^k, R / 2^k, features[-1]] (k = len(features))."""
 
@@ -97,7 +120,8 @@ class ViT(nn.Module):
         patches = patches.reshape(n, (r // p) ** 2, p, p, ch)
         x = Einsum((p, p, ch, cfg.width), (None, None, None, "embed"), bias_axes=("embed",), dtype=dtype,
                    name="embedding")("btpqc,pqcd->btd", patches)
-        pos = param(self, "pos_embedding", nn.initializers.normal(0.02), (1, cfg.num_patches, cfg.width),
+        init = posemb_sincos2d if cfg.posemb_init == "sincos2d" else nn.initializers.normal(0.02)
+        pos = param(self, "pos_embedding", init, (1, cfg.num_patches, cfg.width),
                     (None, None, "embed"))
         x = x + pos.astype(dtype)
         block = maybe_remat(EncoderBlock, cfg.remat)

@@ -31,7 +31,7 @@ from vla_jax.batch import OBSERVATION_KEYS, check_batch
 from vla_jax.models import action_tokens
 from vla_jax.models.gemma import Decoder, DecoderConfig, ExpertConfig, KVCache
 from vla_jax.models.layers import Einsum
-from vla_jax.models.vit import ViT, ViTConfig
+from vla_jax.models.vit import POSEMB_INITS, ViT, ViTConfig
 
 ACTION_HEADS = ("flow", "discrete")
 LossTerms = dict[str, tuple[jax.Array, jax.Array]]  # name -> (per-example sum [B], per-example count [B])
@@ -73,6 +73,10 @@ def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
     need(model.vit.patch_size % 2 ** len(stem) == 0 and all(f >= 1 for f in stem),
          f"config.model.vit.stem={stem}: {len(stem)} stride-2 convolutions need config.model.vit.patch_size="
          f"{model.vit.patch_size} divisible by {2 ** len(stem)} and positive channel counts")
+    posemb_init = str(model.vit.get("posemb_init", "normal"))
+    need(posemb_init in POSEMB_INITS, f"config.model.vit.posemb_init={posemb_init!r} must be one of {POSEMB_INITS}")
+    need(posemb_init != "sincos2d" or model.vit.width % 4 == 0,
+         f"config.model.vit.posemb_init='sincos2d' needs config.model.vit.width={model.vit.width} divisible by 4")
     need(model.vit.width % model.vit.num_heads == 0,
          f"config.model.vit.width={model.vit.width} must be divisible by config.model.vit.num_heads")
     need(model.llm.num_heads % model.llm.num_kv_heads == 0,
@@ -93,7 +97,7 @@ def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
     return VLAConfig(
         vit=ViTConfig(width=model.vit.width, depth=model.vit.depth, mlp_dim=model.vit.mlp_dim,
                       num_heads=model.vit.num_heads, patch_size=model.vit.patch_size,
-                      image_size=model.image_size, stem=stem, **common),
+                      image_size=model.image_size, stem=stem, posemb_init=posemb_init, **common),
         decoder=DecoderConfig(experts=tuple(experts), depth=model.llm.depth, num_heads=model.llm.num_heads,
                               num_kv_heads=model.llm.num_kv_heads, head_dim=model.llm.head_dim,
                               vocab_size=model.vocab_size, **common),
