@@ -62,6 +62,8 @@ from vla_jax.batch import OBSERVATION_KEYS
 
 DEFAULT_MAX_BATCHES = 4
 NUM_SAMPLES = 3  # (prompt, reference, prediction) triples kept per web dataset
+_IMAGE_KEYS = ("images", "image_mask")  # what image / camera reliance give another example
+_TEXT_KEYS = ("tokens", "token_mask", "token_ar", "token_loss")  # what instruction reliance gives another example
 
 
 class OfflineError(ValueError):
@@ -209,20 +211,19 @@ class OfflineEvaluator:
                 loss_rng, sample_rng = jax.random.split(rng)
                 terms = jax.device_get(self._loss_fn(params, batch, loss_rng))
                 acc.add_losses(terms, n)
-                if n > 1:  # the valid rows' images (all slots, then one slot at a time) moved by one row
+                if n > 1:  # the valid rows' inputs moved by one row: all images, one camera slot, the text
                     order = np.concatenate([np.roll(np.arange(n), 1), np.arange(n, len(batch["images"]))])
-                    slots = [k for k in range(batch["image_mask"].shape[1]) if batch["image_mask"][:n, k].any()]
-                    for which in ["all"] + slots:
-                        pick = slice(None) if which == "all" else [which]
-                        images, image_mask = np.array(batch["images"]), np.array(batch["image_mask"])
-                        images[:, pick] = images[order][:, pick]
-                        image_mask[:, pick] = image_mask[order][:, pick]
-                        swapped = {**batch, "images": images, "image_mask": image_mask}
-                        acc.add_losses(jax.device_get(self._loss_fn(params, swapped, loss_rng)), n, swapped=which)
+                    moved = {k: batch[k][order] for k in _IMAGE_KEYS + _TEXT_KEYS}
+                    slot = np.arange(batch["image_mask"].shape[1])
+                    variants = {"all": {k: moved[k] for k in _IMAGE_KEYS}}
+                    for k in slot[batch["image_mask"][:n].any(axis=0)]:
+                        variants[int(k)] = {key: np.where((slot == k).reshape(-1, *[1] * (batch[key].ndim - 2)),
+                                                          moved[key], batch[key]) for key in _IMAGE_KEYS}
                     if split.kind == "robot":
-                        text = {k: batch[k][order] for k in ("tokens", "token_mask", "token_ar", "token_loss")}
-                        acc.add_losses(jax.device_get(self._loss_fn(params, {**batch, **text}, loss_rng)), n,
-                                       swapped="instruction")
+                        variants["instruction"] = {k: moved[k] for k in _TEXT_KEYS}
+                    for which, inputs in variants.items():
+                        acc.add_losses(jax.device_get(self._loss_fn(params, {**batch, **inputs}, loss_rng)), n,
+                                       swapped=which)
                 if split.kind == "robot":
                     acc.add_actions(np.asarray(self._robot_fn(params, batch, sample_rng), np.float32), batch, n)
                 else:
