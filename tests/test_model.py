@@ -101,6 +101,8 @@ def test_sincos2d_position_embedding_init():
     assert np.abs(pos[0, 1] - pos[0, grid]).max() > 0.5  # (row 0, col 1) and (row 1, col 0) differ
     with pytest.raises(ValueError, match="posemb_init"):
         make(**{"vit.posemb_init": "rope"})
+    with pytest.raises(ValueError, match=r"posemb_init='sincos2d' needs config\.model\.vit\.width=130 divisible by 4"):
+        make(**{"vit.width": 130})
 
 
 def test_pi0_parameter_count_matches_published_dims():
