@@ -14,7 +14,9 @@ Fields (read by vla_jax/data/settings.py only):
   tokenizer           SentencePiece .model file
   stats_dir           normalization statistics cache (tools/compute_stats.py writes it)
   datasets.<name>     kind ("robot" | "web"), dir, spec (vla_jax/data/specs.py), train_split, eval_split,
-                      norm_group (robot datasets with the same non-empty group share combined stats)
+                      norm_group (robot datasets with the same non-empty group share combined stats),
+                      grounding (robot: train the backbone to name where the target is, from the spec's
+                      grounding text; the tabletop datasets record one, docs/results.md)
   mixture.<name>      sampling weight (>= 0); source index in batches = position in sorted name order
   balance_by_size     multiply weights by the transition (example) counts
   num_workers         grain worker processes (0 = in-process)
@@ -32,8 +34,8 @@ mapping; saturation jitter would blur the color names the instructions rely on.
 import ml_collections
 
 TABLETOP = {
-    "tabletop_single_arm": dict(kind="robot", dir="tabletop_single_arm", spec="tabletop_single_arm"),
-    "tabletop_bimanual": dict(kind="robot", dir="tabletop_bimanual", spec="tabletop_bimanual"),
+    "tabletop_single_arm": dict(kind="robot", dir="tabletop_single_arm", spec="tabletop_single_arm", grounding=True),
+    "tabletop_bimanual": dict(kind="robot", dir="tabletop_bimanual", spec="tabletop_bimanual", grounding=True),
     "tabletop_web_vl": dict(kind="web", dir="tabletop_web_vl", spec="tabletop_web_vl"),
 }
 
@@ -67,7 +69,8 @@ def get_data_config(mixture: str = "default", data_dir: str = "data/default") ->
     c.stats_dir = "stats"
     c.datasets = ml_collections.ConfigDict()
     for name, d in m["datasets"].items():
-        c.datasets[name] = ml_collections.ConfigDict(dict(train_split="train", eval_split="val", norm_group="", **d))
+        c.datasets[name] = ml_collections.ConfigDict(
+            {**dict(train_split="train", eval_split="val", norm_group="", grounding=False), **d})
     c.mixture = ml_collections.ConfigDict(dict(m["weights"]))
     c.balance_by_size = m.get("balance_by_size", False)
     c.num_workers = 1

@@ -95,3 +95,12 @@ def test_missing_stats_and_tokenizer(tabletop_dir, tmp_path):  # noqa: F811
 def test_eval_unknown_dataset(tabletop_dir):  # noqa: F811
     with pytest.raises(DataError, match="unknown dataset 'bridge_dataset'"):
         make_eval_iterator(make_config(tabletop_dir), "bridge_dataset")
+
+
+def test_grounding_needs_a_spec_that_records_it(tabletop_dir):  # noqa: F811
+    config = make_config(tabletop_dir)
+    name = "tabletop_single_arm"
+    register_spec(dataclasses.replace(SPECS[name], name="tabletop_single_arm_ungrounded", grounding_key=None))
+    config.data.datasets[name].spec = "tabletop_single_arm_ungrounded"
+    with pytest.raises(DataError, match=r"grounding=True but spec 'tabletop_single_arm_ungrounded'.*grounding=False"):
+        make_train_iterator(config)

@@ -12,7 +12,7 @@ from data_fixtures import ROOT, TINY, tabletop_dir  # noqa: F401  (fixture)
 from vla_jax.data import SPECS, Tokenizer, builders, generate
 
 STEP_KEYS = {"observation", "action", "language_instruction", "reward", "discount", "is_first", "is_last",
-             "is_terminal"}
+             "is_terminal", "target_location"}
 
 
 @pytest.mark.parametrize("name,embodiment", [("tabletop_single_arm", "single_arm"), ("tabletop_bimanual", "bimanual")])

@@ -28,8 +28,17 @@ def test_train_batches_follow_the_batch_format(tabletop_dir):  # noqa: F811
     robot, web = batch["has_actions"], ~batch["has_actions"]
     assert robot.any() and web.any()
     np.testing.assert_array_equal(batch["source"][web], NAMES.index("tabletop_web_vl"))
-    # Robot: prompt only (no causal / loss tokens), real state / action dims per embodiment.
-    assert not batch["token_ar"][robot].any() and not batch["token_loss"][robot].any()
+    # Robot: the prompt, then the grounding answer (one location token + eos, causal with loss);
+    # real state / action dims per embodiment.
+    from vla_jax.data import Tokenizer
+    from vla_jax.sim.grounding import LOCATION_TOKENS
+
+    tok = Tokenizer(os.path.join(tabletop_dir, "tokenizer.model"))
+    assert (batch["token_ar"][robot].sum(axis=1) == 2).all()
+    np.testing.assert_array_equal(batch["token_ar"][robot], batch["token_loss"][robot])
+    for i in np.flatnonzero(robot):
+        answer = batch["tokens"][i][batch["token_ar"][i]]
+        assert tok.decode(answer[:1]) in LOCATION_TOKENS and answer[1] == tok.eos_id
     assert batch["token_mask"][robot].any(axis=1).all()
     for i in np.flatnonzero(robot):
         dims = 14 if batch["source"][i] == NAMES.index("tabletop_bimanual") else 7
@@ -256,3 +265,14 @@ def test_drop_cameras_masks_wrist_views_but_never_every_view():
     assert sum(im is not None for im in sample["images"]) == 1  # the last view left is kept
     with pytest.raises(DataError, match=r"p must be in \[0, 1\]"):
         build_ops(["drop_cameras(p=1.5)"], ctx)
+
+
+def test_grounding_off_leaves_the_robot_prompt_alone(tabletop_dir):  # noqa: F811
+    config = make_config(tabletop_dir)
+    for name in ("tabletop_single_arm", "tabletop_bimanual"):
+        config.data.datasets[name].grounding = False
+    it = make_train_iterator(config, process_index=0, process_count=1)
+    batch = next(it)
+    it.close()
+    robot = batch["has_actions"]
+    assert robot.any() and not batch["token_ar"][robot].any() and not batch["token_loss"][robot].any()

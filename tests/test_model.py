@@ -259,3 +259,30 @@ def test_bad_inputs_raise_one_clear_line():
         make(image_size=60)
     with pytest.raises(ValueError, match=r"config\.model\.action_head='bins'"):
         make(action_head="bins")
+
+
+def _with_grounding_answer(batch, answer_id=7):
+    """The same batch with one answer token (+ eos) after each robot prompt, as grounding adds it."""
+    out = {k: np.array(v) for k, v in batch.items()}
+    for i in np.flatnonzero(out["has_actions"]):
+        n = int(out["token_mask"][i].sum())
+        out["tokens"][i, n : n + 2] = (answer_id, 1)
+        for key in ("token_mask", "token_ar", "token_loss"):
+            out[key][i, n : n + 2] = True
+    return out
+
+
+@pytest.mark.parametrize("arg", ["debug", "debug,head=discrete"])
+def test_actions_never_see_the_grounding_answer(arg):
+    cfg, model = make(arg)
+    batch = random_batch(cfg, 4, seed=3, web_fraction=0.0)
+    key = jax.random.key(0)
+    params = jax.jit(lambda b: model.init(key, b, key, method=vla.VLA.compute_loss))(batch)
+    head = "flow" if cfg.action_head == "flow" else "discrete"
+    plain = loss_terms(model, params, batch)
+    answered = loss_terms(model, params, _with_grounding_answer(batch))
+    other = loss_terms(model, params, _with_grounding_answer(batch, answer_id=9))
+    np.testing.assert_allclose(answered[head][0], plain[head][0], rtol=1e-5, atol=1e-6)  # actions: unchanged
+    np.testing.assert_allclose(other[head][0], plain[head][0], rtol=1e-5, atol=1e-6)
+    assert float(plain["text"][1].sum()) == 0 and float(answered["text"][1].sum()) == 2 * 4  # answer + eos
+    assert abs(float(answered["text"][0].sum()) - float(other["text"][0].sum())) > 1e-4  # the answer is scored

@@ -255,7 +255,7 @@ def test_web_answers_are_consistent():
         ex = make_web_example(rng)
         image, objects = ex["image"], ex["objects"]
         sources.add(ex["source"])
-        assert image.dtype == np.uint8 and image.shape == (96, 96, 3) and 1 <= len(ex["qa"]) <= 4
+        assert image.dtype == np.uint8 and image.shape == (96, 96, 3) and 1 <= len(ex["qa"]) <= 5
         for question, answer in ex["qa"]:
             if m := re.fullmatch(r"how many (\w+)s are there\?", question):
                 word = m.group(1)
@@ -272,3 +272,45 @@ def test_web_answers_are_consistent():
                 mask = np.all(image == np.array(RGB[color], dtype=np.uint8), axis=-1)
                 assert _components(mask) == sum(c == color for c, _ in objects)
     assert sources == {"tabletop", "shapes"}
+
+
+def _cell_colors(image: np.ndarray, token: str) -> np.ndarray:
+    """The pixels [N, 3] of the grid cell named by a location token."""
+    from vla_jax.sim.grounding import GRID
+
+    row, col = int(token[4]), int(token[5])
+    step = image.shape[0] // GRID
+    return image[row * step : (row + 1) * step, col * step : (col + 1) * step].reshape(-1, 3)
+
+
+def test_location_tokens_name_the_cell_where_the_target_is_drawn():
+    from vla_jax.sim.grounding import GRID, LOCATION_TOKENS, location_token
+
+    assert len(LOCATION_TOKENS) == GRID * GRID == len(set(LOCATION_TOKENS))
+    assert location_token(0.0, 0.0) == "<loc00>" and location_token(0.99, 0.5) == f"<loc{GRID // 2}{GRID - 1}>"
+    assert location_token(-0.2, 1.3) == f"<loc{GRID - 1}0>"  # outside: nearest border cell
+    for seed in range(6):
+        task = sample_task(np.random.default_rng(seed), "pick")
+        steps = collect_episode("single_arm", task, seed, 60, image_size=96)["steps"]
+        first = steps[0]
+        assert first["target_location"] in LOCATION_TOKENS
+        base = np.array(RGB[task.object_color], np.int32)  # the target's own color is inside its cell
+        pixels = _cell_colors(first["observation"]["image_0"], first["target_location"]).astype(np.int32)
+        assert np.abs(pixels - base).sum(axis=-1).min() < 30, (seed, task.instruction, first["target_location"])
+        assert steps[-1]["target_location"] in LOCATION_TOKENS  # recorded at every step (the target moves)
+
+
+def test_web_where_questions_answer_with_the_drawn_cell():
+    from vla_jax.sim.grounding import LOCATION_TOKENS
+
+    rng = np.random.default_rng(11)
+    asked = 0
+    for _ in range(40):
+        ex = make_web_example(rng)
+        for question, answer in ex["qa"]:
+            if m := re.fullmatch(r"where is the (\w+) (\w+)\?", question):
+                asked += 1
+                assert answer in LOCATION_TOKENS and ex["objects"].count((m.group(1), m.group(2))) == 1
+                pixels = _cell_colors(ex["image"], answer).astype(np.int32)
+                assert np.abs(pixels - np.array(RGB[m.group(1)], np.int32)).sum(axis=-1).min() < 30, question
+    assert asked >= 30  # asked in (almost) every example

@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from vla_jax.data import tokenizer  # noqa: E402
+from vla_jax.sim.grounding import LOCATION_TOKENS  # noqa: E402
 
 
 def main():
@@ -19,7 +20,8 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--vocab_size", type=int, default=500)
     a = p.parse_args()
-    tokenizer.train_tokenizer(tokenizer.corpus_from_dir(a.corpus_from), a.out, vocab_size=a.vocab_size)
+    tokenizer.train_tokenizer(tokenizer.corpus_from_dir(a.corpus_from), a.out, vocab_size=a.vocab_size,
+                              symbols=LOCATION_TOKENS)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ def jpeg_bytes(image: np.ndarray, quality: int = 92) -> bytes:
 
 
 def rlds_features(cameras: dict, state_dim: int, action_dim: int, metadata: dict | None = None,
-                  state_key: str = "state"):
-    """FeaturesDict of an RLDS episode. ``cameras``: name -> (H, W); ``metadata``: name -> feature."""
+                  state_key: str = "state", step_texts: tuple[str, ...] = ()):
+    """FeaturesDict of an RLDS episode. ``cameras``: name -> (H, W); ``metadata``: name -> feature;
+    ``step_texts``: extra per-step text features (e.g. "target_location", see vla_jax.sim.grounding)."""
     import tensorflow_datasets as tfds
 
     observation = {name: tfds.features.Image(shape=(h, w, 3), encoding_format="jpeg") for name, (h, w) in cameras.items()}
@@ -46,6 +47,7 @@ def rlds_features(cameras: dict, state_dim: int, action_dim: int, metadata: dict
         "is_first": tfds.features.Scalar(dtype=np.bool_),
         "is_last": tfds.features.Scalar(dtype=np.bool_),
         "is_terminal": tfds.features.Scalar(dtype=np.bool_),
+        **{name: tfds.features.Text() for name in step_texts},
     }
     return tfds.features.FeaturesDict({
         "steps": tfds.features.Dataset(step),

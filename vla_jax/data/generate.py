@@ -26,13 +26,14 @@ import numpy as np
 
 from vla_jax.data import builders
 from vla_jax.data.tokenizer import CORPUS_FILE, train_tokenizer
+from vla_jax.sim.grounding import LOCATION_TOKENS
 
 ROBOT_DATASETS = {"tabletop_single_arm": "single_arm", "tabletop_bimanual": "bimanual"}
 WEB_DATASET = "tabletop_web_vl"
 ALL_DATASETS = tuple(ROBOT_DATASETS) + (WEB_DATASET,)
 TOKENIZER_FILE = "tokenizer.model"
-DEFAULT_EPISODES = 800
-DEFAULT_WEB_EXAMPLES = 4000
+DEFAULT_EPISODES = 2000
+DEFAULT_WEB_EXAMPLES = 8000
 DEFAULT_VOCAB_SIZE = 500
 _VAL_SEED_OFFSET = 5_000_000
 _DATASET_SEED_OFFSET = {"tabletop_single_arm": 0, "tabletop_bimanual": 1_000_000, WEB_DATASET: 2_000_000}
@@ -189,7 +190,8 @@ def generate_datasets(
                 "success": tfds.features.Scalar(dtype=np.bool_),
                 "embodiment": tfds.features.Text(),
             }
-            features = builders.rlds_features(cams, embodiment.state_dim, embodiment.action_dim, metadata)
+            features = builders.rlds_features(cams, embodiment.state_dim, embodiment.action_dim, metadata,
+                                              step_texts=("target_location",))
             start = time.perf_counter()
             builders.write_dataset(
                 out_dir, name, features,
@@ -242,6 +244,6 @@ def generate_datasets(
         with open(tmp, "w") as f:
             f.write("\n".join(texts) + "\n")
         os.replace(tmp, corpus)
-        train_tokenizer(texts, tokenizer_path, vocab_size=vocab_size, log=log)
+        train_tokenizer(texts, tokenizer_path, vocab_size=vocab_size, symbols=LOCATION_TOKENS, log=log)
     summary["tokenizer"] = tokenizer_path
     return summary

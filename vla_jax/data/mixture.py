@@ -43,8 +43,10 @@ from vla_jax.data.transforms import (
 class RobotTransitions:
     """grain random-access source: element i = raw sample of one (episode, step) transition."""
 
-    def __init__(self, reader, spec, episode_ids, lengths, horizon: int, num_cameras: int, source: int):
+    def __init__(self, reader, spec, episode_ids, lengths, horizon: int, num_cameras: int, source: int,
+                 grounding: bool = False):
         self.reader = reader
+        self.grounding = grounding
         self.spec = spec
         self.episode_ids = np.asarray(episode_ids, np.int64)
         self.lengths = np.asarray(lengths, np.int64)
@@ -67,7 +69,7 @@ class RobotTransitions:
         episode = sources.Episode(self.reader.read(episode_id), self.reader.dataset)
         stop = min(t + self.horizon, episode.num_steps)
         keys = list(self.spec.image_keys[: self.num_cameras])
-        return {
+        raw = {
             "source": self.source,
             "images": [episode.step_bytes(k, t) if k is not None else None for k in keys],
             "state": _rows(episode, self.spec.state_keys, t, t + 1)[0],
@@ -75,6 +77,9 @@ class RobotTransitions:
             "num_steps": stop - t,
             "instruction": episode.step_text(self.spec.instruction_key, t),
         }
+        if self.grounding:
+            raw["grounding"] = episode.step_text(self.spec.grounding_key, t)
+        return raw
 
 
 def _rows(episode, keys, start: int, stop: int) -> np.ndarray:
@@ -167,8 +172,8 @@ def build_source(
                 sources.feature_list(fmap, key, name)  # raises a one-line DataError if missing
         return SourceEntry(name, "web", WebExamples(reader, spec, shard, source_index),
                            WebSourceInfo(caption_prompt=spec.caption_prompt), len(ids))
-    sources.check_robot_layout(sources.Episode(reader.read(int(shard[0])), name), spec, dims.max_action_dim,
-                               dims.max_state_dim)
+    episode = sources.Episode(reader.read(int(shard[0])), name)
+    sources.check_robot_layout(episode, spec, dims.max_action_dim, dims.max_state_dim)
     own, group = dataset_stats(settings, name)
     if split == ds.train_split and max_records is None:
         lengths_all = np.asarray(own["episode_lengths"], np.int64)
@@ -184,7 +189,12 @@ def build_source(
         action_dim=spec.action_dim,
         state_dim=spec.state_dim,
     )
-    source = RobotTransitions(reader, spec, shard, lengths, dims.action_horizon, dims.num_cameras, source_index)
+    if ds.grounding and not episode.has(spec.grounding_key):
+        raise DataError(f"dataset '{name}': grounding text '{spec.grounding_key}' is missing from the steps; "
+                        "regenerate the data (python tools/generate_data.py) or set "
+                        f"config.data.datasets.{name}.grounding=False")
+    source = RobotTransitions(reader, spec, shard, lengths, dims.action_horizon, dims.num_cameras, source_index,
+                              grounding=ds.grounding)
     size = int(own["num_transitions"]) if split == ds.train_split and max_records is None else len(source)
     return SourceEntry(name, "robot", source, info, size)
 

@@ -25,6 +25,7 @@ class DatasetSettings:
     train_split: str
     eval_split: str
     norm_group: str  # robot datasets with the same norm_group share combined stats
+    grounding: bool  # robot: the prompt is followed by the spec's grounding text as a text-loss answer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,10 @@ def read_settings(config) -> DataSettings:
         spec = get_spec(str(d.spec), name)
         if spec.kind != kind:
             raise DataError(f"dataset '{name}': spec '{spec.name}' is a {spec.kind} spec but kind is {kind!r}")
+        grounding = bool(d.get("grounding", False))
+        if grounding and getattr(spec, "grounding_key", None) is None:
+            raise DataError(f"dataset '{name}': config.data.datasets.{name}.grounding=True but spec '{spec.name}' "
+                            "records no grounding text (grounding_key); set grounding=False")
         datasets[name] = DatasetSettings(
             name=name,
             kind=kind,
@@ -75,6 +80,7 @@ def read_settings(config) -> DataSettings:
             train_split=str(d.get("train_split", "train")),
             eval_split=str(d.get("eval_split", "val")),
             norm_group=str(d.get("norm_group", "") or name),
+            grounding=grounding,
         )
     mixture = {}
     for name, weight in data.mixture.items():

@@ -41,6 +41,7 @@ class RobotSpec:
     state_normalization: str = "normal"
     action_gripper_dims: tuple = ()  # action dims excluded from normalization (kept raw)
     state_gripper_dims: tuple = ()  # state dims excluded from normalization
+    grounding_key: str | None = None  # per-step text naming where the target is (e.g. "<loc25>"), if recorded
     notes: str = ""
     kind: str = "robot"
 
@@ -104,6 +105,7 @@ def get_spec(name: str, dataset: str = "") -> RobotSpec | WebSpec:
 
 register_spec(RobotSpec(
     name="tabletop_single_arm",
+    grounding_key="target_location",
     image_keys=("observation/image_0", "observation/image_1", None),  # overhead, wrist
     state_keys=("observation/state",),
     action_keys=("action",),
@@ -116,6 +118,7 @@ register_spec(RobotSpec(
 
 register_spec(RobotSpec(
     name="tabletop_bimanual",
+    grounding_key="target_location",
     image_keys=("observation/image_0", "observation/image_1", "observation/image_2"),  # overhead, L, R wrist
     state_keys=("observation/state",),
     action_keys=("action",),

@@ -88,10 +88,12 @@ def check_tokenizer(tokenizer: Tokenizer, vocab_size: int, action_head: str) -> 
         )
 
 
-def train_tokenizer(texts, out_path: str, vocab_size: int = 500, log=print) -> str:
+def train_tokenizer(texts, out_path: str, vocab_size: int = 500, symbols=(), log=print) -> str:
     """Trains a SentencePiece unigram model on ``texts``; writes ``out_path`` atomically.
 
+    ``symbols`` become single pieces (e.g. the ``<locRC>`` location tokens of vla_jax.sim.grounding).
     ``hard_vocab_limit=False`` lets a small corpus produce fewer pieces than asked instead of failing.
+    No dummy "▁" prefix, so an answer that is one symbol encodes to exactly that one piece.
     """
     import sentencepiece as spm
 
@@ -108,6 +110,8 @@ def train_tokenizer(texts, out_path: str, vocab_size: int = 500, log=print) -> s
         model_type="unigram",
         character_coverage=1.0,
         hard_vocab_limit=False,
+        add_dummy_prefix=False,
+        user_defined_symbols=list(symbols),
         pad_id=0,
         eos_id=1,
         bos_id=2,

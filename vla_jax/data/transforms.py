@@ -254,7 +254,9 @@ class SampleTransform:
     :func:`finalize_batch`).
 
     Raw robot sample: {"source", "images": [bytes|array|None per slot], "state": [S_d],
-    "actions": [H, A_d] raw, "num_steps": valid chunk steps, "instruction": str}.
+    "actions": [H, A_d] raw, "num_steps": valid chunk steps, "instruction": str, and optionally
+    "grounding": str (where the target is; it follows the prompt as a text-loss answer that the
+    action tokens never attend to)}.
     Raw web sample: {"source", "images": [...], "caption": str, "qa": [(q, a), ...]}.
     """
 
@@ -293,9 +295,9 @@ class SampleTransform:
         action_dim_mask = np.zeros(d.max_action_dim, bool)
         action_step_mask = np.zeros(d.action_horizon, bool)
         if info.kind == "robot":
-            # Robot prompt: bidirectional, no text loss (token_ar / token_loss stay False).
+            # Robot prompt: bidirectional, no text loss; a grounding answer after it is causal with loss.
             tokens, token_mask, token_ar, token_loss = build_tokens(
-                self.tokenizer, raw["instruction"], None, d.max_text_len
+                self.tokenizer, raw["instruction"], raw.get("grounding"), d.max_text_len
             )
             state[: info.state_dim] = info.state_norm(raw["state"])
             state_mask[: info.state_dim] = True

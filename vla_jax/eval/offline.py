@@ -17,6 +17,8 @@ robot datasets
     ``action_mse_per_dim`` list, robot units.
     ``token_accuracy``     discrete head only: fraction of real action tokens (256 bins per value)
                            decoded exactly right by greedy decoding.
+    ``exact_match``        with grounding (config.data.datasets.<name>.grounding): the answer "where the
+                           target is" (a location token) decoded right, as for web answers below.
 web vision-language datasets
     ``loss/text``          teacher-forced next-token loss on the answers (``loss/text_se``).
     ``exact_match``        greedy decoding of the answer after the prompt (image + prompt prefix), cut at
@@ -181,17 +183,10 @@ class OfflineEvaluator:
         self._loss_fn = _jitted(self.model, "loss")
         if self._robot_fn is None:
             sample = _jitted(self.model, "sample")
-            self._robot_fn = lambda p, b, r: sample(p, {k: b[k] for k in OBSERVATION_KEYS}, r)
+            self._robot_fn = lambda p, b, r: sample(p, _observation(b), r)
         if self._text_fn is None:
             decode = _jitted(self.model, "decode", self.max_answer_tokens)
-
-            def text_fn(p, b):
-                prompt = b["token_mask"] & ~b["token_ar"]
-                obs = {k: b[k] for k in OBSERVATION_KEYS}
-                obs.update(tokens=np.where(prompt, b["tokens"], 0).astype(np.int32), token_mask=prompt)
-                return decode(p, obs)
-
-            self._text_fn = text_fn
+            self._text_fn = lambda p, b: decode(p, _observation(b))
 
     # ------------------------------------------------------------------------------------------ metrics
     def __call__(self, params) -> dict[str, dict]:
@@ -226,10 +221,19 @@ class OfflineEvaluator:
                                        swapped=which)
                 if split.kind == "robot":
                     acc.add_actions(np.asarray(self._robot_fn(params, batch, sample_rng), np.float32), batch, n)
-                else:
+                if split.kind == "web" or batch["token_ar"][:n].any():  # robot: grounding answers
                     acc.add_text(np.asarray(self._text_fn(params, batch)), batch, n)
             results[name] = acc.result()
         return results
+
+
+def _observation(batch: dict) -> dict:
+    """The observation keys of a batch with its answers (web VQA, robot grounding) removed from the text:
+    what the policy / the decoder sees at inference."""
+    prompt = batch["token_mask"] & ~batch["token_ar"]
+    obs = {k: batch[k] for k in OBSERVATION_KEYS}
+    obs.update(tokens=np.where(prompt, batch["tokens"], 0).astype(np.int32), token_mask=prompt)
+    return obs
 
 
 @functools.lru_cache(maxsize=16)
@@ -338,7 +342,7 @@ class _Accumulator:
                        if self.sq_dim is not None else [])
             if self.head == "discrete":
                 out["token_accuracy"] = self.tok_right / max(self.tok_count, 1)
-        else:
+        if self.split.kind == "web" or self.exact:
             out["exact_match"] = float(np.mean(self.exact)) if self.exact else float("nan")
             out["exact_match_se"] = _se(np.asarray(self.exact, np.float64))
             out["answers"] = len(self.exact)

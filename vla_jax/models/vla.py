@@ -6,11 +6,12 @@
   flow time t; they run through the action expert while attending jointly with the prefix.
 * Mask: built from cumulative "autoregressive" flags, ``mask[i, j] = cumsum(ar)[j] <= cumsum(ar)[i]``,
   and padding. The prefix never sees the suffix; the state token sees the prefix and itself;
-  action tokens see everything before them and each other.
+  action tokens see everything before them and each other, except text answers (a robot example's
+  grounding answer, "where the target is", is trained with the text loss but never seen by actions).
 * Loss (flow): t ~ Beta(1.5, 1) * 0.999 + 0.001, x_t = t * noise + (1 - t) * actions,
   target u = noise - actions, mean squared error over real chunk steps and real action dims.
 * Loss (discrete): actions -> 256 bins -> last 256 vocabulary ids, appended after the prompt,
-  next-token cross-entropy. Text: next-token cross-entropy on web answers (both heads).
+  next-token cross-entropy. Text: next-token cross-entropy on answers (web VQA, robot grounding; both heads).
 * Sample (flow): Euler from t = 1 (noise) to t = 0 in N steps; the prefix runs once into a KV
   cache, each step runs only the suffix against it.
 
@@ -112,6 +113,17 @@ def make_attn_mask(mask: jax.Array, ar: jax.Array) -> jax.Array:
     and both are real tokens. ar = 1 starts a new causal block; ar = 0 joins the previous one."""
     cum = jnp.cumsum(ar.astype(jnp.int32), axis=1)
     return (cum[:, None, :] <= cum[:, :, None]) & mask[:, None, :] & mask[:, :, None]
+
+
+def hide(attn_mask: jax.Array, queries: jax.Array, keys: jax.Array) -> jax.Array:
+    """attn_mask [B, T, T] without attention from ``queries`` [B, T] to ``keys`` [B, T] (bool)."""
+    return attn_mask & ~(queries[:, :, None] & keys[:, None, :])
+
+
+def answer_blind_positions(mask: jax.Array, answers: jax.Array, blind: jax.Array) -> jax.Array:
+    """Token positions [B, T]: cumsum(mask) - 1, except that ``blind`` tokens do not count ``answers``
+    (so action tokens sit where they sit at inference, right after the prompt). All [B, T] bool."""
+    return jnp.where(blind, jnp.cumsum(mask & ~answers, axis=1), jnp.cumsum(mask, axis=1)) - 1
 
 
 def posemb_sincos(t: jax.Array, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> jax.Array:
@@ -230,8 +242,13 @@ class VLA(nn.Module):
         s_tok, s_mask, s_ar = self.embed_suffix(batch["state"], x_t, t)
         mask = jnp.concatenate([p_mask, s_mask], axis=1)
         ar = jnp.concatenate([p_ar, s_ar], axis=1)
-        positions = jnp.cumsum(mask, axis=1) - 1
-        (p_out, s_out), _ = self.llm([p_tok, s_tok], positions, make_attn_mask(mask, ar))
+        # The suffix never sees text answers (e.g. a grounding answer), nor counts them in its positions:
+        # at inference there are none.
+        is_suffix = jnp.concatenate([jnp.zeros_like(p_mask), jnp.ones_like(s_mask)], axis=1)
+        answers = jnp.concatenate([p_ar & p_mask, jnp.zeros_like(s_ar)], axis=1)
+        positions = answer_blind_positions(mask, answers, is_suffix)
+        attn = hide(make_attn_mask(mask, ar), is_suffix, answers)
+        (p_out, s_out), _ = self.llm([p_tok, s_tok], positions, attn)
 
         elem = real_action_elements(batch).astype(jnp.float32)
         sq = jnp.square(self.velocity(s_out) - u) * elem
@@ -241,7 +258,9 @@ class VLA(nn.Module):
         return terms
 
     def discrete_inputs(self, batch: dict) -> dict:
-        """Appends action tokens after the text and packs real tokens to the front.
+        """Puts action tokens right after the prompt, then the text answer (a robot example's grounding
+        answer: actions are decoded right after the prompt at inference, so they never see it), and
+        packs real tokens to the front.
 
         Returns a copy of ``batch`` with ``tokens``/``token_mask``/``token_ar``/``token_loss`` of
         length L + H * A and ``is_action`` [B, L + H * A] marking action-token positions.
@@ -249,14 +268,17 @@ class VLA(nn.Module):
         act_ids = action_tokens.encode(batch["actions"], self.cfg.decoder.vocab_size).reshape(
             batch["actions"].shape[0], -1)
         act_valid = real_action_elements(batch).reshape(act_ids.shape)
-        tokens = jnp.concatenate([batch["tokens"], act_ids], axis=1)
-        ar = jnp.concatenate([batch["token_ar"], act_valid], axis=1)
-        loss = jnp.concatenate([batch["token_loss"], act_valid], axis=1)
-        is_action = jnp.concatenate([jnp.zeros_like(batch["token_mask"]), act_valid], axis=1)
-        valid = jnp.concatenate([batch["token_mask"], act_valid], axis=1)
+        answer = batch["token_mask"] & batch["token_ar"]
+        no_text = jnp.zeros_like(answer)
+        tokens = jnp.concatenate([batch["tokens"], act_ids, batch["tokens"]], axis=1)
+        ar = jnp.concatenate([no_text, act_valid, answer], axis=1)
+        loss = jnp.concatenate([no_text, act_valid, batch["token_loss"] & answer], axis=1)
+        is_action = jnp.concatenate([no_text, act_valid, no_text], axis=1)
+        valid = jnp.concatenate([batch["token_mask"] & ~answer, act_valid, answer], axis=1)
         tokens, ar, loss, is_action, valid = pack_tokens(tokens, ar, loss, is_action, valid=valid)
-        return {**batch, "tokens": tokens, "token_mask": valid, "token_ar": ar, "token_loss": loss,
-                "is_action": is_action}
+        length = act_ids.shape[1] + batch["tokens"].shape[1]  # prompt + answer fit in L
+        return {**batch, "tokens": tokens[:, :length], "token_mask": valid[:, :length], "token_ar": ar[:, :length],
+                "token_loss": loss[:, :length], "is_action": is_action[:, :length]}
 
     def _discrete_loss(self, batch: dict) -> LossTerms:
         inputs = self.discrete_inputs(batch)

@@ -167,6 +167,13 @@ def _pose(spec: CameraSpec, world: World, size: int) -> _View:
     return _View(spec.center[0], spec.center[1], spec.height, spec.yaw, f, size / 2)
 
 
+def image_coords(world: World, spec: CameraSpec, xyz: tuple[float, float, float]) -> tuple[float, float] | None:
+    """Where world point ``xyz`` appears in camera ``spec``'s image, as (column, row) fractions of the
+    image size (in [0, 1] when visible), or None if the point is not below the camera."""
+    p = _pose(spec, world, 1.0).project(*xyz)
+    return None if p is None else (p[0], p[1])
+
+
 def _draw_table(img: np.ndarray, view: _View) -> None:
     img[:] = FLOOR_RGB
     col, row, scale = view.project(0.0, 0.0, 0.0)

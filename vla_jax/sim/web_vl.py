@@ -4,7 +4,9 @@ or (b) plain pictures of colored circles, squares and triangles.
 
 Tabletop pictures use every color/kind combination, including the robot tasks' held-out combos,
 so web data can teach what the robot data never shows. Answers are short: a color, a kind, a digit
-count ("3"), "yes" / "no", or an object name ("red cup") / "nothing".
+count ("3"), "yes" / "no", an object name ("red cup") / "nothing", or for "where is the red cup?"
+(asked in every example about a uniquely named object) a location token ``<locRC>``
+(vla_jax.sim.grounding), which grounds names in image positions.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import math
 
 import numpy as np
 
-from vla_jax.sim.render import RGB, CameraSpec, fill_disc, fill_polygon, fill_rect, render
+from vla_jax.sim.grounding import location_token
+from vla_jax.sim.render import RGB, CameraSpec, fill_disc, fill_polygon, fill_rect, image_coords, render
 from vla_jax.sim.tasks import make_scene, make_task
 from vla_jax.sim.world import COLOR_NAMES, GRASPABLE_KINDS, OBJECT_KINDS, Arm, World
 
@@ -32,7 +35,7 @@ _LEFT_RIGHT_MARGIN = 0.05  # [m] tabletop objects closer than this in x get no l
 def make_web_example(rng: np.random.Generator, image_size: int = 96) -> dict:
     """One example, deterministic given ``rng``.
 
-    Returns {"image": uint8 [R, R, 3], "caption": str, "qa": [(question, answer), ...] (1-4 pairs),
+    Returns {"image": uint8 [R, R, 3], "caption": str, "qa": [(question, answer), ...] (1-4 pairs, then the where question if any),
     "source": "tabletop" | "shapes", "objects": [(color, kind), ...] (what was drawn)}.
     """
     if rng.random() < 0.5:
@@ -98,6 +101,15 @@ def _pick_qa(rng: np.random.Generator, qa: list[tuple[str, str]]) -> list[tuple[
     return [qa[i] for i in sorted(order)]
 
 
+def _where_qa(rng: np.random.Generator, names: list[tuple[str, str]], locations: list[str]) -> list[tuple[str, str]]:
+    """[("where is the red cup?", "<loc25>")] for one uniquely named object, or [] if there is none."""
+    unique = [i for i, name in enumerate(names) if names.count(name) == 1]
+    if not unique:
+        return []
+    i = unique[int(rng.integers(len(unique)))]
+    return [(f"where is the {' '.join(names[i])}?", locations[i])]
+
+
 def _tabletop_example(rng: np.random.Generator, size: int) -> dict:
     color = COLOR_NAMES[rng.integers(len(COLOR_NAMES))]
     kind = GRASPABLE_KINDS[rng.integers(len(GRASPABLE_KINDS))]
@@ -132,10 +144,11 @@ def _tabletop_example(rng: np.random.Generator, size: int) -> dict:
         caption += f", with a robot gripper holding the {holding}" if held is not None else ", with a robot gripper above"
         qa.append(("what is the robot holding?", holding))
         qa.append(("is the gripper open?", "yes" if arms[0].aperture < 0.5 else "no"))
+    locations = [location_token(*(image_coords(world, camera, (*o.pos[:2], o.top)) or (0.5, 0.5))) for o in objects]
     return {
         "image": image,
         "caption": caption,
-        "qa": _pick_qa(rng, qa),
+        "qa": _pick_qa(rng, qa) + _where_qa(rng, [(c, k) for c, k, _ in items], locations),
         "source": "tabletop",
         "objects": [(c, k) for c, k, _ in items],
     }
@@ -158,6 +171,7 @@ def _shapes_example(rng: np.random.Generator, size: int) -> dict:
     target = int(rng.integers(1, 7))
     placed: list[tuple[float, float, float]] = []
     items: list[tuple[str, str, float]] = []
+    locations: list[str] = []
     for _ in range(200):
         if len(placed) == target:
             break
@@ -169,7 +183,9 @@ def _shapes_example(rng: np.random.Generator, size: int) -> dict:
             kind = SHAPE_KINDS[rng.integers(len(SHAPE_KINDS))]
             _draw_shape(img, kind, cx, cy, r, float(rng.uniform(0, 2 * math.pi)), RGB[color])
             items.append((color, kind, float(cx)))
+            locations.append(location_token(cx / size, cy / size))
     pairs = [(c, k) for c, k, _ in items]
     caption = f"{_count_phrase(pairs)} on a {background} background"
     qa = _questions(rng, items, SHAPE_KINDS, "shape", 0.08 * size)
-    return {"image": img, "caption": caption, "qa": _pick_qa(rng, qa), "source": "shapes", "objects": pairs}
+    qa = _pick_qa(rng, qa) + _where_qa(rng, pairs, locations)
+    return {"image": img, "caption": caption, "qa": qa, "source": "shapes", "objects": pairs}

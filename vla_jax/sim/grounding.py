@@ -1,0 +1,35 @@
+"""Where the named object is, as one location token: grounding supervision for the policy's backbone.
+
+The image of a camera is cut into a GRID x GRID grid; ``<locRC>`` names the cell in row R (from the
+top) and column C (from the left), as PaliGemma's ``<locNNNN>`` tokens name detection coordinates.
+Demonstrations record the token of the task's target object in the primary (overhead) camera at
+every step, and web VL examples ask "where is the red cup?" with the same tokens as answers, so
+"which pixels does 'the red cup' refer to" is taught by a classification loss instead of having to
+be discovered through the action loss alone (the "embodied chain of thought" idea, Zawalski et al.
+2024, here as an auxiliary target that the action expert never sees; docs/results.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vla_jax.sim.render import CameraSpec, image_coords
+from vla_jax.sim.world import World
+
+GRID = 8
+LOCATION_TOKENS: tuple[str, ...] = tuple(f"<loc{r}{c}>" for r in range(GRID) for c in range(GRID))
+
+
+def location_token(u: float, v: float) -> str:
+    """Token of the cell holding image point (u, v) in [0, 1]^2 (u: column / width, v: row / height);
+    points outside the image go to the nearest border cell."""
+    col = int(np.clip(np.floor(u * GRID), 0, GRID - 1))
+    row = int(np.clip(np.floor(v * GRID), 0, GRID - 1))
+    return f"<loc{row}{col}>"
+
+
+def object_location(world: World, spec: CameraSpec, index: int) -> str:
+    """Location token of object ``index``'s top center as camera ``spec`` sees it."""
+    obj = world.objects[index]
+    uv = image_coords(world, spec, (float(obj.pos[0]), float(obj.pos[1]), obj.top))
+    return location_token(*uv) if uv is not None else location_token(0.5, 0.5)
