@@ -306,13 +306,14 @@ def test_launch_only_prints_one_command_per_variant(tmp_path, capsys):
     out = str(tmp_path / "abl")
     assert tool.main(["--config=configs/ablations/mixture.py:steps=50", f"--out={out}", "--launch_only"]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
-    names = ["discrete", "no_bimanual", "web_0", "web_0.1", "web_0.2", "web_0.3"]
+    names = ["discrete", "no_bimanual", "no_grounding", "web_0", "web_0.1", "web_0.2", "web_0.3"]
     assert len(lines) == len(names)
     for line, name in zip(lines, names):
         assert line.startswith("python -m vla_jax.train --config=") and "--config.num_steps=50" in line
         assert f"--workdir={os.path.join(out, name)} " in line
     assert "--config.model.action_head=discrete" in lines[0]
     assert "--config.data.mixture.tabletop_bimanual=0.0" in lines[1]
+    assert "--config.data.datasets.tabletop_single_arm.grounding=False" in lines[2]
     assert "--config.data.mixture.tabletop_web_vl=0.3" in lines[-1]
     assert not os.path.exists(out)  # nothing written
     # an override that is not a config field stops before anything runs, with one line

@@ -122,7 +122,8 @@ def test_prefix_outputs_ignore_suffix():
     def prefix_out(p, b, x_t):
         def fn(m, b, x_t):
             p_tok, p_mask, p_ar = m.embed_prefix(b)
-            s_tok, s_mask, s_ar = m.embed_suffix(b["state"], x_t, jnp.full((x_t.shape[0],), 0.5))
+            readout = jnp.zeros((x_t.shape[0], cfg.decoder.experts[0].width))
+            s_tok, s_mask, s_ar = m.embed_suffix(b["state"], x_t, jnp.full((x_t.shape[0],), 0.5), readout)
             mask = jnp.concatenate([p_mask, s_mask], 1)
             ar = jnp.concatenate([p_ar, s_ar], 1)
             (p_out, s_out), _ = m.llm([p_tok, s_tok], jnp.cumsum(mask, 1) - 1, vla.make_attn_mask(mask, ar))

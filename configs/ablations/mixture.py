@@ -38,7 +38,7 @@ def get_config(arg=None):
     sweep.variants["no_grounding"] = _dotted({f"data.datasets.{name}.grounding": False
                                               for name in ("tabletop_single_arm", "tabletop_bimanual")})
     # the action head: flow matching (default) vs discrete action tokens, same mixture
-    sweep.variants["discrete"] = _dotted({"model.action_head": "discrete"})
+    sweep.variants["discrete"] = _dotted({"model.action_head": "discrete", "model.readout": False})
     sweep.varied = web
     sweep.eval = ml_collections.ConfigDict(dict(
         episodes=arg.episodes,     # per (embodiment, task, split) cell

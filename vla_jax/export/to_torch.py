@@ -26,7 +26,7 @@ llm/layers/gating_e/w [2, D, F]                         llm.layers.L.{gate_e,up_
 llm/layers/mlp_out_e/w [F, D]                           llm.layers.L.mlp_out_e.weight [D, F]          T
 llm/final_norm_e/scale                                  llm.final_norm_e.weight                       -
 {state_proj,action_in_proj,time_mlp_in,time_mlp_out,    same name .{weight,bias}                      T
- action_out_proj}/{w,b}
+ action_out_proj,readout_proj}/{w,b}
 =====================================================  ============================================  =====================
 
 Unscanned JAX models (``scan_layers=False``: ``img/block_L``, ``llm/layer_L``) map to the same names.
@@ -175,7 +175,7 @@ def _llm_layer_inv(t: Flat, widths: list[int], n: int, k: int, h: int) -> Flat:
     return out
 
 
-LINEARS = ("img_proj", "state_proj", "action_in_proj", "time_mlp_in", "time_mlp_out", "action_out_proj")
+LINEARS = ("img_proj", "state_proj", "action_in_proj", "time_mlp_in", "time_mlp_out", "action_out_proj", "readout_proj")
 
 
 def jax_to_torch(variables: dict, cfg) -> dict[str, np.ndarray]:

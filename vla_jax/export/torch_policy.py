@@ -82,6 +82,7 @@ def check_config(cfg: dict) -> None:
     need(cfg["image_size"] % vit["patch_size"] == 0, "image_size must be divisible by vit.patch_size")
     need(vit["patch_size"] % 2 ** len(vit.get("stem", ())) == 0, "vit.patch_size must be divisible by 2^len(vit.stem)")
     need(head != "discrete" or dec["vocab_size"] > NUM_BINS, f"vocab_size must exceed {NUM_BINS} (discrete head)")
+    need(head == "flow" or not cfg.get("readout", False), "readout needs the flow head")
     dtype = cfg.get("torch_dtype", "float32")
     need(dtype in DTYPES, f"torch_dtype={dtype!r} is not one of {sorted(DTYPES)}")
 
@@ -321,6 +322,8 @@ class VLAPolicy(nn.Module):
             self.time_mlp_in = nn.Linear(2 * ew, ew)
             self.time_mlp_out = nn.Linear(ew, ew)
             self.action_out_proj = nn.Linear(ew, c["max_action_dim"])
+            if c.get("readout", False):
+                self.readout_proj = nn.Linear(width, ew)
         else:
             self.state_proj = nn.Linear(c["max_state_dim"], width)
         self.norm_stats: dict = {}
@@ -366,7 +369,8 @@ class VLAPolicy(nn.Module):
         return torch.cat(parts, dim=1), mask, torch.zeros_like(mask)
 
     def encode_prefix(self, images, image_mask, tokens, token_mask, state):
-        """Runs the prefix alone -> (KV cache, prefix mask [B, P], float32 logits [B, V] at the last real token)."""
+        """Runs the prefix alone -> (KV cache, prefix mask [B, P], float32 logits [B, V] at the last real token,
+        that token's final output [B, D] (the readout))."""
         p_tok, p_mask, p_ar = self.embed_prefix(images, image_mask, tokens, token_mask, state)
         positions = torch.cumsum(p_mask.long(), dim=1) - 1
         xs = [p_tok] + [None] * (len(self.config["decoder"]["experts"]) - 1)
@@ -374,19 +378,23 @@ class VLAPolicy(nn.Module):
         idx = torch.arange(p_mask.shape[1], device=p_mask.device)[None]
         last = torch.where(p_mask, idx, torch.zeros_like(idx)).amax(dim=1)
         last_out = torch.gather(outs[0], 1, last[:, None, None].expand(-1, 1, outs[0].shape[-1]))
-        return cache, p_mask, self.llm.logits(last_out)[:, 0]
+        return cache, p_mask, self.llm.logits(last_out)[:, 0], last_out[:, 0]
 
-    def embed_suffix(self, state: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
-        """State token + H action tokens mixed with the time embedding. t: scalar float32 tensor."""
-        state_tok = self.state_proj(state.to(self.compute_dtype))[:, None]
+    def embed_suffix(self, state: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, readout: torch.Tensor):
+        """State token (+ projected readout, if the model has one) + H action tokens mixed with the time
+        embedding. t: scalar float32 tensor."""
+        state_tok = self.state_proj(state.to(self.compute_dtype))
+        if self.config.get("readout", False):
+            state_tok = state_tok + self.readout_proj(readout.to(self.compute_dtype))
+        state_tok = state_tok[:, None]
         act = self.action_in_proj(x_t.to(self.compute_dtype))
         temb = posemb_sincos(t, act.shape[-1]).to(act.dtype).expand_as(act)
         act = self.time_mlp_out(F.silu(self.time_mlp_in(torch.cat([act, temb], dim=-1))))
         return torch.cat([state_tok, act], dim=1)
 
-    def suffix_velocity(self, state, x_t, t, prefix_mask, cache):
+    def suffix_velocity(self, state, x_t, t, prefix_mask, cache, readout):
         """One flow step's float32 velocity [B, H, A] from the suffix, attending to the cached prefix."""
-        s_tok = self.embed_suffix(state, x_t, t)
+        s_tok = self.embed_suffix(state, x_t, t, readout)
         b, p = prefix_mask.shape
         s = s_tok.shape[1]
         s_mask = torch.ones_like(prefix_mask[:, :1]).expand(b, s)
@@ -430,13 +438,13 @@ class VLAPolicy(nn.Module):
                     num_steps: int) -> torch.Tensor:
         """KV-cached Euler sampling from t = 1 (noise) to t = 0 (traceable: used as is by the ONNX export)."""
         state = torch.where(state_mask, state, torch.zeros_like(state))
-        cache, prefix_mask, _ = self.encode_prefix(images, image_mask, tokens, token_mask, state)
+        cache, prefix_mask, _, readout = self.encode_prefix(images, image_mask, tokens, token_mask, state)
         dim_mask = action_dim_mask[:, None, :]
         x_t = torch.where(dim_mask, noise.float(), torch.zeros_like(noise.float()))
         dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32)
         for i in range(num_steps):
             t = 1.0 + torch.tensor(float(i), dtype=torch.float32) * dt
-            v = self.suffix_velocity(state, x_t, t, prefix_mask, cache)
+            v = self.suffix_velocity(state, x_t, t, prefix_mask, cache, readout)
             x_t = torch.where(dim_mask, x_t + dt * v, torch.zeros_like(x_t))
         return x_t
 
@@ -445,7 +453,7 @@ class VLAPolicy(nn.Module):
         Returns int64 tokens [B, num_tokens]."""
         vocab = self.config["decoder"]["vocab_size"]
         state = torch.where(state_mask, state, torch.zeros_like(state))
-        cache, prefix_mask, logits = self.encode_prefix(images, image_mask, tokens, token_mask, state)
+        cache, prefix_mask, logits, _ = self.encode_prefix(images, image_mask, tokens, token_mask, state)
         position = prefix_mask.long().sum(1, keepdim=True)  # [B, 1]
         key_mask = prefix_mask
         out = []

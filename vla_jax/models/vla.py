@@ -3,7 +3,11 @@
 * Prefix: image tokens (SigLIP ViT per camera, projected to the LM width) and text tokens,
   bidirectional among themselves (web answers and discrete action tokens are causal: prefix-LM).
 * Suffix (flow head): one state token, then H action tokens carrying the noisy chunk x_t and the
-  flow time t; they run through the action expert while attending jointly with the prefix.
+  flow time t; they run through the action expert while attending jointly with the prefix. With
+  ``readout`` (not in pi0; the debug preset) the state token also gets the backbone's final output at
+  the last prompt token, projected: the vector the grounding answer ("where the target is") is
+  decoded from, which a shallow backbone only computes in its last layer, after the expert could
+  read it through attention.
 * Mask: built from cumulative "autoregressive" flags, ``mask[i, j] = cumsum(ar)[j] <= cumsum(ar)[i]``,
   and padding. The prefix never sees the suffix; the state token sees the prefix and itself;
   action tokens see everything before them and each other, except text answers (a robot example's
@@ -52,6 +56,7 @@ class VLAConfig:
     max_action_dim: int
     max_state_dim: int
     num_flow_steps: int
+    readout: bool = False  # flow head: the backbone's output at the last prompt token joins the state token
 
     @property
     def num_action_tokens(self) -> int:
@@ -90,6 +95,10 @@ def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
                   "num_flow_steps"):
         need(model[field] >= 1, f"config.model.{field}={model[field]} must be >= 1")
     need(model.dtype in ("float32", "bfloat16"), f"config.model.dtype={model.dtype!r} must be float32 or bfloat16")
+    readout = bool(model.get("readout", False))
+    need(not readout or model.action_head == "flow",
+         "config.model.readout=True needs config.model.action_head='flow' (it feeds the action expert's state "
+         "token); set config.model.readout=False")
 
     experts = [ExpertConfig(model.llm.width, model.llm.mlp_dim)]
     if model.action_head == "flow":
@@ -105,7 +114,7 @@ def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
         action_head=model.action_head, num_cameras=model.num_cameras, image_size=model.image_size,
         max_text_len=model.max_text_len, action_horizon=model.action_horizon,
         max_action_dim=model.max_action_dim, max_state_dim=model.max_state_dim,
-        num_flow_steps=model.num_flow_steps)
+        num_flow_steps=model.num_flow_steps, readout=readout)
 
 
 def make_attn_mask(mask: jax.Array, ar: jax.Array) -> jax.Array:
@@ -115,15 +124,10 @@ def make_attn_mask(mask: jax.Array, ar: jax.Array) -> jax.Array:
     return (cum[:, None, :] <= cum[:, :, None]) & mask[:, None, :] & mask[:, :, None]
 
 
-def hide(attn_mask: jax.Array, queries: jax.Array, keys: jax.Array) -> jax.Array:
-    """attn_mask [B, T, T] without attention from ``queries`` [B, T] to ``keys`` [B, T] (bool)."""
-    return attn_mask & ~(queries[:, :, None] & keys[:, None, :])
-
-
-def answer_blind_positions(mask: jax.Array, answers: jax.Array, blind: jax.Array) -> jax.Array:
-    """Token positions [B, T]: cumsum(mask) - 1, except that ``blind`` tokens do not count ``answers``
-    (so action tokens sit where they sit at inference, right after the prompt). All [B, T] bool."""
-    return jnp.where(blind, jnp.cumsum(mask & ~answers, axis=1), jnp.cumsum(mask, axis=1)) - 1
+def last_token(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """x [B, T, D] at each row's last position where mask [B, T] -> [B, D]."""
+    last = mask.shape[1] - 1 - jnp.argmax(mask[:, ::-1], axis=1)
+    return jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]
 
 
 def posemb_sincos(t: jax.Array, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> jax.Array:
@@ -170,6 +174,8 @@ class VLA(nn.Module):
             self.time_mlp_in = Einsum((2 * ew, ew), (None, "embed"), bias_axes=("embed",), dtype=dtype)
             self.time_mlp_out = Einsum((ew, ew), ("embed", None), bias_axes=(None,), dtype=dtype)
             self.action_out_proj = Einsum((ew, c.max_action_dim), ("embed", None), bias_axes=(None,), dtype=dtype)
+            if c.readout:
+                self.readout_proj = Einsum((width, ew), (None, "embed"), bias_axes=("embed",), dtype=dtype)
         else:
             self.state_proj = Einsum((c.max_state_dim, width), (None, "embed"), bias_axes=("embed",), dtype=dtype)
 
@@ -198,13 +204,18 @@ class VLA(nn.Module):
         return jnp.concatenate(tokens, axis=1), jnp.concatenate(masks, axis=1), ar
 
     # ----------------------------------------------------------------------------- suffix
-    def embed_suffix(self, state: jax.Array, x_t: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """State token + H action tokens mixed with the time embedding by a 2-layer swish MLP.
+    def embed_suffix(self, state: jax.Array, x_t: jax.Array, t: jax.Array,
+                     readout: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """State token (+ the projected prefix readout [B, D], if the model has one) + H action tokens
+        mixed with the time embedding by a 2-layer swish MLP.
 
         state [B, S], x_t [B, H, A], t [B] -> tokens [B, 1 + H, D_e], mask [B, 1 + H], ar [B, 1 + H].
         """
         b, h = x_t.shape[:2]
-        state_tok = self.state_proj("bs,sd->bd", state)[:, None]
+        state_tok = self.state_proj("bs,sd->bd", state)
+        if self.cfg.readout:
+            state_tok = state_tok + self.readout_proj("bd,de->be", readout.astype(state_tok.dtype))
+        state_tok = state_tok[:, None]
         act = self.action_in_proj("bha,ad->bhd", x_t)
         temb = jnp.broadcast_to(posemb_sincos(t, act.shape[-1])[:, None].astype(act.dtype), act.shape)
         act = self.time_mlp_in("bhd,de->bhe", jnp.concatenate([act, temb], axis=-1))
@@ -238,17 +249,13 @@ class VLA(nn.Module):
         x_t = jnp.where(dim_mask, t[:, None, None] * noise + (1.0 - t[:, None, None]) * actions, 0.0)
         u = noise - actions
 
+        # The prefix runs first (its final output at the last prompt token is the readout), then the
+        # suffix against its keys / values, exactly as in sampling. The suffix never sees text answers
+        # (e.g. a grounding answer) nor counts them in its positions: at inference there are none.
         p_tok, p_mask, p_ar = self.embed_prefix(batch)
-        s_tok, s_mask, s_ar = self.embed_suffix(batch["state"], x_t, t)
-        mask = jnp.concatenate([p_mask, s_mask], axis=1)
-        ar = jnp.concatenate([p_ar, s_ar], axis=1)
-        # The suffix never sees text answers (e.g. a grounding answer), nor counts them in its positions:
-        # at inference there are none.
-        is_suffix = jnp.concatenate([jnp.zeros_like(p_mask), jnp.ones_like(s_mask)], axis=1)
-        answers = jnp.concatenate([p_ar & p_mask, jnp.zeros_like(s_ar)], axis=1)
-        positions = answer_blind_positions(mask, answers, is_suffix)
-        attn = hide(make_attn_mask(mask, ar), is_suffix, answers)
-        (p_out, s_out), _ = self.llm([p_tok, s_tok], positions, attn)
+        (p_out, _), kv = self.llm([p_tok, None], jnp.cumsum(p_mask, axis=1) - 1, make_attn_mask(p_mask, p_ar))
+        prompt_mask = p_mask & ~p_ar
+        s_out = self._suffix(batch["state"], x_t, t, prompt_mask, kv, last_token(p_out, prompt_mask))
 
         elem = real_action_elements(batch).astype(jnp.float32)
         sq = jnp.square(self.velocity(s_out) - u) * elem
@@ -300,34 +307,45 @@ class VLA(nn.Module):
         return (nll * m).sum(axis=1), m.sum(axis=1)
 
     # ----------------------------------------------------------------------------- inference pieces
-    def encode_prefix(self, obs: dict) -> tuple[KVCache, jax.Array, jax.Array]:
-        """Runs the prefix alone. Returns its K/V cache ([depth, B, P, K, h] each), mask [B, P] and the
-        float32 logits [B, vocab] at the last real prefix token (for autoregressive decoding)."""
+    def encode_prefix(self, obs: dict) -> tuple[KVCache, jax.Array, jax.Array, jax.Array]:
+        """Runs the prefix alone. Returns its K/V cache ([depth, B, P, K, h] each), mask [B, P], the
+        float32 logits [B, vocab] at the last real prefix token (for autoregressive decoding) and that
+        token's final output [B, D] (the readout)."""
         check_batch(obs, self.cfg, OBSERVATION_KEYS)
         p_tok, p_mask, p_ar = self.embed_prefix(masked_state(obs))
         positions = jnp.cumsum(p_mask, axis=1) - 1
         outs, kv = self.llm([p_tok] + [None] * (len(self.cfg.decoder.experts) - 1), positions,
                             make_attn_mask(p_mask, p_ar))
-        last = p_mask.shape[1] - 1 - jnp.argmax(p_mask[:, ::-1], axis=1)
-        last_out = jnp.take_along_axis(outs[0], last[:, None, None], axis=1)
-        return kv, p_mask, self.llm.logits(last_out)[:, 0]
+        last_out = last_token(outs[0], p_mask)
+        return kv, p_mask, self.llm.logits(last_out[:, None])[:, 0], last_out
 
-    def suffix_velocity(self, state: jax.Array, x_t: jax.Array, t: jax.Array, prefix_mask: jax.Array,
-                        kv_cache: KVCache) -> jax.Array:
-        """One flow step's velocity [B, H, A] from the suffix alone, attending to the cached prefix."""
-        s_tok, s_mask, s_ar = self.embed_suffix(state, x_t, t)
+    def _suffix(self, state: jax.Array, x_t: jax.Array, t: jax.Array, prefix_mask: jax.Array,
+                kv_cache: KVCache, readout: jax.Array) -> jax.Array:
+        """Action-expert outputs [B, 1 + H, D_e] of the suffix attending to the cached prefix keys / values
+        where ``prefix_mask`` [B, P]; its positions continue after the prefix's real tokens."""
+        s_tok, s_mask, s_ar = self.embed_suffix(state, x_t, t, readout)
         b, p = prefix_mask.shape
         to_prefix = jnp.broadcast_to(prefix_mask[:, None, :], (b, s_tok.shape[1], p))
         mask = jnp.concatenate([to_prefix, make_attn_mask(s_mask, s_ar)], axis=2)
         positions = prefix_mask.sum(axis=1, keepdims=True) + jnp.cumsum(s_mask, axis=1) - 1
         (_, s_out), _ = self.llm([None, s_tok], positions, mask, kv_cache)
-        return self.velocity(s_out)
+        return s_out
+
+    def suffix_velocity(self, state: jax.Array, x_t: jax.Array, t: jax.Array, prefix_mask: jax.Array,
+                        kv_cache: KVCache, readout: jax.Array) -> jax.Array:
+        """One flow step's velocity [B, H, A] from the suffix alone, attending to the cached prefix."""
+        return self.velocity(self._suffix(state, x_t, t, prefix_mask, kv_cache, readout))
 
     def full_velocity(self, obs: dict, x_t: jax.Array, t: jax.Array) -> jax.Array:
-        """The same velocity from one pass over prefix + suffix (no cache): the naive reference."""
+        """The same velocity from one joint pass over prefix + suffix (no cache): the naive reference.
+        (The readout needs the prefix's output first, so the prefix also runs once on its own.)"""
         obs = masked_state(obs)
         p_tok, p_mask, p_ar = self.embed_prefix(obs)
-        s_tok, s_mask, s_ar = self.embed_suffix(obs["state"], x_t, t)
+        readout = None
+        if self.cfg.readout:
+            (p_out, _), _ = self.llm([p_tok, None], jnp.cumsum(p_mask, axis=1) - 1, make_attn_mask(p_mask, p_ar))
+            readout = last_token(p_out, p_mask)
+        s_tok, s_mask, s_ar = self.embed_suffix(obs["state"], x_t, t, readout)
         mask = jnp.concatenate([p_mask, s_mask], axis=1)
         ar = jnp.concatenate([p_ar, s_ar], axis=1)
         positions = jnp.cumsum(mask, axis=1) - 1
@@ -347,12 +365,12 @@ class VLA(nn.Module):
 def sample_actions(model: VLA, params, obs: dict, noise: jax.Array, num_steps: int | None = None) -> jax.Array:
     """Flow-matching sampling with a prefix KV cache. noise [B, H, A] -> actions [B, H, A] (padded dims 0)."""
     num_steps = num_steps or model.cfg.num_flow_steps
-    kv, prefix_mask, _ = model.apply(params, obs, method=VLA.encode_prefix)
+    kv, prefix_mask, _, readout = model.apply(params, obs, method=VLA.encode_prefix)
     dt = -1.0 / num_steps
 
     def step(i, x_t):
         t = jnp.full((x_t.shape[0],), 1.0 + i * dt, jnp.float32)
-        v = model.apply(params, state, x_t, t, prefix_mask, kv, method=VLA.suffix_velocity)
+        v = model.apply(params, state, x_t, t, prefix_mask, kv, readout, method=VLA.suffix_velocity)
         return jnp.where(dim_mask, x_t + dt * v, 0.0)
 
     dim_mask = obs["action_dim_mask"][:, None, :]
@@ -379,7 +397,7 @@ def greedy_decode(model: VLA, params, obs: dict, num_tokens: int, actions_only: 
     ``actions_only`` restricts choices to the 256 action-bin ids. Returns int32 tokens [B, num_tokens].
     """
     vocab = model.cfg.decoder.vocab_size
-    kv, prefix_mask, logits = model.apply(params, obs, method=VLA.encode_prefix)
+    kv, prefix_mask, logits, _ = model.apply(params, obs, method=VLA.encode_prefix)
     b, p = prefix_mask.shape
     keys = jnp.concatenate([kv[0], jnp.zeros(kv[0].shape[:2] + (num_tokens,) + kv[0].shape[3:], kv[0].dtype)], 2)
     values = jnp.concatenate([kv[1], jnp.zeros_like(keys[:, :, p:])], 2)
