@@ -287,3 +287,21 @@ def test_actions_never_see_the_grounding_answer(arg):
     np.testing.assert_allclose(other[head][0], plain[head][0], rtol=1e-5, atol=1e-6)
     assert float(plain["text"][1].sum()) == 0 and float(answered["text"][1].sum()) == 2 * 4  # answer + eos
     assert abs(float(answered["text"][0].sum()) - float(other["text"][0].sum())) > 1e-4  # the answer is scored
+
+
+def test_readout_joins_the_state_token_only():
+    cfg, model, params, batch = init()
+    assert cfg.readout  # the debug preset
+    plain_cfg, plain = make(readout=False)
+    assert not plain_cfg.readout
+    zeroed = jax.tree_util.tree_map(np.array, nn.unbox(params))
+    for leaf in ("w", "b"):
+        zeroed["params"]["readout_proj"][leaf][...] = 0.0
+    without = {"params": {k: v for k, v in zeroed["params"].items() if k != "readout_proj"}}
+    a = loss_terms(model, zeroed, batch)
+    b = loss_terms(plain, without, batch)
+    np.testing.assert_allclose(a["flow"][0], b["flow"][0], rtol=1e-5)  # zero readout: exactly pi0's suffix
+    c = loss_terms(model, params, batch)
+    assert np.abs(np.asarray(c["flow"][0]) - np.asarray(a["flow"][0])).max() > 1e-4  # the readout is used
+    with pytest.raises(ValueError, match=r"config\.model\.readout=True needs config\.model\.action_head='flow'"):
+        make("debug,head=discrete", readout=True)
