@@ -297,7 +297,10 @@ def test_location_tokens_name_the_cell_where_the_target_is_drawn():
         base = np.array(RGB[task.object_color], np.int32)  # the target's own color is inside its cell
         pixels = _cell_colors(first["observation"]["image_0"], first["target_location"]).astype(np.int32)
         assert np.abs(pixels - base).sum(axis=-1).min() < 30, (seed, task.instruction, first["target_location"])
-        assert steps[-1]["target_location"] in LOCATION_TOKENS  # recorded at every step (the target moves)
+        assert steps[-1]["target_location"] == ""  # held at the end of a pick: no answer (the gripper shortcut)
+        answered = [s["target_location"] != "" for s in steps]
+        assert answered[: answered.index(False)] == [True] * answered.index(False)  # until reached, then never
+        assert not any(answered[answered.index(False):])
 
 
 def test_web_where_questions_answer_with_the_drawn_cell():

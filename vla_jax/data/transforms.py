@@ -255,8 +255,8 @@ class SampleTransform:
 
     Raw robot sample: {"source", "images": [bytes|array|None per slot], "state": [S_d],
     "actions": [H, A_d] raw, "num_steps": valid chunk steps, "instruction": str, and optionally
-    "grounding": str (where the target is; it follows the prompt as a text-loss answer that the
-    action tokens never attend to)}.
+    "grounding": str (where the target is, "" for none; it follows the prompt as a text-loss answer
+    that the action tokens never attend to)}.
     Raw web sample: {"source", "images": [...], "caption": str, "qa": [(q, a), ...]}.
     """
 
@@ -297,7 +297,7 @@ class SampleTransform:
         if info.kind == "robot":
             # Robot prompt: bidirectional, no text loss; a grounding answer after it is causal with loss.
             tokens, token_mask, token_ar, token_loss = build_tokens(
-                self.tokenizer, raw["instruction"], raw.get("grounding"), d.max_text_len
+                self.tokenizer, raw["instruction"], raw.get("grounding") or None, d.max_text_len
             )
             state[: info.state_dim] = info.state_norm(raw["state"])
             state_mask[: info.state_dim] = True

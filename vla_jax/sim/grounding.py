@@ -3,7 +3,9 @@
 The image of a camera is cut into a GRID x GRID grid; ``<locRC>`` names the cell in row R (from the
 top) and column C (from the left), as PaliGemma's ``<locNNNN>`` tokens name detection coordinates.
 Demonstrations record the token of the task's target object in the primary (overhead) camera at
-every step, and web VL examples ask "where is the red cup?" with the same tokens as answers, so
+every step at which no gripper has reached it (there the answer would be "where the gripper is", a
+shortcut that teaches nothing about the instruction; those steps record ""), and web VL examples ask
+"where is the red cup?" with the same tokens as answers, so
 "which pixels does 'the red cup' refer to" is taught by a classification loss instead of having to
 be discovered through the action loss alone (the "embodied chain of thought" idea, Zawalski et al.
 2024, here as an auxiliary target that the action expert never sees; docs/results.md).
@@ -17,6 +19,7 @@ from vla_jax.sim.render import CameraSpec, image_coords
 from vla_jax.sim.world import World
 
 GRID = 8
+REACHED = 0.06  # [m] a gripper this close (horizontally) to the target, or holding it, has reached it
 LOCATION_TOKENS: tuple[str, ...] = tuple(f"<loc{r}{c}>" for r in range(GRID) for c in range(GRID))
 
 
@@ -33,3 +36,15 @@ def object_location(world: World, spec: CameraSpec, index: int) -> str:
     obj = world.objects[index]
     uv = image_coords(world, spec, (float(obj.pos[0]), float(obj.pos[1]), obj.top))
     return location_token(*uv) if uv is not None else location_token(0.5, 0.5)
+
+
+def reached(world: World, index: int) -> bool:
+    """Whether a gripper holds object ``index`` or is within REACHED of it horizontally."""
+    obj = world.objects[index]
+    near = any(float(np.linalg.norm(arm.pos[:2] - obj.pos[:2])) < REACHED for arm in world.arms)
+    return obj.held_by is not None or obj.container is not None or near
+
+
+def grounding_answer(world: World, spec: CameraSpec, index: int) -> str:
+    """The target's location token while no gripper has reached it, else "" (no grounding answer)."""
+    return "" if reached(world, index) else object_location(world, spec, index)

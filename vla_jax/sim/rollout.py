@@ -6,7 +6,7 @@ import numpy as np
 
 from vla_jax.sim.env import TabletopEnv
 from vla_jax.sim.expert import ScriptedExpert
-from vla_jax.sim.grounding import object_location
+from vla_jax.sim.grounding import grounding_answer
 from vla_jax.sim.tasks import Task
 
 
@@ -25,7 +25,8 @@ def collect_episode(
     Step t holds the observation o_t seen before action a_t ({camera name: uint8 [R, R, 3], "state":
     float32 [S]}), "action" float32 [A], "language_instruction", "reward" float32 (1.0 on the step
     whose action first achieves success), "discount" float32 1.0, "target_location" (the target
-    object's location token in the primary camera at o_t, vla_jax.sim.grounding), "is_first", "is_last" and
+    object's location token in the primary camera at o_t, "" while a gripper has reached it;
+    vla_jax.sim.grounding), "is_first", "is_last" and
     "is_terminal" (last step of a successful episode). The episode ends ``hold_steps`` steps after
     the success step, so the last observations show the final hold, or after ``max_steps`` steps.
     """
@@ -36,7 +37,7 @@ def collect_episode(
     success_step = None
     for t in range(max_steps):
         action = expert.act()
-        target_location = object_location(env.world, env.spec.cameras[0], env.target)
+        target_location = grounding_answer(env.world, env.spec.cameras[0], env.target)
         next_obs = env.step(action)
         succeeded = env.success()
         first_success = succeeded and success_step is None
