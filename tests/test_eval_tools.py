@@ -152,7 +152,8 @@ def test_offline_metrics_on_a_trained_checkpoint(trained):
                               robot_fn=lambda p, b, r: b["actions"], text_fn=lambda p, b: answers(b))
     o = oracle(ck.params)
     assert o["tabletop_web_vl"]["exact_match"] == 1.0
-    assert o["tabletop_single_arm"]["exact_match"] == 1.0 and o["tabletop_single_arm"]["answers"] == 8  # grounding
+    grounded = [n for n in ("tabletop_single_arm", "tabletop_bimanual") if "exact_match" in o[n]]
+    assert grounded and all(o[n]["exact_match"] == 1.0 and o[n]["answers"] >= 1 for n in grounded)  # grounding
     assert o["tabletop_single_arm"]["action_mse"] == 0.0 and o["tabletop_bimanual"]["action_l1"] == 0.0
     assert o["tabletop_single_arm"]["loss/flow"] == m["tabletop_single_arm"]["loss/flow"]  # same val loss
     # ... a wrong word in every answer gives 0, and a +0.1 shift of normalized actions gives exactly the
@@ -164,7 +165,7 @@ def test_offline_metrics_on_a_trained_checkpoint(trained):
                                robot_fn=lambda p, b, r: b["actions"] + 0.1 * b["action_dim_mask"][:, None, :],
                                text_fn=lambda p, b: answers(b, extra=word))
     s = shifted(ck.params)
-    assert s["tabletop_web_vl"]["exact_match"] == 0.0 and s["tabletop_bimanual"]["exact_match"] == 0.0
+    assert s["tabletop_web_vl"]["exact_match"] == 0.0 and all(s[n]["exact_match"] == 0.0 for n in grounded)
     arm = s["tabletop_single_arm"]
     assert arm["action_mse_normalized"] == pytest.approx(0.01, rel=1e-4)
     norm = make_policy_io(config, "tabletop_single_arm").action_norm
