@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from vla_jax.sim.grounding import location_token
-from vla_jax.sim.render import RGB, CameraSpec, fill_disc, fill_polygon, fill_rect, image_coords, render
+from vla_jax.sim.grounding import location_token, object_location
+from vla_jax.sim.render import RGB, CameraSpec, fill_disc, fill_polygon, fill_rect, render
 from vla_jax.sim.tasks import make_scene, make_task
 from vla_jax.sim.world import COLOR_NAMES, GRASPABLE_KINDS, OBJECT_KINDS, Arm, World
 
@@ -144,7 +144,7 @@ def _tabletop_example(rng: np.random.Generator, size: int) -> dict:
         caption += f", with a robot gripper holding the {holding}" if held is not None else ", with a robot gripper above"
         qa.append(("what is the robot holding?", holding))
         qa.append(("is the gripper open?", "yes" if arms[0].aperture < 0.5 else "no"))
-    locations = [location_token(*(image_coords(world, camera, (*o.pos[:2], o.top)) or (0.5, 0.5))) for o in objects]
+    locations = [object_location(world, camera, i) for i in range(len(objects))]
     return {
         "image": image,
         "caption": caption,
