@@ -104,3 +104,12 @@ def test_grounding_needs_a_spec_that_records_it(tabletop_dir):  # noqa: F811
     config.data.datasets[name].spec = "tabletop_single_arm_ungrounded"
     with pytest.raises(DataError, match=r"grounding=True but spec 'tabletop_single_arm_ungrounded'.*grounding=False"):
         make_train_iterator(config)
+
+
+def test_grounding_text_missing_from_the_data(tabletop_dir):  # noqa: F811
+    config = make_config(tabletop_dir)
+    register_spec(dataclasses.replace(SPECS["tabletop_bimanual"], name="tabletop_bimanual_other_key",
+                                      grounding_key="reasoning"))
+    config.data.datasets.tabletop_bimanual.spec = "tabletop_bimanual_other_key"
+    msg = _error(config, "grounding text 'reasoning' is missing from the steps")
+    assert "'tabletop_bimanual'" in msg and "tools/generate_data.py" in msg and "grounding=False" in msg

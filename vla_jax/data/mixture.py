@@ -174,6 +174,10 @@ def build_source(
                            WebSourceInfo(caption_prompt=spec.caption_prompt), len(ids))
     episode = sources.Episode(reader.read(int(shard[0])), name)
     sources.check_robot_layout(episode, spec, dims.max_action_dim, dims.max_state_dim)
+    if ds.grounding and not episode.has(spec.grounding_key):
+        raise DataError(f"dataset '{name}': grounding text '{spec.grounding_key}' is missing from the steps; "
+                        "regenerate the data (python tools/generate_data.py) or set "
+                        f"config.data.datasets.{name}.grounding=False")
     own, group = dataset_stats(settings, name)
     if split == ds.train_split and max_records is None:
         lengths_all = np.asarray(own["episode_lengths"], np.int64)
@@ -189,10 +193,6 @@ def build_source(
         action_dim=spec.action_dim,
         state_dim=spec.state_dim,
     )
-    if ds.grounding and not episode.has(spec.grounding_key):
-        raise DataError(f"dataset '{name}': grounding text '{spec.grounding_key}' is missing from the steps; "
-                        "regenerate the data (python tools/generate_data.py) or set "
-                        f"config.data.datasets.{name}.grounding=False")
     source = RobotTransitions(reader, spec, shard, lengths, dims.action_horizon, dims.num_cameras, source_index,
                               grounding=ds.grounding)
     size = int(own["num_transitions"]) if split == ds.train_split and max_records is None else len(source)
