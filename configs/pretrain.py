@@ -21,7 +21,10 @@ from vla_jax.config import ConfigError, load_sibling, parse_arg
 # "sincos2d" starts the learned position embedding from the 2-D sin-cos table (from scratch), "normal"
 # from N(0, 0.02) (SigLIP-initialized models). `readout`: the backbone's final output at the last prompt
 # token joins the action expert's state token (flow head; a 3-layer backbone computes "where the named
-# object is" only in its last layer, docs/results.md); pi0 has no such path.
+# object is" only in its last layer, docs/results.md); pi0 has no such path. `location_grid` > 0: camera 0's
+# image tokens carry the input embedding of the <locRC> tokens of their cells (vla_jax/sim/grounding.py's
+# 8 x 8 grid; <loc00> is id `location_first_id`, 4 in the tokenizers tools/generate_data.py trains), tied with
+# the output logits, so "where is X" only has to find X (docs/results.md); PaliGemma learns this from data.
 MODEL_PRESETS = {
     "debug": dict(
         image_size=64, num_cameras=3, max_text_len=32, action_horizon=8, max_action_dim=14, max_state_dim=14,
@@ -29,20 +32,20 @@ MODEL_PRESETS = {
         vit=dict(width=128, depth=3, mlp_dim=256, num_heads=4, patch_size=16, stem=(16, 32, 64, 128),
                  posemb_init="sincos2d"),
         llm=dict(width=256, depth=3, mlp_dim=512, num_heads=4, num_kv_heads=1, head_dim=64),
-        expert=dict(width=128, mlp_dim=256), readout=True),
+        expert=dict(width=128, mlp_dim=256), readout=True, location_grid=8, location_first_id=4),
     "small": dict(
         image_size=224, num_cameras=3, max_text_len=48, action_horizon=16, max_action_dim=32, max_state_dim=32,
         vocab_size=32_000,
         vit=dict(width=384, depth=12, mlp_dim=1536, num_heads=6, patch_size=16, stem=(), posemb_init="normal"),
         llm=dict(width=1024, depth=8, mlp_dim=4096, num_heads=8, num_kv_heads=1, head_dim=128),
-        expert=dict(width=512, mlp_dim=2048), readout=False),
+        expert=dict(width=512, mlp_dim=2048), readout=False, location_grid=0, location_first_id=0),
     # Published pi0: SigLIP So400m/14 @ 224, Gemma 2B backbone, Gemma-300M action expert.
     "pi0": dict(
         image_size=224, num_cameras=3, max_text_len=48, action_horizon=50, max_action_dim=32, max_state_dim=32,
         vocab_size=257_152,
         vit=dict(width=1152, depth=27, mlp_dim=4304, num_heads=16, patch_size=14, stem=(), posemb_init="normal"),
         llm=dict(width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1, head_dim=256),
-        expert=dict(width=1024, mlp_dim=4096), readout=False),
+        expert=dict(width=1024, mlp_dim=4096), readout=False, location_grid=0, location_first_id=0),
 }
 
 
@@ -117,6 +120,8 @@ def get_config(arg=None):
     # ---------------------------------------------------------------- init
     config.init = ml_collections.ConfigDict(dict(
         from_npz="",  # big_vision PaliGemma .npz; matching backbone weights are loaded (report in the log)
+        from_checkpoint="",  # WORKDIR or WORKDIR:STEP of a vla_jax run: every matching parameter is loaded
+        ema=False,  # from_checkpoint: take its EMA parameters
     ))
 
     # ---------------------------------------------------------------- periodic evaluation (docs/evaluation.md)

@@ -305,3 +305,28 @@ def test_readout_joins_the_state_token_only():
     assert np.abs(np.asarray(c["flow"][0]) - np.asarray(a["flow"][0])).max() > 1e-4  # the readout is used
     with pytest.raises(ValueError, match=r"config\.model\.readout=True needs config\.model\.action_head='flow'"):
         make("debug,head=discrete", readout=True)
+
+
+def test_location_weights_map_cells_to_image_tokens():
+    coarse = vla.location_weights(4, 8)  # the debug preset: 4 x 4 tokens, 8 x 8 cells, 2 x 2 cells per token
+    assert coarse.shape == (16, 64)
+    np.testing.assert_allclose(coarse.sum(axis=1), 1.0)
+    assert set(np.flatnonzero(coarse[5])) == {18, 19, 26, 27}  # token (1, 1) holds cells (2..3, 2..3)
+    np.testing.assert_array_equal(vla.location_weights(8, 8), np.eye(64, dtype=np.float32))
+
+
+def test_location_tokens_join_camera_0_only():
+    cfg, model, params, batch = init()
+    assert cfg.location_grid == 8 and cfg.location_first_id == 4  # the debug preset
+    plain_cfg, plain = make(location_grid=0)
+    tokens, _, _ = model.apply(params, batch, method=vla.VLA.embed_prefix)
+    base, _, _ = plain.apply(params, batch, method=vla.VLA.embed_prefix)  # the same parameters: no new ones
+    n = tokens.shape[1] - cfg.max_text_len
+    per_cam = n // cfg.num_cameras
+    emb = nn.unbox(params)["params"]["llm"]["embedding"][4:68] * np.sqrt(cfg.decoder.experts[0].width)
+    want = vla.location_weights(int(per_cam**0.5), 8) @ np.asarray(emb)
+    np.testing.assert_allclose(tokens[:, :per_cam] - base[:, :per_cam], np.broadcast_to(want, (4, *want.shape)),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(tokens[:, per_cam:], base[:, per_cam:])  # other cameras and text: untouched
+    with pytest.raises(ValueError, match=r"location tokens must lie inside the vocabulary"):
+        make(location_first_id=1000)

@@ -157,6 +157,27 @@ def test_checkpoint_of_another_model_fails_with_one_line(preempted, tmp_path):
         in lines[-1], lines[-3:]
 
 
+def test_init_from_checkpoint_loads_every_matching_parameter(preempted, tmp_path):
+    source, _, _, _ = preempted
+    workdir = tmp_path / "stage2"
+    # lr 0: the one update leaves the parameters as initialized; a different action dim leaves two
+    # projections (and their biases) fresh
+    proc = testing.run_train(workdir, {"num_steps": 1, "checkpoint.every": 1, "optimizer.lr": 0.0,
+                                       "model.max_action_dim": 5, "init.from_checkpoint": f"{source}:5"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = (workdir / "init_report.txt").read_text()
+    assert report.startswith(f"init from checkpoint {source}:5: ") and "MISMATCHED  action_in_proj/w" in report
+    want = restore(source, 5)
+    got = restore(workdir, 1, {"model__max_action_dim": 5})
+    for (path, x), (_, y) in zip(jax.tree_util.tree_flatten_with_path(want.params)[0],
+                                 jax.tree_util.tree_flatten_with_path(got.params)[0]):
+        if x.shape == y.shape:
+            assert np.array_equal(np.asarray(x), np.asarray(y)), sh.path_str(path)
+    proc = testing.run_train(tmp_path / "none", {"init.from_checkpoint": str(tmp_path / "missing")})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: config.init.from_checkpoint="), proc.stderr[-500:]
+
+
 def test_plot_metrics_writes_png(preempted, tmp_path):
     workdir, _, _, _ = preempted
     out = tmp_path / "curves.png"

@@ -46,6 +46,8 @@ class DataSettings:
     vocab_size: int
     action_head: str
     batch_size: int
+    location_grid: int = 0  # config.model.location_grid / location_first_id (checked against the tokenizer)
+    location_first_id: int = 0
 
     def norm_group_members(self, name: str) -> list[str]:
         group = self.datasets[name].norm_group
@@ -120,4 +122,6 @@ def read_settings(config) -> DataSettings:
         vocab_size=int(model.vocab_size),
         action_head=str(model.action_head),
         batch_size=int(config.batch_size),
+        location_grid=int(model.get("location_grid", 0)),
+        location_first_id=int(model.get("location_first_id", 0)),
     )

@@ -70,8 +70,19 @@ class Tokenizer:
         return self.sp.decode([int(i) for i in ids])
 
 
-def check_tokenizer(tokenizer: Tokenizer, vocab_size: int, action_head: str) -> None:
-    """Start-up check of the tokenizer against the model embedding; one clear line on mismatch."""
+def check_tokenizer(tokenizer: Tokenizer, vocab_size: int, action_head: str, *, location_grid: int = 0,
+                    location_first_id: int = 0) -> None:
+    """Start-up check of the tokenizer against the model embedding (and, with ``location_grid``, that
+    ``<locRC>`` is the single piece ``location_first_id + R * grid + C``); one clear line on mismatch."""
+    for r in range(location_grid):
+        for c in range(location_grid):
+            piece, want = f"<loc{r}{c}>", location_first_id + r * location_grid + c
+            if tokenizer.encode(piece) != [want]:
+                raise DataError(
+                    f"tokenizer {tokenizer.path} encodes {piece} as {tokenizer.encode(piece)}, but "
+                    f"config.model.location_first_id={location_first_id} / location_grid={location_grid} expect "
+                    f"[{want}]; set location_first_id to the id of <loc00> (a tokenizer trained by "
+                    f"tools/generate_data.py: 4) or location_grid=0")
     pieces = tokenizer.vocab_size
     if action_head == "discrete":
         limit = vocab_size - DISCRETE_ACTION_BINS

@@ -17,7 +17,9 @@ within 1e-4 in float32):
   action expert) and one joint attention over all experts' tokens; RMSNorm with ``(1 + weight)``,
   rotary positions, multi-/grouped-query attention with float32 logits, GeGLU (tanh GELU), tied
   input/output embedding scaled by sqrt(width).
-* Prefix (images + text [+ state token for the discrete head]) and suffix (state token + action tokens
+* Prefix (images, camera 0's tokens plus their cells' location-token embeddings when ``location_grid``,
+  + text [+ state token for the discrete head]); with ``location_grid`` the logits of the location tokens
+  add a pointer term, the match of the output with each cell's camera-0 image-token output. and suffix (state token + action tokens
   mixed with a sin-cos time embedding); attention masks from cumulative autoregressive flags.
 * ``sample_actions``: the prefix runs once into a KV cache; N Euler steps (t: 1 -> 0) run only the suffix.
   The discrete head decodes H * A tokens greedily (restricted to the last 256 vocabulary ids) with a KV cache.
@@ -159,6 +161,18 @@ def posemb_sincos(t: torch.Tensor, dim: int, min_period: float = 4e-3, max_perio
     period = min_period * (max_period / min_period) ** fraction
     angle = t.float()[..., None] * (2 * math.pi / period)
     return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
+
+
+def location_weights(patch_grid: int, location_grid: int) -> np.ndarray:
+    """float32 [patch_grid^2, location_grid^2]: row t averages the location cells whose centers fall in image
+    token t (vla_jax.models.vla.location_weights; this file stays self-contained)."""
+    centers = (np.arange(location_grid) + 0.5) / location_grid
+    token_of = np.minimum((centers * patch_grid).astype(int), patch_grid - 1)
+    w = np.zeros((patch_grid * patch_grid, location_grid * location_grid), np.float32)
+    for r in range(location_grid):
+        for c in range(location_grid):
+            w[token_of[r] * patch_grid + token_of[c], r * location_grid + c] = 1.0
+    return w / np.maximum(w.sum(axis=1, keepdims=True), 1.0)
 
 
 # ----------------------------------------------------------------------------------------- ViT
@@ -358,6 +372,14 @@ class VLAPolicy(nn.Module):
         x = self.img(images.reshape(-1, *images.shape[2:]))
         x = self.img_proj(x)
         n = x.shape[1]
+        x = x.reshape(b, cams, n, x.shape[-1])
+        grid = int(self.config.get("location_grid", 0))
+        if grid:  # camera 0's tokens carry their cells' location-token embeddings (tied with the output)
+            first = int(self.config["location_first_id"])
+            loc = self.llm.embed(torch.arange(first, first + grid * grid, device=x.device)).to(x.dtype)
+            side = self.config["image_size"] // self.config["vit"]["patch_size"]
+            w = torch.as_tensor(location_weights(side, grid), dtype=x.dtype, device=x.device)
+            x = torch.cat([(x[:, 0] + w @ loc)[:, None], x[:, 1:]], dim=1)
         parts = [x.reshape(b, cams * n, x.shape[-1])]
         masks = [image_mask[:, :, None].expand(b, cams, n).reshape(b, cams * n)]
         if self.action_head == "discrete":
@@ -368,9 +390,32 @@ class VLAPolicy(nn.Module):
         mask = torch.cat(masks, dim=1)
         return torch.cat(parts, dim=1), mask, torch.zeros_like(mask)
 
+    def location_cells(self, prefix_out: torch.Tensor, image_mask: torch.Tensor) -> Optional[torch.Tensor]:
+        """Prefix outputs [B, P, D] -> [B, G^2, D]: per location cell the final output of the camera-0 image
+        token that holds it (zero where camera 0 is missing); None without location tokens."""
+        grid = int(self.config.get("location_grid", 0))
+        if not grid:
+            return None
+        side = self.config["image_size"] // self.config["vit"]["patch_size"]
+        n = side * side
+        held = torch.as_tensor(location_weights(side, grid) > 0, dtype=prefix_out.dtype, device=prefix_out.device)
+        cells = torch.einsum("ng,bnd->bgd", held, prefix_out[:, :n])
+        return torch.where(image_mask[:, :1, None], cells, torch.zeros_like(cells))
+
+    def text_logits(self, out: torch.Tensor, cells: Optional[torch.Tensor]) -> torch.Tensor:
+        """Outputs [B, T, D] -> float32 logits [B, T, V]: tied embedding, plus the pointer term on the location
+        tokens (``out . cells / sqrt(D)``)."""
+        logits = self.llm.logits(out)
+        if cells is None:
+            return logits
+        first, g2 = int(self.config["location_first_id"]), int(self.config["location_grid"]) ** 2
+        pointer = torch.einsum("btd,bgd->btg", out.float(), cells.float()) * out.shape[-1] ** -0.5
+        return torch.cat([logits[..., :first], logits[..., first:first + g2] + pointer, logits[..., first + g2:]], -1)
+
     def encode_prefix(self, images, image_mask, tokens, token_mask, state):
         """Runs the prefix alone -> (KV cache, prefix mask [B, P], float32 logits [B, V] at the last real token,
-        that token's final output [B, D] (the readout))."""
+        the readout [B, D] (that token's final output, + the pointed-at location's embedding), the location
+        cells [B, G^2, D] or None)."""
         p_tok, p_mask, p_ar = self.embed_prefix(images, image_mask, tokens, token_mask, state)
         positions = torch.cumsum(p_mask.long(), dim=1) - 1
         xs = [p_tok] + [None] * (len(self.config["decoder"]["experts"]) - 1)
@@ -378,7 +423,15 @@ class VLAPolicy(nn.Module):
         idx = torch.arange(p_mask.shape[1], device=p_mask.device)[None]
         last = torch.where(p_mask, idx, torch.zeros_like(idx)).amax(dim=1)
         last_out = torch.gather(outs[0], 1, last[:, None, None].expand(-1, 1, outs[0].shape[-1]))
-        return cache, p_mask, self.llm.logits(last_out)[:, 0], last_out[:, 0]
+        cells = self.location_cells(outs[0], image_mask)
+        logits = self.text_logits(last_out, cells)[:, 0]
+        readout = last_out[:, 0]
+        if cells is not None:  # + the input embedding of the location it points at (expected)
+            first, g2 = int(self.config["location_first_id"]), int(self.config["location_grid"]) ** 2
+            probs = torch.softmax(logits[:, first:first + g2], dim=-1)
+            loc = self.llm.embed(torch.arange(first, first + g2, device=logits.device))
+            readout = readout + (probs.to(loc.dtype) @ loc).to(readout.dtype)
+        return cache, p_mask, logits, readout, cells
 
     def embed_suffix(self, state: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, readout: torch.Tensor):
         """State token (+ projected readout, if the model has one) + H action tokens mixed with the time
@@ -438,7 +491,7 @@ class VLAPolicy(nn.Module):
                     num_steps: int) -> torch.Tensor:
         """KV-cached Euler sampling from t = 1 (noise) to t = 0 (traceable: used as is by the ONNX export)."""
         state = torch.where(state_mask, state, torch.zeros_like(state))
-        cache, prefix_mask, _, readout = self.encode_prefix(images, image_mask, tokens, token_mask, state)
+        cache, prefix_mask, _, readout, _ = self.encode_prefix(images, image_mask, tokens, token_mask, state)
         dim_mask = action_dim_mask[:, None, :]
         x_t = torch.where(dim_mask, noise.float(), torch.zeros_like(noise.float()))
         dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32)
@@ -453,7 +506,7 @@ class VLAPolicy(nn.Module):
         Returns int64 tokens [B, num_tokens]."""
         vocab = self.config["decoder"]["vocab_size"]
         state = torch.where(state_mask, state, torch.zeros_like(state))
-        cache, prefix_mask, logits, _ = self.encode_prefix(images, image_mask, tokens, token_mask, state)
+        cache, prefix_mask, logits, _, cells = self.encode_prefix(images, image_mask, tokens, token_mask, state)
         position = prefix_mask.long().sum(1, keepdim=True)  # [B, 1]
         key_mask = prefix_mask
         out = []
@@ -467,7 +520,7 @@ class VLAPolicy(nn.Module):
             outs, new = self.llm([x] + [None] * (len(self.config["decoder"]["experts"]) - 1), position + k,
                                  key_mask[:, None, :], cache)
             cache = [(torch.cat([ck, nk], 1), torch.cat([cv, nv], 1)) for (ck, cv), (nk, nv) in zip(cache, new)]
-            logits = self.llm.logits(outs[0])[:, 0]
+            logits = self.text_logits(outs[0], cells)[:, 0]
         return torch.stack(out, dim=1)
 
     def sample_discrete(self, images, image_mask, tokens, token_mask, state, state_mask, action_dim_mask):

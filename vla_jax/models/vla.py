@@ -8,6 +8,13 @@
   the last prompt token, projected: the vector the grounding answer ("where the target is") is
   decoded from, which a shallow backbone only computes in its last layer, after the expert could
   read it through attention.
+* Location tokens (``location_grid`` > 0; not in pi0, the debug preset): the ``<locRC>`` tokens that name
+  cells of camera 0's image (grounding answers, "where is the red cup?") are tied to that camera's image
+  tokens both ways. In: each image token gets the input embedding of the cells it holds. Out: a location
+  token's logit adds ``out . cell / sqrt(D)``, ``cell`` being the final output of the image token holding
+  it, so answering "where" is pointing at the matching image token (a pointer network) rather than
+  reading a position out of a value vector; from scratch that takes several times fewer steps
+  (docs/results.md).
 * Mask: built from cumulative "autoregressive" flags, ``mask[i, j] = cumsum(ar)[j] <= cumsum(ar)[i]``,
   and padding. The prefix never sees the suffix; the state token sees the prefix and itself;
   action tokens see everything before them and each other, except text answers (a robot example's
@@ -31,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from vla_jax.batch import OBSERVATION_KEYS, check_batch
 from vla_jax.models import action_tokens
@@ -57,6 +65,8 @@ class VLAConfig:
     max_state_dim: int
     num_flow_steps: int
     readout: bool = False  # flow head: the backbone's output at the last prompt token joins the state token
+    location_grid: int = 0  # > 0: <locRC> tokens are tied to camera 0's image tokens (in and out, see module doc)
+    location_first_id: int = 0  # vocabulary id of <loc00>; <locRC> is location_first_id + R * grid + C
 
     @property
     def num_action_tokens(self) -> int:
@@ -100,6 +110,11 @@ def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
          "config.model.readout=True needs config.model.action_head='flow' (it feeds the action expert's state "
          "token); set config.model.readout=False")
 
+    grid, first = int(model.get("location_grid", 0)), int(model.get("location_first_id", 0))
+    need(grid >= 0 and (grid == 0 or 0 <= first and first + grid * grid <= model.vocab_size),
+         f"config.model.location_grid={grid} / location_first_id={first}: the {grid * grid} location tokens must "
+         f"lie inside the vocabulary (vocab_size={model.vocab_size}); set location_grid=0 to switch them off")
+
     experts = [ExpertConfig(model.llm.width, model.llm.mlp_dim)]
     if model.action_head == "flow":
         experts.append(ExpertConfig(model.expert.width, model.expert.mlp_dim))
@@ -114,7 +129,19 @@ def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
         action_head=model.action_head, num_cameras=model.num_cameras, image_size=model.image_size,
         max_text_len=model.max_text_len, action_horizon=model.action_horizon,
         max_action_dim=model.max_action_dim, max_state_dim=model.max_state_dim,
-        num_flow_steps=model.num_flow_steps, readout=readout)
+        num_flow_steps=model.num_flow_steps, readout=readout, location_grid=grid, location_first_id=first)
+
+
+def location_weights(patch_grid: int, location_grid: int) -> np.ndarray:
+    """float32 [patch_grid^2, location_grid^2]: row t averages the location cells whose centers fall in
+    image token t (row-major both), so token t gets the mean embedding of "its" ``<locRC>`` tokens."""
+    centers = (np.arange(location_grid) + 0.5) / location_grid
+    token_of = np.minimum((centers * patch_grid).astype(int), patch_grid - 1)  # cell row / col -> token row / col
+    w = np.zeros((patch_grid * patch_grid, location_grid * location_grid), np.float32)
+    for r in range(location_grid):
+        for c in range(location_grid):
+            w[token_of[r] * patch_grid + token_of[c], r * location_grid + c] = 1.0
+    return w / np.maximum(w.sum(axis=1, keepdims=True), 1.0)
 
 
 def make_attn_mask(mask: jax.Array, ar: jax.Array) -> jax.Array:
@@ -192,6 +219,12 @@ class VLA(nn.Module):
         x = self.img(images.reshape(b * cams, *images.shape[2:]))
         x = self.img_proj("bnd,de->bne", x)
         n = x.shape[1]
+        x = x.reshape(b, cams, n, -1)
+        if c.location_grid:  # camera 0's tokens carry their cells' location-token embeddings (tied with the output)
+            g = c.location_grid
+            loc = self.llm.embed(jnp.arange(c.location_first_id, c.location_first_id + g * g)[None])[0]
+            w = jnp.asarray(location_weights(int(round(n**0.5)), g), loc.dtype)
+            x = x.at[:, 0].add(jnp.einsum("ng,gd->nd", w, loc).astype(x.dtype))
         tokens = [x.reshape(b, cams * n, -1)]
         masks = [jnp.repeat(obs["image_mask"], n, axis=1)]
         if c.action_head == "discrete":
@@ -202,6 +235,38 @@ class VLA(nn.Module):
         ar = jnp.zeros((b, sum(m.shape[1] for m in masks[:-1])), bool)
         ar = jnp.concatenate([ar, obs.get("token_ar", jnp.zeros_like(obs["token_mask"]))], axis=1)
         return jnp.concatenate(tokens, axis=1), jnp.concatenate(masks, axis=1), ar
+
+    def location_cells(self, prefix_out: jax.Array, image_mask: jax.Array) -> jax.Array | None:
+        """Backbone outputs [B, P, D] of the prefix -> [B, G^2, D]: for each location cell the final output of
+        the camera-0 image token that holds it (zero where camera 0 is missing); None without location tokens."""
+        c = self.cfg
+        if not c.location_grid:
+            return None
+        n = c.vit.num_patches
+        held = jnp.asarray(location_weights(int(round(n**0.5)), c.location_grid) > 0, prefix_out.dtype)
+        cells = jnp.einsum("ng,bnd->bgd", held, prefix_out[:, :n])
+        return jnp.where(image_mask[:, :1, None], cells, 0.0)
+
+    def text_logits(self, out: jax.Array, cells: jax.Array | None) -> jax.Array:
+        """Backbone outputs [B, T, D] -> float32 logits [B, T, vocab]: the tied embedding, plus for the location
+        tokens the pointer term ``out . cells / sqrt(D)`` (how well each cell's image token matches)."""
+        logits = self.llm.logits(out)
+        if cells is None:
+            return logits
+        first, g2 = self.cfg.location_first_id, self.cfg.location_grid ** 2
+        pointer = jnp.einsum("btd,bgd->btg", out.astype(jnp.float32), cells.astype(jnp.float32)) * out.shape[-1] ** -0.5
+        return logits.at[..., first:first + g2].add(pointer)
+
+    def readout_vector(self, last_out: jax.Array, cells: jax.Array | None) -> jax.Array:
+        """The readout [B, D]: the backbone's final output at the last prompt token, plus with location tokens
+        the input embedding of the location it points at (expected under the location tokens' softmax), so
+        the action expert is told where the named object is in a form it does not have to decode."""
+        if cells is None:
+            return last_out
+        first, g2 = self.cfg.location_first_id, self.cfg.location_grid ** 2
+        probs = jax.nn.softmax(self.text_logits(last_out[:, None], cells)[:, 0, first:first + g2], axis=-1)
+        loc = self.llm.embed(jnp.arange(first, first + g2)[None])[0]
+        return last_out + jnp.einsum("bg,gd->bd", probs.astype(loc.dtype), loc).astype(last_out.dtype)
 
     # ----------------------------------------------------------------------------- suffix
     def embed_suffix(self, state: jax.Array, x_t: jax.Array, t: jax.Array,
@@ -255,13 +320,15 @@ class VLA(nn.Module):
         p_tok, p_mask, p_ar = self.embed_prefix(batch)
         (p_out, _), kv = self.llm([p_tok, None], jnp.cumsum(p_mask, axis=1) - 1, make_attn_mask(p_mask, p_ar))
         prompt_mask = p_mask & ~p_ar
-        s_out = self._suffix(batch["state"], x_t, t, prompt_mask, kv, last_token(p_out, prompt_mask))
+        cells = self.location_cells(p_out, batch["image_mask"])
+        readout = self.readout_vector(last_token(p_out, prompt_mask), cells)
+        s_out = self._suffix(batch["state"], x_t, t, prompt_mask, kv, readout)
 
         elem = real_action_elements(batch).astype(jnp.float32)
         sq = jnp.square(self.velocity(s_out) - u) * elem
         terms = {"flow": (sq.sum(axis=(1, 2)), elem.sum(axis=(1, 2)))}
         text_out = p_out[:, -batch["tokens"].shape[1]:]
-        terms["text"] = self._next_token_terms(text_out, batch["tokens"], batch["token_loss"])
+        terms["text"] = self._next_token_terms(text_out, batch["tokens"], batch["token_loss"], cells)
         return terms
 
     def discrete_inputs(self, batch: dict) -> dict:
@@ -294,30 +361,33 @@ class VLA(nn.Module):
         (p_out,), _ = self.llm([p_tok], positions, make_attn_mask(p_mask, p_ar))
         text_out = p_out[:, -inputs["tokens"].shape[1]:]
         is_action = inputs["is_action"]
+        cells = self.location_cells(p_out, batch["image_mask"])
         return {
-            "discrete": self._next_token_terms(text_out, inputs["tokens"], inputs["token_loss"] & is_action),
-            "text": self._next_token_terms(text_out, inputs["tokens"], inputs["token_loss"] & ~is_action),
+            "discrete": self._next_token_terms(text_out, inputs["tokens"], inputs["token_loss"] & is_action, cells),
+            "text": self._next_token_terms(text_out, inputs["tokens"], inputs["token_loss"] & ~is_action, cells),
         }
 
-    def _next_token_terms(self, text_out: jax.Array, tokens: jax.Array, loss_mask: jax.Array):
+    def _next_token_terms(self, text_out: jax.Array, tokens: jax.Array, loss_mask: jax.Array,
+                          cells: jax.Array | None):
         """Cross-entropy of predicting tokens[:, i + 1] from text_out[:, i] where loss_mask[:, i + 1]."""
-        logp = jax.nn.log_softmax(self.llm.logits(text_out[:, :-1]), axis=-1)
+        logp = jax.nn.log_softmax(self.text_logits(text_out[:, :-1], cells), axis=-1)
         nll = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
         m = loss_mask[:, 1:].astype(jnp.float32)
         return (nll * m).sum(axis=1), m.sum(axis=1)
 
     # ----------------------------------------------------------------------------- inference pieces
-    def encode_prefix(self, obs: dict) -> tuple[KVCache, jax.Array, jax.Array, jax.Array]:
+    def encode_prefix(self, obs: dict) -> tuple[KVCache, jax.Array, jax.Array, jax.Array, jax.Array | None]:
         """Runs the prefix alone. Returns its K/V cache ([depth, B, P, K, h] each), mask [B, P], the
-        float32 logits [B, vocab] at the last real prefix token (for autoregressive decoding) and that
-        token's final output [B, D] (the readout)."""
+        float32 logits [B, vocab] at the last real prefix token (for autoregressive decoding), that
+        :meth:`readout_vector` and the location cells [B, G^2, D] (or None)."""
         check_batch(obs, self.cfg, OBSERVATION_KEYS)
         p_tok, p_mask, p_ar = self.embed_prefix(masked_state(obs))
         positions = jnp.cumsum(p_mask, axis=1) - 1
         outs, kv = self.llm([p_tok] + [None] * (len(self.cfg.decoder.experts) - 1), positions,
                             make_attn_mask(p_mask, p_ar))
         last_out = last_token(outs[0], p_mask)
-        return kv, p_mask, self.llm.logits(last_out[:, None])[:, 0], last_out
+        cells = self.location_cells(outs[0], obs["image_mask"])
+        return kv, p_mask, self.text_logits(last_out[:, None], cells)[:, 0], self.readout_vector(last_out, cells), cells
 
     def _suffix(self, state: jax.Array, x_t: jax.Array, t: jax.Array, prefix_mask: jax.Array,
                 kv_cache: KVCache, readout: jax.Array) -> jax.Array:
@@ -344,7 +414,7 @@ class VLA(nn.Module):
         readout = None
         if self.cfg.readout:
             (p_out, _), _ = self.llm([p_tok, None], jnp.cumsum(p_mask, axis=1) - 1, make_attn_mask(p_mask, p_ar))
-            readout = last_token(p_out, p_mask)
+            readout = self.readout_vector(last_token(p_out, p_mask), self.location_cells(p_out, obs["image_mask"]))
         s_tok, s_mask, s_ar = self.embed_suffix(obs["state"], x_t, t, readout)
         mask = jnp.concatenate([p_mask, s_mask], axis=1)
         ar = jnp.concatenate([p_ar, s_ar], axis=1)
@@ -353,19 +423,20 @@ class VLA(nn.Module):
         return self.velocity(s_out)
 
     def decode_step(self, token: jax.Array, position: jax.Array, mask: jax.Array,
-                    kv_cache: KVCache) -> tuple[jax.Array, KVCache]:
-        """One autoregressive token. token, position [B]; mask [B, 1, S + 1]; cache [depth, B, S, K, h].
-        Returns float32 logits [B, vocab] and the token's K/V ([depth, B, 1, K, h] each)."""
+                    kv_cache: KVCache, cells: jax.Array | None) -> tuple[jax.Array, KVCache]:
+        """One autoregressive token. token, position [B]; mask [B, 1, S + 1]; cache [depth, B, S, K, h];
+        cells from :meth:`encode_prefix`. Returns float32 logits [B, vocab] and the token's K/V
+        ([depth, B, 1, K, h] each)."""
         x = self.llm.embed(token[:, None])
         outs, kv = self.llm([x] + [None] * (len(self.cfg.decoder.experts) - 1), position[:, None], mask, kv_cache)
-        return self.llm.logits(outs[0])[:, 0], kv
+        return self.text_logits(outs[0], cells)[:, 0], kv
 
 
 # --------------------------------------------------------------------------------- sampling
 def sample_actions(model: VLA, params, obs: dict, noise: jax.Array, num_steps: int | None = None) -> jax.Array:
     """Flow-matching sampling with a prefix KV cache. noise [B, H, A] -> actions [B, H, A] (padded dims 0)."""
     num_steps = num_steps or model.cfg.num_flow_steps
-    kv, prefix_mask, _, readout = model.apply(params, obs, method=VLA.encode_prefix)
+    kv, prefix_mask, _, readout, _ = model.apply(params, obs, method=VLA.encode_prefix)
     dt = -1.0 / num_steps
 
     def step(i, x_t):
@@ -397,7 +468,7 @@ def greedy_decode(model: VLA, params, obs: dict, num_tokens: int, actions_only: 
     ``actions_only`` restricts choices to the 256 action-bin ids. Returns int32 tokens [B, num_tokens].
     """
     vocab = model.cfg.decoder.vocab_size
-    kv, prefix_mask, logits, _ = model.apply(params, obs, method=VLA.encode_prefix)
+    kv, prefix_mask, logits, _, cells = model.apply(params, obs, method=VLA.encode_prefix)
     b, p = prefix_mask.shape
     keys = jnp.concatenate([kv[0], jnp.zeros(kv[0].shape[:2] + (num_tokens,) + kv[0].shape[3:], kv[0].dtype)], 2)
     values = jnp.concatenate([kv[1], jnp.zeros_like(keys[:, :, p:])], 2)
@@ -414,7 +485,8 @@ def greedy_decode(model: VLA, params, obs: dict, num_tokens: int, actions_only: 
         out = out.at[:, k].set(token)
         generated = jnp.broadcast_to(jnp.arange(num_tokens)[None] < k, (b, num_tokens))
         mask = jnp.concatenate([prefix_mask, generated, jnp.ones((b, 1), bool)], axis=1)[:, None]
-        lg, (nk, nv) = model.apply(params, token, first_position + k, mask, (keys, values), method=VLA.decode_step)
+        lg, (nk, nv) = model.apply(params, token, first_position + k, mask, (keys, values), cells,
+                                   method=VLA.decode_step)
         keys = jax.lax.dynamic_update_slice_in_dim(keys, nk.astype(keys.dtype), p + k, axis=2)
         values = jax.lax.dynamic_update_slice_in_dim(values, nv.astype(values.dtype), p + k, axis=2)
         return out, lg, keys, values

@@ -1,4 +1,6 @@
-"""Initialise the backbone from a big_vision-format PaliGemma ``.npz`` (``config.init.from_npz``).
+"""Initialise parameters from a vla_jax checkpoint (``config.init.from_checkpoint``, e.g. a grounding
+stage before co-training: every parameter whose name and shape match is loaded) or the backbone from a
+big_vision-format PaliGemma ``.npz`` (``config.init.from_npz``).
 
 The file holds flat names such as ``params/img/embedding/kernel`` or
 ``params/llm/layers/attn/q_einsum/w`` (layers stacked on axis 0). Whatever matches our ``img``,
@@ -93,7 +95,7 @@ FUSED_QKV = {
 
 
 class InitFromError(ValueError):
-    """The .npz cannot be read; one line naming ``config.init.from_npz``."""
+    """The .npz or checkpoint cannot be read; one line naming the ``config.init`` field."""
 
 
 @dataclasses.dataclass
@@ -102,9 +104,10 @@ class InitReport:
     fresh: list[str] = dataclasses.field(default_factory=list)  # ours, no source in the file
     mismatched: list[tuple[str, str, tuple, tuple]] = dataclasses.field(default_factory=list)  # ours, theirs, ours', theirs'
     unused: list[str] = dataclasses.field(default_factory=list)  # names in the file nobody took
+    source: str = "npz"
 
     def format(self) -> str:
-        lines = [f"init from npz: {len(self.loaded)} loaded, {len(self.fresh)} freshly initialized, "
+        lines = [f"init from {self.source}: {len(self.loaded)} loaded, {len(self.fresh)} freshly initialized, "
                  f"{len(self.mismatched)} shape-mismatched, {len(self.unused)} unused in file"]
         lines += [f"  loaded      {o}  <-  {t}" for o, t in self.loaded]
         lines += [f"  MISMATCHED  {o} {so}  <-  {t} {st} (kept fresh init)" for o, t, so, st in self.mismatched]
@@ -176,4 +179,31 @@ def load_paligemma(path: str, abstract_params) -> tuple[dict[str, np.ndarray], I
         out[full] = value.astype(np.float32)
         report.loaded.append((ours, their_name))
     report.unused = sorted(k for k in theirs if k not in used)
+    return out, report
+
+
+def load_checkpoint(spec: str, abstract_params, ema: bool = False) -> tuple[dict[str, np.ndarray], InitReport]:
+    """``spec`` = ``WORKDIR`` (newest step) or ``WORKDIR:STEP`` of a vla_jax training run. Loads its parameters
+    (``ema``: the EMA ones) wherever name and shape match ``abstract_params``; the rest keeps its fresh init.
+    Returns ``({"params/...": float32 array}, report)`` like :func:`load_paligemma`."""
+    from vla_jax.export.package import ExportError, load_params
+
+    workdir, _, step = spec.rpartition(":") if re.fullmatch(r".+:\d+", spec) else (spec, "", "")
+    try:
+        theirs_tree = load_params(workdir, int(step) if step else None, ema=ema).params
+    except ExportError as e:
+        raise InitFromError(f"config.init.from_checkpoint={spec!r}: {e}") from None
+    theirs = {path_str(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(theirs_tree)[0]}
+    out: dict[str, np.ndarray] = {}
+    report = InitReport(source=f"checkpoint {spec}" + (" (EMA)" if ema else ""))
+    for p, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]:
+        full = path_str(p)
+        if full not in theirs:
+            report.fresh.append(_canonical(full))
+        elif tuple(theirs[full].shape) != tuple(leaf.shape):
+            report.mismatched.append((_canonical(full), _canonical(full), tuple(leaf.shape), theirs[full].shape))
+        else:
+            out[full] = theirs[full].astype(np.float32)
+            report.loaded.append((_canonical(full), _canonical(full)))
+    report.unused = sorted(_canonical(k) for k in theirs if k not in out and k not in {m[0] for m in report.mismatched})
     return out, report

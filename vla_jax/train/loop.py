@@ -119,6 +119,8 @@ def check_training_config(config) -> None:
     need(ema is None or 0.0 <= ema < 1.0, f"config.optimizer.ema_decay={ema} must be in [0, 1) or None")
     for name in config.loss_weights:
         need(name in ("flow", "discrete", "text"), f"config.loss_weights.{name}: heads are flow, discrete, text")
+    need(not (config.init.from_npz and config.init.get("from_checkpoint")),
+         "config.init.from_npz and config.init.from_checkpoint are both set; keep one")
 
 
 # ----------------------------------------------------------------------------- main
@@ -196,9 +198,13 @@ def train(config, workdir: str) -> dict:
                 "the data stream restarts (not an exact resume)")
         log(f"resumed from step {resume_step} ({checkpointer.directory / str(resume_step)})")
     else:
-        overrides = None
+        overrides, report = None, None
         if config.init.from_npz:
             overrides, report = init_from.load_paligemma(config.init.from_npz, abstract.params)
+        elif config.init.get("from_checkpoint"):
+            overrides, report = init_from.load_checkpoint(config.init.from_checkpoint, abstract.params,
+                                                          ema=bool(config.init.get("ema", False)))
+        if report is not None:
             log(report.format())
             if lead:
                 with open(os.path.join(workdir, "init_report.txt"), "w") as f:
