@@ -25,7 +25,7 @@ from vla_jax.train import testing
 ROOT = str(testing.REPO)
 STEPS = 8
 EVAL_FLAGS = ["--episodes=1", "--tasks=pick", "--embodiments=single_arm", "--splits=train,heldout_combo",
-              "--max_steps=8", "--image_size=32", "--num_envs=4", "--offline_batches=1"]
+              "--max_steps=8", "--image_size=32", "--num_envs=4", "--offline_batches=1", "--grounding_scenes=3"]
 
 
 def overrides(data_dir: str, **extra) -> dict:
@@ -227,6 +227,11 @@ def test_evaluate_tool_writes_report_and_is_deterministic(trained, tmp_path):
 
     a, b = load(outs[0]), load(outs[1])
     assert a["policies"] == b["policies"] and a["offline"] == b["offline"]  # identical runs
+    assert a["grounding"] == b["grounding"]
+    g = a["grounding"]["single_arm"]
+    assert set(g) == {"pick", "all"} and g["pick"]["n"] == 3
+    assert all(0.0 <= m["exact"] <= m["near"] <= 1.0 and 0.0 <= m["other"] <= 1.0 for m in g.values())
+    assert "First-frame grounding" in open(os.path.join(outs[0], "summary.md")).read()
     assert set(a["policies"]) == {"model", "expert", "random", "mean"}
     assert a["checkpoint"]["step"] == STEPS and a["policies"]["model"]["overall"]["n"] == 2
     assert {e["split"] for e in a["policies"]["model"]["episodes"]} == {"train", "heldout_combo"}
@@ -326,3 +331,9 @@ def test_launch_only_prints_one_command_per_variant(tmp_path, capsys):
     assert tool.main([f"--config={bad}", f"--out={out}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: variant x: unknown config key") and "\n" not in err
+
+
+def test_grounding_probe_reads_location_tokens():
+    from vla_jax.eval.grounding import _cell
+
+    assert _cell("<loc37>") == (3, 7) and _cell("<loc3>") is None and _cell("red") is None and _cell("") is None

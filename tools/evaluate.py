@@ -38,6 +38,8 @@ def parse(argv):
     p.add_argument("--record", type=int, default=1, help="episodes per cell kept for the filmstrip / GIF")
     p.add_argument("--offline_batches", type=int, default=8,
                    help="validation batches per dataset for offline metrics (0: skip, -1: whole split)")
+    p.add_argument("--grounding_scenes", type=int, default=20,
+                   help="fresh scenes per (embodiment, task) for the first-frame grounding probe (0: skip)")
     p.add_argument("--data_dir", default=None, help="replaces the run's config.data.data_dir")
     return p.parse_args(argv)
 
@@ -53,7 +55,8 @@ def main(argv=None) -> int:
             embodiments=args.embodiments, splits=args.splits, execute_steps=args.execute_steps,
             max_steps=args.max_steps, baselines=args.baselines, out=args.out, seed=args.seed,
             num_envs=args.num_envs, image_size=args.image_size, record=args.record,
-            offline_batches=None if args.offline_batches < 0 else args.offline_batches, data_dir=args.data_dir,
+            offline_batches=None if args.offline_batches < 0 else args.offline_batches,
+            grounding_scenes=args.grounding_scenes, data_dir=args.data_dir,
             progress=sys.stderr.isatty())
     except (EvalError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)

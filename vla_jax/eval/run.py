@@ -155,6 +155,7 @@ def evaluate_checkpoint(
     image_size: int = 96,
     record: int = 1,
     offline_batches: int | None = offline_lib.DEFAULT_MAX_BATCHES,
+    grounding_scenes: int = 20,
     data_dir: str | None = None,
     progress: bool = False,
     log=print,
@@ -162,12 +163,14 @@ def evaluate_checkpoint(
     """Evaluates a checkpoint of ``workdir`` and writes the report; returns the results.json payload.
 
     ``families`` / ``embodiments`` / ``splits``: "all", "a,b" or sequences. ``offline_batches``: 0 skips
-    the offline metrics, None uses the whole validation splits. ``data_dir`` replaces the saved
-    ``config.data.data_dir`` (runs trained from another working directory).
+    the offline metrics, None uses the whole validation splits. ``grounding_scenes``: fresh scenes per
+    (embodiment, family) for the first-frame grounding probe (vla_jax/eval/grounding.py; 0 skips it).
+    ``data_dir`` replaces the saved ``config.data.data_dir`` (runs trained from another working directory).
     """
     from vla_jax.data.errors import DataError
     from vla_jax.data.policy import make_policy_io
     from vla_jax.eval.policies import ExpertPolicy, MeanActionPolicy, ModelPolicy, RandomPolicy, make_sampler
+    from vla_jax.eval.grounding import first_frame_grounding, format_grounding
     from vla_jax.eval.report import write_report
     from vla_jax.eval.rollout import evaluate
     from vla_jax.export.package import load_params
@@ -227,6 +230,13 @@ def evaluate_checkpoint(
                       MeanActionPolicy.from_stats(means, horizon=horizon, name="mean")):
                 results[p.name] = evaluate(p, record=0, **kwargs)
                 log(f"[eval] {p.name}: {results[p.name].timing['wall_s']:.1f}s")
+        grounding = {}
+        if grounding_scenes > 0:
+            t1 = time.perf_counter()
+            grounding = {e: first_frame_grounding(model, ck.params, ios[e], e, scenes=grounding_scenes,
+                                                  families=families, seed=seed, image_size=image_size)
+                         for e in chosen}
+            log(f"[eval] first-frame grounding: {time.perf_counter() - t1:.1f}s")
         offline = {}
         if offline_batches is None or offline_batches > 0:
             t1 = time.perf_counter()
@@ -245,8 +255,9 @@ def evaluate_checkpoint(
                     "mixture": {k: float(v) for k, v in config.data.mixture.items()}},
         eval_settings={"episodes": episodes, "families": list(families), "embodiments": list(chosen),
                        "splits": list(splits), "seed": seed, "execute_steps": execute_steps, "max_steps": max_steps,
-                       "offline_batches": offline_batches, "baselines": baselines},
-        offline=offline)
+                       "offline_batches": offline_batches, "baselines": baselines,
+                       "grounding_scenes": grounding_scenes},
+        offline=offline, grounding=grounding)
     tmp = paths["json"] + ".tmp"
     with open(tmp, "w") as f:
         json.dump(payload, f, indent=1)
@@ -258,13 +269,20 @@ def evaluate_checkpoint(
         f.write(f"# Evaluation of `{ck.path}` ({'EMA' if ema else 'raw'} parameters)\n\n"
                 f"Closed loop: {episodes} episodes per cell, seed {seed}; success rate [95% Wilson interval].\n\n"
                 f"```\n{table}```\n\n" + body)
+        if grounding:
+            f.write("\n## First-frame grounding (the decoded answer to the instruction, before the arm moves)\n\n"
+                    + format_grounding(grounding))
         if offline:
             f.write("\n## Offline metrics (validation splits)\n\n" + offline_lib.format_table(offline))
             for name, m in offline.items():
                 for s in m.get("samples", []):
                     f.write(f"\n- {name}: `{s['prompt']}` -> `{s['prediction']}` (reference `{s['reference']}`)")
             f.write("\n")
-    log("\n" + table + ("\n" + compact_offline_table(offline) if offline else ""))
+    log("\n" + table + ("\n" + compact_offline_table(offline) if offline else "")
+        + ("\nfirst-frame grounding (exact / within one cell / another object):\n"
+           + "".join(f"  {e}: " + ", ".join(f"{f} {100 * m['exact']:.0f}/{100 * m['near']:.0f}/{100 * m['other']:.0f}%"
+                                            for f, m in g.items()) + "\n" for e, g in grounding.items())
+           if grounding else ""))
     log(f"[eval] wrote {out} in {time.perf_counter() - t0:.1f}s")
     payload["paths"] = paths
     return payload

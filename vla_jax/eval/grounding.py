@@ -1,0 +1,82 @@
+"""First-frame grounding probe: does the backbone know where the named object is before the arm moves?
+
+For ``scenes`` fresh scenes per task family (seeded, so every run sees the same ones) the model reads
+the first observation and the instruction and decodes one token greedily; the answer is compared with
+the target's ``<locRC>`` cell in camera 0 (vla_jax.sim.grounding). This is the moment that needs the
+binding of words to image regions: once the gripper is at the target, "where the gripper is" answers
+as well (docs/results.md). Reported per family:
+
+``exact``   the decoded token is the target's cell
+``near``    it is the target's cell or one of its 8 neighbours (about one object width)
+``other``   it is the cell of another object (the policy would go to the wrong one)
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from vla_jax.sim import FAMILIES, TabletopEnv, sample_task
+from vla_jax.sim.grounding import object_location
+
+SEED_OFFSET = 10_000  # scene seeds: SEED_OFFSET + 1000 * seed + index (apart from rollout seeds)
+
+
+def _cell(token: str) -> tuple[int, int] | None:
+    if len(token) == 7 and token.startswith("<loc") and token.endswith(">") and token[4:6].isdigit():
+        return int(token[4]), int(token[5])
+    return None
+
+
+def first_frame_grounding(model, params, io, embodiment: str, *, scenes: int = 20,
+                          families: Sequence[str] = FAMILIES, seed: int = 0, image_size: int = 96,
+                          batch_size: int = 16) -> dict[str, dict]:
+    """{family: {"exact", "near", "other": fractions, "n": scenes}} plus "all" over the families.
+
+    ``io``: the dataset's PolicyIO (vla_jax.data.policy.make_policy_io); ``params``: {"params": ...}."""
+    import jax
+
+    from vla_jax.models.vla import greedy_decode
+
+    decode = jax.jit(lambda p, o: greedy_decode(model, p, o, 1, actions_only=False))
+    tokenizer = io.transform.tokenizer
+    env = TabletopEnv(embodiment, image_size)
+    camera = env.spec.cameras[0]
+    rows: dict[str, list[tuple[bool, bool, bool]]] = {f: [] for f in families}
+    jobs = [(f, SEED_OFFSET + 1000 * seed + i) for f in families for i in range(scenes)]
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start:start + batch_size]
+        observations, truths, others = [], [], []
+        for family, scene_seed in chunk:
+            task = sample_task(np.random.default_rng(scene_seed), family)
+            obs = env.reset(task, scene_seed)
+            observations.append(io.observation({**obs["images"], "state": obs["state"]}, task.instruction))
+            truths.append(object_location(env.world, camera, env.target))
+            others.append({object_location(env.world, camera, j) for j in range(len(env.world.objects))
+                           if j != env.target} - {truths[-1]})
+        batch = {k: np.concatenate([o[k] for o in observations]) for k in observations[0]}
+        tokens = np.asarray(decode(params, batch))[:, 0]
+        for (family, _), token, truth, other in zip(chunk, tokens, truths, others):
+            answer = tokenizer.decode([int(token)])
+            got, want = _cell(answer), _cell(truth)
+            near = got is not None and max(abs(got[0] - want[0]), abs(got[1] - want[1])) <= 1
+            rows[family].append((answer == truth, near, answer in other))
+    out = {}
+    for name, values in [*rows.items(), ("all", [v for f in families for v in rows[f]])]:
+        a = np.asarray(values, bool).reshape(-1, 3)
+        out[name] = {"exact": float(a[:, 0].mean()), "near": float(a[:, 1].mean()), "other": float(a[:, 2].mean()),
+                     "n": int(len(a))}
+    return out
+
+
+def format_grounding(results: dict[str, dict[str, dict]]) -> str:
+    """Markdown table: embodiment x family -> exact / near / other object."""
+    lines = ["| embodiment | family | exact cell | within one cell | another object's cell | scenes |",
+             "|---|---|---:|---:|---:|---:|"]
+    for emb, fams in results.items():
+        for fam, m in fams.items():
+            lines.append(f"| {emb} | {fam} | {100 * m['exact']:.0f}% | {100 * m['near']:.0f}% | "
+                         f"{100 * m['other']:.0f}% | {m['n']} |")
+    return "\n".join(lines) + "\n"
+
