@@ -279,10 +279,7 @@ def evaluate_checkpoint(
                     f.write(f"\n- {name}: `{s['prompt']}` -> `{s['prediction']}` (reference `{s['reference']}`)")
             f.write("\n")
     log("\n" + table + ("\n" + compact_offline_table(offline) if offline else "")
-        + ("\nfirst-frame grounding (exact / within one cell / another object):\n"
-           + "".join(f"  {e}: " + ", ".join(f"{f} {100 * m['exact']:.0f}/{100 * m['near']:.0f}/{100 * m['other']:.0f}%"
-                                            for f, m in g.items()) + "\n" for e, g in grounding.items())
-           if grounding else ""))
+        + ("\nfirst-frame grounding:\n" + format_grounding(grounding) if grounding else ""))
     log(f"[eval] wrote {out} in {time.perf_counter() - t0:.1f}s")
     payload["paths"] = paths
     return payload

@@ -17,10 +17,11 @@ within 1e-4 in float32):
   action expert) and one joint attention over all experts' tokens; RMSNorm with ``(1 + weight)``,
   rotary positions, multi-/grouped-query attention with float32 logits, GeGLU (tanh GELU), tied
   input/output embedding scaled by sqrt(width).
-* Prefix (images, camera 0's tokens plus their cells' location-token embeddings when ``location_grid``,
-  + text [+ state token for the discrete head]); with ``location_grid`` the logits of the location tokens
-  add a pointer term, the match of the output with each cell's camera-0 image-token output. and suffix (state token + action tokens
-  mixed with a sin-cos time embedding); attention masks from cumulative autoregressive flags.
+* Prefix (images + text [+ state token for the discrete head]) and suffix (state token + action tokens
+  mixed with a sin-cos time embedding); attention masks from cumulative autoregressive flags. With
+  ``location_grid``, camera 0's image tokens get their cells' location-token embeddings, the location
+  tokens' logits add a pointer term (the match of the output with each cell's camera-0 image-token
+  output) and the readout adds the embedding of the location the prompt points at.
 * ``sample_actions``: the prefix runs once into a KV cache; N Euler steps (t: 1 -> 0) run only the suffix.
   The discrete head decodes H * A tokens greedily (restricted to the last 256 vocabulary ids) with a KV cache.
 
@@ -375,8 +376,7 @@ class VLAPolicy(nn.Module):
         x = x.reshape(b, cams, n, x.shape[-1])
         grid = int(self.config.get("location_grid", 0))
         if grid:  # camera 0's tokens carry their cells' location-token embeddings (tied with the output)
-            first = int(self.config["location_first_id"])
-            loc = self.llm.embed(torch.arange(first, first + grid * grid, device=x.device)).to(x.dtype)
+            loc = self.location_embeddings(x.device).to(x.dtype)
             side = self.config["image_size"] // self.config["vit"]["patch_size"]
             w = torch.as_tensor(location_weights(side, grid), dtype=x.dtype, device=x.device)
             x = torch.cat([(x[:, 0] + w @ loc)[:, None], x[:, 1:]], dim=1)
@@ -389,6 +389,11 @@ class VLAPolicy(nn.Module):
         masks.append(token_mask)
         mask = torch.cat(masks, dim=1)
         return torch.cat(parts, dim=1), mask, torch.zeros_like(mask)
+
+    def location_embeddings(self, device) -> torch.Tensor:
+        """[G^2, D] input embeddings of the location tokens <loc00> ... (row-major)."""
+        first, g2 = int(self.config["location_first_id"]), int(self.config["location_grid"]) ** 2
+        return self.llm.embed(torch.arange(first, first + g2, device=device))
 
     def location_cells(self, prefix_out: torch.Tensor, image_mask: torch.Tensor) -> Optional[torch.Tensor]:
         """Prefix outputs [B, P, D] -> [B, G^2, D]: per location cell the final output of the camera-0 image
@@ -429,7 +434,7 @@ class VLAPolicy(nn.Module):
         if cells is not None:  # + the input embedding of the location it points at (expected)
             first, g2 = int(self.config["location_first_id"]), int(self.config["location_grid"]) ** 2
             probs = torch.softmax(logits[:, first:first + g2], dim=-1)
-            loc = self.llm.embed(torch.arange(first, first + g2, device=logits.device))
+            loc = self.location_embeddings(logits.device)
             readout = readout + (probs.to(loc.dtype) @ loc).to(readout.dtype)
         return cache, p_mask, logits, readout, cells
 

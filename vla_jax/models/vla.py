@@ -221,9 +221,8 @@ class VLA(nn.Module):
         n = x.shape[1]
         x = x.reshape(b, cams, n, -1)
         if c.location_grid:  # camera 0's tokens carry their cells' location-token embeddings (tied with the output)
-            g = c.location_grid
-            loc = self.llm.embed(jnp.arange(c.location_first_id, c.location_first_id + g * g)[None])[0]
-            w = jnp.asarray(location_weights(int(round(n**0.5)), g), loc.dtype)
+            loc = self.location_embeddings()
+            w = jnp.asarray(location_weights(int(round(n**0.5)), c.location_grid), loc.dtype)
             x = x.at[:, 0].add(jnp.einsum("ng,gd->nd", w, loc).astype(x.dtype))
         tokens = [x.reshape(b, cams * n, -1)]
         masks = [jnp.repeat(obs["image_mask"], n, axis=1)]
@@ -235,6 +234,11 @@ class VLA(nn.Module):
         ar = jnp.zeros((b, sum(m.shape[1] for m in masks[:-1])), bool)
         ar = jnp.concatenate([ar, obs.get("token_ar", jnp.zeros_like(obs["token_mask"]))], axis=1)
         return jnp.concatenate(tokens, axis=1), jnp.concatenate(masks, axis=1), ar
+
+    def location_embeddings(self) -> jax.Array:
+        """[G^2, D] input embeddings of the location tokens <loc00> ... (row-major)."""
+        first = self.cfg.location_first_id
+        return self.llm.embed(jnp.arange(first, first + self.cfg.location_grid ** 2)[None])[0]
 
     def location_cells(self, prefix_out: jax.Array, image_mask: jax.Array) -> jax.Array | None:
         """Backbone outputs [B, P, D] of the prefix -> [B, G^2, D]: for each location cell the final output of
@@ -257,16 +261,22 @@ class VLA(nn.Module):
         pointer = jnp.einsum("btd,bgd->btg", out.astype(jnp.float32), cells.astype(jnp.float32)) * out.shape[-1] ** -0.5
         return logits.at[..., first:first + g2].add(pointer)
 
-    def readout_vector(self, last_out: jax.Array, cells: jax.Array | None) -> jax.Array:
+    def readout_vector(self, last_out: jax.Array, last_logits: jax.Array) -> jax.Array:
         """The readout [B, D]: the backbone's final output at the last prompt token, plus with location tokens
-        the input embedding of the location it points at (expected under the location tokens' softmax), so
-        the action expert is told where the named object is in a form it does not have to decode."""
-        if cells is None:
+        the input embedding of the location it points at (expected under the location tokens' softmax over
+        ``last_logits`` [B, vocab], that token's :meth:`text_logits`), so the action expert is told where the
+        named object is in a form it does not have to decode."""
+        if not self.cfg.location_grid:
             return last_out
         first, g2 = self.cfg.location_first_id, self.cfg.location_grid ** 2
-        probs = jax.nn.softmax(self.text_logits(last_out[:, None], cells)[:, 0, first:first + g2], axis=-1)
-        loc = self.llm.embed(jnp.arange(first, first + g2)[None])[0]
+        probs = jax.nn.softmax(last_logits[:, first:first + g2], axis=-1)
+        loc = self.location_embeddings()
         return last_out + jnp.einsum("bg,gd->bd", probs.astype(loc.dtype), loc).astype(last_out.dtype)
+
+    def prefix_readout(self, prefix_out: jax.Array, mask: jax.Array, cells: jax.Array | None) -> jax.Array:
+        """:meth:`readout_vector` of the prefix outputs [B, P, D] at the last token where ``mask`` [B, P]."""
+        last_out = last_token(prefix_out, mask)
+        return self.readout_vector(last_out, self.text_logits(last_out[:, None], cells)[:, 0])
 
     # ----------------------------------------------------------------------------- suffix
     def embed_suffix(self, state: jax.Array, x_t: jax.Array, t: jax.Array,
@@ -321,7 +331,7 @@ class VLA(nn.Module):
         (p_out, _), kv = self.llm([p_tok, None], jnp.cumsum(p_mask, axis=1) - 1, make_attn_mask(p_mask, p_ar))
         prompt_mask = p_mask & ~p_ar
         cells = self.location_cells(p_out, batch["image_mask"])
-        readout = self.readout_vector(last_token(p_out, prompt_mask), cells)
+        readout = self.prefix_readout(p_out, prompt_mask, cells) if self.cfg.readout else None
         s_out = self._suffix(batch["state"], x_t, t, prompt_mask, kv, readout)
 
         elem = real_action_elements(batch).astype(jnp.float32)
@@ -387,7 +397,8 @@ class VLA(nn.Module):
                             make_attn_mask(p_mask, p_ar))
         last_out = last_token(outs[0], p_mask)
         cells = self.location_cells(outs[0], obs["image_mask"])
-        return kv, p_mask, self.text_logits(last_out[:, None], cells)[:, 0], self.readout_vector(last_out, cells), cells
+        logits = self.text_logits(last_out[:, None], cells)[:, 0]
+        return kv, p_mask, logits, self.readout_vector(last_out, logits), cells
 
     def _suffix(self, state: jax.Array, x_t: jax.Array, t: jax.Array, prefix_mask: jax.Array,
                 kv_cache: KVCache, readout: jax.Array) -> jax.Array:
@@ -414,7 +425,7 @@ class VLA(nn.Module):
         readout = None
         if self.cfg.readout:
             (p_out, _), _ = self.llm([p_tok, None], jnp.cumsum(p_mask, axis=1) - 1, make_attn_mask(p_mask, p_ar))
-            readout = self.readout_vector(last_token(p_out, p_mask), self.location_cells(p_out, obs["image_mask"]))
+            readout = self.prefix_readout(p_out, p_mask, self.location_cells(p_out, obs["image_mask"]))
         s_tok, s_mask, s_ar = self.embed_suffix(obs["state"], x_t, t, readout)
         mask = jnp.concatenate([p_mask, s_mask], axis=1)
         ar = jnp.concatenate([p_ar, s_ar], axis=1)

@@ -196,8 +196,10 @@ def load_checkpoint(spec: str, abstract_params, ema: bool = False) -> tuple[dict
     theirs = {path_str(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(theirs_tree)[0]}
     out: dict[str, np.ndarray] = {}
     report = InitReport(source=f"checkpoint {spec}" + (" (EMA)" if ema else ""))
+    ours = set()
     for p, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]:
         full = path_str(p)
+        ours.add(full)
         if full not in theirs:
             report.fresh.append(_canonical(full))
         elif tuple(theirs[full].shape) != tuple(leaf.shape):
@@ -205,5 +207,5 @@ def load_checkpoint(spec: str, abstract_params, ema: bool = False) -> tuple[dict
         else:
             out[full] = theirs[full].astype(np.float32)
             report.loaded.append((_canonical(full), _canonical(full)))
-    report.unused = sorted(_canonical(k) for k in theirs if k not in out and k not in {m[0] for m in report.mismatched})
+    report.unused = sorted(_canonical(k) for k in theirs if k not in ours)
     return out, report
