@@ -176,6 +176,10 @@ def test_init_from_checkpoint_loads_every_matching_parameter(preempted, tmp_path
     proc = testing.run_train(tmp_path / "none", {"init.from_checkpoint": str(tmp_path / "missing")})
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: config.init.from_checkpoint="), proc.stderr[-500:]
+    proc = testing.run_train(tmp_path / "both", {"init.from_checkpoint": f"{source}:5", "init.from_npz": "x.npz"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: config.init.from_npz and config.init.from_checkpoint are both set; keep one"), proc.stderr[-500:]
 
 
 def test_plot_metrics_writes_png(preempted, tmp_path):
