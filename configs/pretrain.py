@@ -30,20 +30,20 @@ MODEL_PRESETS = {
         image_size=64, num_cameras=3, max_text_len=32, action_horizon=8, max_action_dim=14, max_state_dim=14,
         vocab_size=1024,
         vit=dict(width=128, depth=3, mlp_dim=256, num_heads=4, patch_size=16, stem=(16, 32, 64, 128),
-                 posemb_init="sincos2d"),
+                 posemb_init="sincos2d", keypoints=32),
         llm=dict(width=256, depth=3, mlp_dim=512, num_heads=4, num_kv_heads=1, head_dim=64),
         expert=dict(width=128, mlp_dim=256), readout=True, location_grid=8, location_first_id=4),
     "small": dict(
         image_size=224, num_cameras=3, max_text_len=48, action_horizon=16, max_action_dim=32, max_state_dim=32,
         vocab_size=32_000,
-        vit=dict(width=384, depth=12, mlp_dim=1536, num_heads=6, patch_size=16, stem=(), posemb_init="normal"),
+        vit=dict(width=384, depth=12, mlp_dim=1536, num_heads=6, patch_size=16, stem=(), posemb_init="normal", keypoints=0),
         llm=dict(width=1024, depth=8, mlp_dim=4096, num_heads=8, num_kv_heads=1, head_dim=128),
         expert=dict(width=512, mlp_dim=2048), readout=False, location_grid=0, location_first_id=0),
     # Published pi0: SigLIP So400m/14 @ 224, Gemma 2B backbone, Gemma-300M action expert.
     "pi0": dict(
         image_size=224, num_cameras=3, max_text_len=48, action_horizon=50, max_action_dim=32, max_state_dim=32,
         vocab_size=257_152,
-        vit=dict(width=1152, depth=27, mlp_dim=4304, num_heads=16, patch_size=14, stem=(), posemb_init="normal"),
+        vit=dict(width=1152, depth=27, mlp_dim=4304, num_heads=16, patch_size=14, stem=(), posemb_init="normal", keypoints=0),
         llm=dict(width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1, head_dim=256),
         expert=dict(width=1024, mlp_dim=4096), readout=False, location_grid=0, location_first_id=0),
 }

@@ -39,6 +39,15 @@ def flat_equal(a, b):
 
 
 # ----------------------------------------------------------------------------------------- parity
+def test_spatial_softmax_matches_jax():
+    from vla_jax.models.vit import spatial_softmax
+
+    heat = np.random.default_rng(0).normal(0.0, 3.0, (2, 6, 10, 5)).astype(np.float32)  # [N, H, W, K]
+    want = np.asarray(spatial_softmax(heat))
+    got = tp.spatial_softmax(torch.from_numpy(heat).permute(0, 3, 1, 2)).numpy()  # torch: [N, K, H, W]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 @pytest.mark.parametrize("head", ["flow", "discrete"])
 def test_parity_jax_torch_onnx(head):
     folder, report = exported(head)

@@ -25,7 +25,7 @@ TINY_MODEL = {
     "model.image_size": 32, "model.num_cameras": 2, "model.max_text_len": 16, "model.action_horizon": 4,
     "model.max_action_dim": 8, "model.max_state_dim": 9, "model.vocab_size": 512,
     "model.vit.width": 64, "model.vit.depth": 2, "model.vit.mlp_dim": 128, "model.vit.num_heads": 2,
-    "model.vit.patch_size": 8, "model.vit.stem": (),
+    "model.vit.patch_size": 8, "model.vit.stem": (), "model.vit.keypoints": 0,
     "model.llm.width": 64, "model.llm.depth": 2, "model.llm.mlp_dim": 128, "model.llm.num_heads": 4,
     "model.llm.num_kv_heads": 2, "model.llm.head_dim": 16,
     "model.expert.width": 32, "model.expert.mlp_dim": 64, "model.num_flow_steps": 5,
@@ -49,7 +49,9 @@ def train_config(head: str = "flow", **extra):
         overrides["model.action_horizon"] = 2  # 2 x 5 tokens keep the unrolled ONNX decoding graph small
         overrides["model.max_action_dim"] = 5
     else:
-        overrides["model.vit.stem"] = (8,)  # one stride-2 conv, then 4x4 patches: parity covers both ViT inputs
+        # two stride-2 convs with spatial-softmax keypoints, then 2x2 patches: parity covers both ViT inputs
+        overrides["model.vit.stem"] = (8, 8)
+        overrides["model.vit.keypoints"] = 4
     overrides.update(extra)
     config = load_config(f"{ROOT}/configs/pretrain.py:debug,head={head}", overrides)
     config.data.data_dir = data_dir()

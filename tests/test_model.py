@@ -84,6 +84,35 @@ def test_conv_stem_keeps_the_token_grid():
         make(**{"vit.stem": (8, 8, 8, 8, 8)})  # 32x downsampling does not divide the 16 px patches
 
 
+def test_spatial_softmax_keypoints():
+    import dataclasses
+
+    from vla_jax.models.vit import ViT, ViTConfig, spatial_softmax
+
+    heat = np.full((1, 4, 8, 2), -1e4, np.float32)
+    heat[0, 1, 6, 0] = heat[0, 3, 0, 1] = 0.0  # map 0 peaks at row 1, column 6; map 1 at row 3, column 0
+    xy = np.asarray(spatial_softmax(jnp.asarray(heat)))
+    cols, rows = np.linspace(-1, 1, 8), np.linspace(-1, 1, 4)
+    np.testing.assert_allclose(xy[0], [[cols[6], rows[1]], [cols[0], rows[3]]], atol=1e-6)
+
+    cfg = ViTConfig(width=32, depth=1, mlp_dim=64, num_heads=2, patch_size=16, image_size=32, stem=(8, 8, 8, 8),
+                    keypoints=4)
+    images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1.0, maxval=1.0)
+    params = nn.unbox(ViT(cfg).init(jax.random.key(0), images))
+    assert params["params"]["stem"]["keypoint_conv_w"].shape == (3, 3, 8, 4)  # from the stride-4 features
+    out = ViT(cfg).apply(params, images)
+    # the zero-initialized projection makes the keypoints a no-op at first: a model loaded without them is unchanged
+    plain = dataclasses.replace(cfg, keypoints=0)
+    shared = {"params": {k: v for k, v in params["params"].items() if k != "keypoint_proj"}}
+    shared["params"]["stem"] = {k: v for k, v in shared["params"]["stem"].items() if "keypoint" not in k}
+    np.testing.assert_allclose(ViT(plain).apply(shared, images), out, atol=1e-6)
+    proj = params["params"]["keypoint_proj"]
+    params["params"]["keypoint_proj"] = {**proj, "w": jax.random.normal(jax.random.key(2), proj["w"].shape)}
+    assert np.abs(np.asarray(ViT(cfg).apply(params, images) - out)).max() > 1e-2
+    with pytest.raises(ValueError, match=r"config\.model\.vit\.keypoints=4 needs >= 2 stem"):
+        make(**{"vit.stem": (16,), "vit.keypoints": 4})
+
+
 def test_sincos2d_position_embedding_init():
     from vla_jax.models.vit import posemb_sincos2d
 

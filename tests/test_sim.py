@@ -136,11 +136,32 @@ def test_expert_solves_all_families(embodiment):
         assert np.mean(ok) >= 0.95, (family, ok)
 
 
+def test_perturbed_demonstrations_record_the_expert_and_recover():
+    """DART: the executed actions are pushed off, the recorded ones are the expert's, and it still succeeds."""
+    spec = EMBODIMENTS["single_arm"]
+    off_path, successes = 0, []
+    for seed in range(12):
+        task = sample_task(np.random.default_rng(seed), "pick")
+        clean = collect_episode("single_arm", task, seed, spec.max_episode_steps, image_size=16)
+        pushed = collect_episode("single_arm", task, seed, spec.max_episode_steps, image_size=16, perturb=0.5)
+        assert clean["episode_metadata"]["perturb_std"] == 0.0
+        assert 0.0 <= pushed["episode_metadata"]["perturb_std"] <= 0.5 * spec.max_step
+        steps = pushed["steps"]
+        for step, nxt in zip(steps, steps[1:]):
+            moved = nxt["observation"]["state"][:3] - step["observation"]["state"][:3]
+            commanded = np.clip(step["action"][:3], -spec.max_step, spec.max_step)
+            off_path += bool(np.abs(moved - commanded).max() > 1e-3)  # 0 of ~150 steps without perturb
+        successes.append(pushed["episode_metadata"]["success"])
+        assert clean["steps"][0]["observation"]["state"].tolist() == steps[0]["observation"]["state"].tolist()
+    assert off_path >= 12  # about a quarter of the steps are pushed
+    assert np.mean(successes) >= 0.9
+
+
 def test_episode_format():
     task = sample_task(np.random.default_rng(3), "place")
     episode = collect_episode("bimanual", task, 3, 100, image_size=48)
     steps, meta = episode["steps"], episode["episode_metadata"]
-    assert meta == {"task_family": "place", "success": True, "seed": 3, "embodiment": "bimanual"}
+    assert meta == {"task_family": "place", "success": True, "seed": 3, "embodiment": "bimanual", "perturb_std": 0.0}
     assert 15 <= len(steps) < 100
     assert [s["is_first"] for s in steps] == [True] + [False] * (len(steps) - 1)
     assert [s["is_last"] for s in steps] == [False] * (len(steps) - 1) + [True]

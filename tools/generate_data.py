@@ -1,7 +1,7 @@
 """Generate the simulated tabletop TFDS datasets (RLDS robot + web VL) and the default tokenizer.
 
     python tools/generate_data.py --out_dir data/default [--episodes_per_embodiment 300] [--web_examples 2000]
-                                  [--if_missing]
+                                  [--perturb 0.5] [--if_missing]
 """
 
 import argparse
@@ -24,12 +24,15 @@ def main():
     p.add_argument("--num_workers", type=int, default=None, help="simulation processes (default: all cores)")
     p.add_argument("--vocab_size", type=int, default=generate.DEFAULT_VOCAB_SIZE)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--perturb", type=float, default=generate.DEFAULT_PERTURB,
+                   help="DART noise of the demonstrations: executed actions get pushes of up to this many max "
+                        "steps, the expert's actions are recorded (0 = clean demonstrations)")
     p.add_argument("--if_missing", action="store_true", help="keep datasets / tokenizer already complete in out_dir")
     a = p.parse_args()
     summary = generate.generate_datasets(
         a.out_dir, episodes_per_embodiment=a.episodes_per_embodiment, web_examples=a.web_examples,
         val_fraction=a.val_fraction, image_size=a.image_size, num_workers=a.num_workers, vocab_size=a.vocab_size,
-        seed=a.seed, if_missing=a.if_missing)
+        seed=a.seed, perturb=a.perturb, if_missing=a.if_missing)
     for name, seconds in summary["seconds"].items():
         print(f"[generate] {name}: {summary['datasets'][name]} in {seconds:.1f}s")
 

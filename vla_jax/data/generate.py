@@ -35,16 +35,17 @@ TOKENIZER_FILE = "tokenizer.model"
 DEFAULT_EPISODES = 2000
 DEFAULT_WEB_EXAMPLES = 8000
 DEFAULT_VOCAB_SIZE = 500
+DEFAULT_PERTURB = 0.5  # DART noise of the demonstrations (vla_jax.sim.collect_episode), docs/results.md
 _VAL_SEED_OFFSET = 5_000_000
 _DATASET_SEED_OFFSET = {"tabletop_single_arm": 0, "tabletop_bimanual": 1_000_000, WEB_DATASET: 2_000_000}
 
 
 def _robot_episode(args):
-    embodiment, index, seed, image_size, max_steps = args
+    embodiment, index, seed, image_size, max_steps, perturb = args
     from vla_jax.sim import collect_episode, sample_task
 
     task = sample_task(np.random.default_rng(seed), split="train")
-    episode = collect_episode(embodiment, task, seed=seed, max_steps=max_steps, image_size=image_size)
+    episode = collect_episode(embodiment, task, seed=seed, max_steps=max_steps, image_size=image_size, perturb=perturb)
     steps = []
     for step in episode["steps"]:
         obs = {k: (builders.jpeg_bytes(v) if k != "state" else np.asarray(v, np.float32))
@@ -59,6 +60,7 @@ def _robot_episode(args):
             "task_family": str(meta.get("task_family", task.family)),
             "success": bool(meta.get("success", False)),
             "embodiment": embodiment,
+            "perturb_std": np.float32(meta["perturb_std"]),
         },
     }
 
@@ -131,6 +133,7 @@ def generate_datasets(
     val_fraction: float = 0.1,
     image_size: int = 96,
     max_steps: int | None = None,
+    perturb: float = DEFAULT_PERTURB,
     num_workers: int | None = None,
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     if_missing: bool = False,
@@ -140,7 +143,8 @@ def generate_datasets(
 ) -> dict:
     """Writes the three tabletop datasets and the tokenizer into ``out_dir``; returns a summary dict.
 
-    With ``if_missing``, datasets (and the tokenizer) already complete in ``out_dir`` are kept as is.
+    ``perturb``: DART noise scale of the robot demonstrations (vla_jax.sim.collect_episode); the val
+    splits get the same. With ``if_missing``, datasets (and the tokenizer) already complete in ``out_dir`` are kept as is.
     """
     import tensorflow_datasets as tfds
 
@@ -177,7 +181,7 @@ def generate_datasets(
 
             def split_fn(count, offset, desc, emb_name=emb_name, steps=steps, base=base):
                 def gen():
-                    items = [(emb_name, i, base + offset + i, image_size, steps) for i in range(count)]
+                    items = [(emb_name, i, base + offset + i, image_size, steps, perturb) for i in range(count)]
                     yield from _progress(_map(pool, _robot_episode, items), count, desc, progress)
 
                 return gen
@@ -189,6 +193,7 @@ def generate_datasets(
                 "task_family": tfds.features.Text(),
                 "success": tfds.features.Scalar(dtype=np.bool_),
                 "embodiment": tfds.features.Text(),
+                "perturb_std": tfds.features.Scalar(dtype=np.float32),
             }
             features = builders.rlds_features(cams, embodiment.state_dim, embodiment.action_dim, metadata,
                                               step_texts=("target_location",))
@@ -198,7 +203,7 @@ def generate_datasets(
                 {"train": split_fn(episodes_per_embodiment, 0, f"{name}/train"),
                  "val": split_fn(n_val, _VAL_SEED_OFFSET, f"{name}/val")},
                 description=f"vla_jax.sim scripted-expert demonstrations, {emb_name} embodiment (RLDS).",
-                metadata=_robot_metadata(embodiment),
+                metadata={**_robot_metadata(embodiment), "perturb": perturb},
             )
             summary["seconds"][name] = time.perf_counter() - start
             summary["datasets"][name] = {"train": episodes_per_embodiment, "val": n_val}

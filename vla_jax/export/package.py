@@ -42,7 +42,7 @@ SUPPORTED_MODEL_FIELDS = {
     "": {"image_size", "num_cameras", "max_text_len", "action_horizon", "max_action_dim", "max_state_dim",
          "vocab_size", "vit", "llm", "expert", "action_head", "num_flow_steps", "dtype", "remat", "scan_layers",
          "readout", "location_grid", "location_first_id"},
-    "vit": {"width", "depth", "mlp_dim", "num_heads", "patch_size", "stem", "posemb_init"},
+    "vit": {"width", "depth", "mlp_dim", "num_heads", "patch_size", "stem", "posemb_init", "keypoints"},
     "llm": {"width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim"},
     "expert": {"width", "mlp_dim"},
 }

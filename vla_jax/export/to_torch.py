@@ -9,6 +9,8 @@ JAX (``params/...``, scanned: leading ``layers`` axis)  PyTorch                 
 =====================================================  ============================================  =====================
 img/stem/conv_i_{w,b} [3, 3, C_in, C]                  img.stem.i.{weight [C, C_in, 3, 3],bias}      (Conv2d) transpose
 img/stem/norm_i/{scale,bias}                            img.stem_norm.i.{weight,bias}                 -
+img/stem/keypoint_conv_{w,b} [3, 3, C_1, K]            img.keypoint_conv.{weight [K, C_1, 3, 3],bias} (Conv2d) transpose
+img/keypoint_proj/w [2K, D], b                          img.keypoint_proj.{weight,bias}               T
 img/embedding/w [q, q, C, D], b (q = p / 2^stems)       img.embedding.weight [D, C, q, q], .bias      (Conv2d) transpose
 img/pos_embedding [1, N, D]                             img.pos_embedding                             -
 img/blocks/ln_{attn,mlp}/{scale,bias}                   img.blocks.L.ln_{attn,mlp}.{weight,bias}      -
@@ -200,6 +202,11 @@ def jax_to_torch(variables: dict, cfg) -> dict[str, np.ndarray]:
         out[f"img.stem.{i}.bias"] = take(f"img/stem/conv_{i}_b")
         out[f"img.stem_norm.{i}.weight"] = take(f"img/stem/norm_{i}/scale")
         out[f"img.stem_norm.{i}.bias"] = take(f"img/stem/norm_{i}/bias")
+    if cfg.vit.keypoints:
+        out["img.keypoint_conv.weight"] = np.transpose(take("img/stem/keypoint_conv_w"), (3, 2, 0, 1))
+        out["img.keypoint_conv.bias"] = take("img/stem/keypoint_conv_b")
+        out["img.keypoint_proj.weight"] = take("img/keypoint_proj/w").T
+        out["img.keypoint_proj.bias"] = take("img/keypoint_proj/b")
     for name in LINEARS:
         if f"{name}/w" in flat:
             out[f"{name}.weight"] = take(f"{name}/w").T
@@ -240,6 +247,11 @@ def torch_to_jax(tensors: dict[str, np.ndarray], cfg) -> dict:
         flat[f"img/stem/conv_{i}_b"] = take(f"img.stem.{i}.bias")
         flat[f"img/stem/norm_{i}/scale"] = take(f"img.stem_norm.{i}.weight")
         flat[f"img/stem/norm_{i}/bias"] = take(f"img.stem_norm.{i}.bias")
+    if cfg.vit.keypoints:
+        flat["img/stem/keypoint_conv_w"] = np.transpose(take("img.keypoint_conv.weight"), (2, 3, 1, 0))
+        flat["img/stem/keypoint_conv_b"] = take("img.keypoint_conv.bias")
+        flat["img/keypoint_proj/w"] = take("img.keypoint_proj.weight").T
+        flat["img/keypoint_proj/b"] = take("img.keypoint_proj.bias")
     for name in LINEARS:
         if f"{name}.weight" in t:
             flat[f"{name}/w"] = take(f"{name}.weight").T

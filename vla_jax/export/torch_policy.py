@@ -10,7 +10,8 @@ This file is copied verbatim into every exported folder, so a robot computer wit
 It mirrors ``vla_jax/models`` op for op (the parity check in ``vla_jax/export/parity.py`` holds the two
 within 1e-4 in float32):
 
-* ViT: optional stem (stride-2 3x3 convs, each + LayerNorm over channels + ReLU), patch embedding (a
+* ViT: optional stem (stride-2 3x3 convs, each + LayerNorm over channels + ReLU), optional spatial-softmax
+  keypoints from the second stem conv's output (projected and added to every token), patch embedding (a
   strided conv), learned position embedding, pre-norm blocks with GELU(tanh) MLPs, final LayerNorm
   (eps 1e-6, computed in float32).
 * Gemma mixture of transformers: every layer has per-expert weights (suffix ``_0`` backbone, ``_1``
@@ -84,6 +85,7 @@ def check_config(cfg: dict) -> None:
     need(vit["width"] % vit["num_heads"] == 0, "vit.width must be divisible by vit.num_heads")
     need(cfg["image_size"] % vit["patch_size"] == 0, "image_size must be divisible by vit.patch_size")
     need(vit["patch_size"] % 2 ** len(vit.get("stem", ())) == 0, "vit.patch_size must be divisible by 2^len(vit.stem)")
+    need(not vit.get("keypoints", 0) or len(vit.get("stem", ())) >= 2, "vit.keypoints needs >= 2 stem convolutions")
     need(head != "discrete" or dec["vocab_size"] > NUM_BINS, f"vocab_size must exceed {NUM_BINS} (discrete head)")
     need(head == "flow" or not cfg.get("readout", False), "readout needs the flow head")
     dtype = cfg.get("torch_dtype", "float32")
@@ -201,6 +203,15 @@ class ViTBlock(nn.Module):
         return x + self.mlp_out(gelu_tanh(self.mlp_in(self.ln_mlp(x))))
 
 
+def spatial_softmax(heat: torch.Tensor) -> torch.Tensor:
+    """Heat maps [N, K, H, W] -> expected (x, y) of each map's softmax over positions, [N, K, 2] in [-1, 1]."""
+    n, k, h, w = heat.shape
+    probs = torch.softmax(heat.float().reshape(n, k, h * w), dim=-1).reshape(n, k, h, w)
+    xs = torch.linspace(-1.0, 1.0, w, device=heat.device)
+    ys = torch.linspace(-1.0, 1.0, h, device=heat.device)
+    return torch.stack([(probs.sum(2) * xs).sum(-1), (probs.sum(3) * ys).sum(-1)], dim=-1)
+
+
 class ViT(nn.Module):
     """Images [N, R, R, 3] in [-1, 1] -> patch tokens [N, (R/p)^2, width]."""
 
@@ -211,6 +222,10 @@ class ViT(nn.Module):
         self.stem = nn.ModuleList(nn.Conv2d(a, b, kernel_size=3, stride=2, padding=1)
                                   for a, b in zip(channels[:-1], channels[1:]))
         self.stem_norm = nn.ModuleList(LayerNorm(c) for c in stem)
+        self.keypoints = int(vit.get("keypoints", 0))
+        if self.keypoints:  # spatial-softmax keypoints from the stride-4 stem features, added to every token
+            self.keypoint_conv = nn.Conv2d(stem[1], self.keypoints, kernel_size=3, stride=1, padding=1)
+            self.keypoint_proj = nn.Linear(2 * self.keypoints, width)
         q = p // 2 ** len(stem)  # patch size left after the stem
         self.embedding = nn.Conv2d(channels[-1], width, kernel_size=q, stride=q)
         self.pos_embedding = nn.Parameter(torch.zeros(1, (vit["image_size"] // p) ** 2, width))
@@ -219,10 +234,15 @@ class ViT(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).to(self.embedding.weight.dtype)  # [N, 3, R, R]
-        for conv, norm in zip(self.stem, self.stem_norm):
+        points = None
+        for i, (conv, norm) in enumerate(zip(self.stem, self.stem_norm)):
             x = torch.relu(norm(conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+            if i == 1 and self.keypoints:
+                points = spatial_softmax(self.keypoint_conv(x))  # [N, K, 2]
         x = self.embedding(x)  # [N, D, R/p, R/p]
         x = x.flatten(2).transpose(1, 2) + self.pos_embedding.to(x.dtype)
+        if points is not None:
+            x = x + self.keypoint_proj(points.flatten(1).to(x.dtype))[:, None, :]
         for block in self.blocks:
             x = block(x)
         return self.ln_final(x)

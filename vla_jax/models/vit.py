@@ -10,6 +10,14 @@ Position embedding: learned, initialized either N(0, 0.02) (``posemb_init="norma
 SigLIP weights) or with the fixed 2-D sin-cos table of "Better plain ViT baselines" (``"sincos2d"``),
 whose entries are as large as the patch embeddings', so a model trained from scratch knows where each
 token is from the first step instead of having to grow a 50x smaller random embedding first.
+
+Optional spatial-softmax keypoints (``keypoints`` = K > 0; Levine et al. 2016 "End-to-end training of
+deep visuomotor policies", robomimic's and Diffusion Policy's image encoders): a 3x3 convolution of the
+stem's stride-4 feature map gives K heat maps; the softmax over positions of each gives its expected
+(x, y) in [-1, 1]. The 2K coordinates, projected to the width (zero-initialized, so a model loaded
+without them starts unchanged), are added to every token of the image. A token stands for a 16 x 16
+pixel patch; the keypoints say where inside it a color or shape is, at the sub-patch precision a
+grasp needs.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ class ViTConfig:
     image_size: int
     stem: tuple[int, ...] = ()  # output channels of the stride-2 stem convolutions; () = plain patchify
     posemb_init: str = "normal"  # "normal" (N(0, 0.02)) | "sincos2d" (see the module doc)
+    keypoints: int = 0  # spatial-softmax keypoints from the stem's stride-4 features (needs >= 2 stem convs)
     dtype: str = "float32"
     remat: str = "none"
     scan: bool = True
@@ -87,22 +96,39 @@ def posemb_sincos2d(key, shape: tuple[int, int, int], dtype=jnp.float32, tempera
     return jnp.concatenate([jnp.sin(x), jnp.cos(x), jnp.sin(y), jnp.cos(y)], axis=1)[None].astype(dtype)
 
 
+def _conv3x3(module: nn.Module, name: str, x: jax.Array, features: int, stride: int, dtype) -> jax.Array:
+    """3x3 convolution with padding 1: [N, H, W, C] -> [N, H / stride, W / stride, features]."""
+    w = param(module, f"{name}_w", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], features), (None,) * 4)
+    b = param(module, f"{name}_b", nn.initializers.zeros, (features,), (None,))
+    return jax.lax.conv_general_dilated(x.astype(dtype), w.astype(dtype), (stride, stride), ((1, 1), (1, 1)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + b.astype(dtype)
+
+
+def spatial_softmax(heat: jax.Array) -> jax.Array:
+    """heat maps [N, H, W, K] -> expected (x, y) of each map's softmax over positions, [N, K, 2] in [-1, 1]."""
+    n, h, w, k = heat.shape
+    probs = jax.nn.softmax(heat.astype(jnp.float32).reshape(n, h * w, k), axis=1).reshape(n, h, w, k)
+    xs, ys = jnp.linspace(-1.0, 1.0, w), jnp.linspace(-1.0, 1.0, h)
+    return jnp.stack([jnp.einsum("nhwk,w->nk", probs, xs), jnp.einsum("nhwk,h->nk", probs, ys)], axis=-1)
+
+
 class ConvStem(nn.Module):
-    """images [N, R, R, 3] -> features [N, R / 2^k, R / 2^k, features[-1]] (k = len(features))."""
+    """images [N, R, R, 3] -> (features [N, R / 2^k, R / 2^k, features[-1]] (k = len(features)),
+    keypoints [N, K, 2] or None)."""
 
     features: tuple[int, ...]
+    keypoints: int = 0
     dtype: str = "float32"
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
         dtype = jnp.dtype(self.dtype)
+        points = None
         for i, f in enumerate(self.features):
-            w = param(self, f"conv_{i}_w", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], f), (None, None, None, None))
-            b = param(self, f"conv_{i}_b", nn.initializers.zeros, (f,), (None,))
-            x = jax.lax.conv_general_dilated(x.astype(dtype), w.astype(dtype), (2, 2), ((1, 1), (1, 1)),
-                                             dimension_numbers=("NHWC", "HWIO", "NHWC")) + b.astype(dtype)
-            x = nn.relu(LayerNorm(name=f"norm_{i}")(x))
-        return x
+            x = nn.relu(LayerNorm(name=f"norm_{i}")(_conv3x3(self, f"conv_{i}", x, f, 2, dtype)))
+            if i == 1 and self.keypoints:
+                points = spatial_softmax(_conv3x3(self, "keypoint_conv", x, self.keypoints, 1, dtype))
+        return x, points
 
 
 class ViT(nn.Module):
@@ -113,7 +139,10 @@ class ViT(nn.Module):
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
         cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
-        x = ConvStem(cfg.stem, cfg.dtype, name="stem")(images) if cfg.stem else images
+        points = None
+        x = images
+        if cfg.stem:
+            x, points = ConvStem(cfg.stem, cfg.keypoints, cfg.dtype, name="stem")(images)
         p = cfg.patch_size // 2 ** len(cfg.stem)
         n, r, ch = x.shape[0], x.shape[1], x.shape[-1]
         patches = x.reshape(n, r // p, p, r // p, p, ch).transpose(0, 1, 3, 2, 4, 5)
@@ -124,6 +153,10 @@ class ViT(nn.Module):
         pos = param(self, "pos_embedding", init, (1, cfg.num_patches, cfg.width),
                     (None, None, "embed"))
         x = x + pos.astype(dtype)
+        if points is not None:
+            kp = Einsum((cfg.keypoints * 2, cfg.width), (None, "embed"), bias_axes=("embed",), dtype=dtype,
+                        init=nn.initializers.zeros, name="keypoint_proj")("nk,kd->nd", points.reshape(n, -1))
+            x = x + kp[:, None, :]
         block = maybe_remat(EncoderBlock, cfg.remat)
         if cfg.scan:
             x, _ = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},

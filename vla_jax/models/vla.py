@@ -89,6 +89,10 @@ def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
     need(model.vit.patch_size % 2 ** len(stem) == 0 and all(f >= 1 for f in stem),
          f"config.model.vit.stem={stem}: {len(stem)} stride-2 convolutions need config.model.vit.patch_size="
          f"{model.vit.patch_size} divisible by {2 ** len(stem)} and positive channel counts")
+    keypoints = int(model.vit.get("keypoints", 0))
+    need(keypoints >= 0 and (keypoints == 0 or len(stem) >= 2),
+         f"config.model.vit.keypoints={keypoints} needs >= 2 stem convolutions (they come from the stride-4 "
+         f"features; config.model.vit.stem={stem}); set keypoints=0 or add stem layers")
     posemb_init = str(model.vit.get("posemb_init", "normal"))
     need(posemb_init in POSEMB_INITS, f"config.model.vit.posemb_init={posemb_init!r} must be one of {POSEMB_INITS}")
     need(posemb_init != "sincos2d" or model.vit.width % 4 == 0,
@@ -122,7 +126,8 @@ def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
     return VLAConfig(
         vit=ViTConfig(width=model.vit.width, depth=model.vit.depth, mlp_dim=model.vit.mlp_dim,
                       num_heads=model.vit.num_heads, patch_size=model.vit.patch_size,
-                      image_size=model.image_size, stem=stem, posemb_init=posemb_init, **common),
+                      image_size=model.image_size, stem=stem, posemb_init=posemb_init, keypoints=keypoints,
+                      **common),
         decoder=DecoderConfig(experts=tuple(experts), depth=model.llm.depth, num_heads=model.llm.num_heads,
                               num_kv_heads=model.llm.num_kv_heads, head_dim=model.llm.head_dim,
                               vocab_size=model.vocab_size, **common),
