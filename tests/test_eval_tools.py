@@ -250,6 +250,8 @@ def test_evaluate_tool_one_line_errors(trained, tmp_path, capsys):
     assert "no checkpoint in" in capsys.readouterr().err
     assert tool.main([f"--workdir={trained}", "--tasks=fly"]) == 2
     assert "unknown 'fly'" in capsys.readouterr().err
+    assert tool.main([f"--workdir={trained}", "--num_samples=0"]) == 2
+    assert "--num_samples=0 must be >= 1" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- training hook

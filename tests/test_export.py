@@ -105,6 +105,29 @@ def test_flow_num_steps_and_kv_cache():
     assert np.abs(four - parity.torch_actions(policy, inputs, num_steps=10)).max() > 1e-3
 
 
+def test_keypoint_parity_with_large_random_weights():
+    """The instruction-conditioned keypoints start at zero; with random weights they change the actions a lot,
+    and PyTorch still matches JAX."""
+    import flax
+
+    folder, _ = exported("flow")
+    _, saved = make_run("flow")
+    cfg = model_cfg("flow")
+    assert cfg.vit.keypoints
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(saved["params"]), sep="/")
+    rng = np.random.default_rng(0)
+    for key in [k for k in flat if "keypoint" in k]:
+        flat[key] = rng.normal(0.0, 0.5, np.shape(flat[key])).astype(np.float32)
+    params = flax.traverse_util.unflatten_dict(flat, sep="/")
+    policy = tp.VLAPolicy.from_pretrained(folder)
+    tensors = to_torch.jax_to_torch(params, cfg)
+    policy.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()})
+    inputs = parity.make_inputs(cfg, 3, seed=8)
+    ref = parity.jax_actions(cfg, params, inputs)
+    assert np.abs(ref - parity.jax_actions(cfg, saved["params"], inputs)).max() > 0.1
+    assert np.abs(parity.torch_actions(policy, inputs) - ref).max() <= TOL
+
+
 # ----------------------------------------------------------------------------------------- no JAX
 BLOCKER = textwrap.dedent("""
     import sys

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from vla_jax.batch import random_batch
+from vla_jax.batch import OBSERVATION_KEYS, random_batch
 from vla_jax.config import ConfigError, load_config
 from vla_jax.models import action_tokens, summary, vla
 
@@ -109,8 +109,61 @@ def test_spatial_softmax_keypoints():
     proj = params["params"]["keypoint_proj"]
     params["params"]["keypoint_proj"] = {**proj, "w": jax.random.normal(jax.random.key(2), proj["w"].shape)}
     assert np.abs(np.asarray(ViT(cfg).apply(params, images) - out)).max() > 1e-2
+    # conditioned on an instruction vector: zero-initialized filters first, then a different vector -> other output
+    cond = jax.random.normal(jax.random.key(3), (2, 16))
+    cparams = nn.unbox(ViT(cfg).init(jax.random.key(0), images, cond))
+    assert cparams["params"]["stem"]["keypoint_query"].shape == (16, 8, 4)
+    cparams["params"]["keypoint_proj"] = params["params"]["keypoint_proj"]
+    before = ViT(cfg).apply(cparams, images, cond)
+    q = cparams["params"]["stem"]["keypoint_query"]
+    cparams["params"]["stem"]["keypoint_query"] = jax.random.normal(jax.random.key(4), q.shape)
+    after = ViT(cfg).apply(cparams, images, cond)
+    assert np.abs(np.asarray(after - before)).max() > 1e-2
+    assert np.abs(np.asarray(ViT(cfg).apply(cparams, images, -cond) - after)).max() > 1e-2
     with pytest.raises(ValueError, match=r"config\.model\.vit\.keypoints=4 needs >= 2 stem"):
         make(**{"vit.stem": (16,), "vit.keypoints": 4})
+
+
+def test_sampler_averages_independent_flow_samples():
+    from vla_jax.eval.policies import make_sampler
+
+    cfg, model, params, batch = init()
+    obs = {k: batch[k] for k in OBSERVATION_KEYS}
+    key = jax.random.fold_in(jax.random.PRNGKey(3), 0)  # the sampler's first call
+    single = make_sampler(model, params, seed=3)(obs)
+    np.testing.assert_allclose(single, vla.sample(model, params, obs, key), atol=1e-6)
+    mean = make_sampler(model, params, seed=3, num_samples=3)(obs)
+    parts = [vla.sample(model, params, obs, k) for k in jax.random.split(key, 3)]
+    np.testing.assert_allclose(mean, np.mean(parts, axis=0), atol=1e-5)
+    assert np.abs(np.asarray(parts[0]) - np.asarray(parts[1])).max() > 1e-2  # the samples differ: a real average
+    with pytest.raises(ValueError, match="num_samples=0"):
+        make_sampler(model, params, num_samples=0)
+
+
+def test_keypoints_read_the_prompt_not_the_answer():
+    """The instruction conditions the image tokens (keypoints); answer tokens (grounding targets) must not."""
+    import flax
+
+    cfg, model, params, batch = init()
+    assert cfg.vit.keypoints
+    flat = flax.traverse_util.flatten_dict(nn.unbox(params), sep="/")
+    rng = np.random.default_rng(0)
+    for key in [k for k in flat if "keypoint" in k]:
+        flat[key] = rng.normal(0.0, 0.5, np.shape(flat[key])).astype(np.float32)
+    params = flax.traverse_util.unflatten_dict(flat, sep="/")
+    n_img = cfg.num_cameras * cfg.vit.num_patches
+
+    def image_tokens(b):
+        return np.asarray(model.apply(params, b, method=vla.VLA.embed_prefix)[0][:, :n_img])
+
+    base = image_tokens(batch)
+    answer = np.asarray(batch["token_mask"] & batch["token_ar"])
+    prompt = np.asarray(batch["token_mask"] & ~batch["token_ar"])
+    assert answer.any() and prompt.any()
+    other = np.where(answer, (np.asarray(batch["tokens"]) + 7) % cfg.decoder.vocab_size, batch["tokens"])
+    np.testing.assert_array_equal(image_tokens({**batch, "tokens": other}), base)
+    other = np.where(prompt, (np.asarray(batch["tokens"]) + 7) % cfg.decoder.vocab_size, batch["tokens"])
+    assert np.abs(image_tokens({**batch, "tokens": other}) - base).max() > 1e-3
 
 
 def test_sincos2d_position_embedding_init():

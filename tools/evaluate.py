@@ -29,6 +29,8 @@ def parse(argv):
     p.add_argument("--embodiments", default="all", help="all | comma list of single_arm, bimanual")
     p.add_argument("--splits", default="train,heldout_combo,heldout_paraphrase", help="comma list of splits")
     p.add_argument("--execute_steps", type=int, default=None, help="actions executed per chunk (default: all)")
+    p.add_argument("--num_samples", type=int, default=1,
+                   help="flow samples averaged into each chunk (1: a single sample, as trained)")
     p.add_argument("--max_steps", type=int, default=None, help="episode step limit (default: the embodiment's)")
     p.add_argument("--baselines", action="store_true", help="also evaluate expert, random and mean-action policies")
     p.add_argument("--out", default=None, help="output directory (default: <workdir>/eval/<step>)")
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
         evaluate_checkpoint(
             args.workdir, step=args.step, ema=args.ema, episodes=args.episodes, families=args.tasks,
             embodiments=args.embodiments, splits=args.splits, execute_steps=args.execute_steps,
-            max_steps=args.max_steps, baselines=args.baselines, out=args.out, seed=args.seed,
+            max_steps=args.max_steps, num_samples=args.num_samples, baselines=args.baselines, out=args.out, seed=args.seed,
             num_envs=args.num_envs, image_size=args.image_size, record=args.record,
             offline_batches=None if args.offline_batches < 0 else args.offline_batches,
             grounding_scenes=args.grounding_scenes, data_dir=args.data_dir,

@@ -39,7 +39,7 @@ RESULT_FILE = "ablation.json"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EVAL_DEFAULTS = dict(episodes=20, seed=0, families="all", embodiments="all",
                      splits="train,heldout_combo,heldout_paraphrase", execute_steps=0, max_steps=0,
-                     offline_batches=8, ema=False, num_envs=16, image_size=96, record=1, baselines=False)
+                     num_samples=1, offline_batches=8, ema=False, num_envs=16, image_size=96, record=1, baselines=False)
 
 
 class AblateError(ValueError):
@@ -208,7 +208,8 @@ def _evaluate(sweep: Sweep, name: str, out: str, step: int, log) -> dict:
     payload = evaluate_checkpoint(
         workdir, step=step, ema=bool(e["ema"]), episodes=int(e["episodes"]), families=e["families"],
         embodiments=e["embodiments"], splits=e["splits"], execute_steps=int(e["execute_steps"]) or None,
-        max_steps=int(e["max_steps"]) or None, baselines=bool(e["baselines"]), seed=int(e["seed"]),
+        max_steps=int(e["max_steps"]) or None, num_samples=int(e["num_samples"]), baselines=bool(e["baselines"]),
+        seed=int(e["seed"]),
         num_envs=int(e["num_envs"]), image_size=int(e["image_size"]), record=int(e["record"]),
         offline_batches=int(e["offline_batches"]), log=lambda *a: None)
     summary = _summary(sweep, name, out, step, payload)

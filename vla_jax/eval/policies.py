@@ -226,16 +226,30 @@ class ModelPolicy:
 class make_sampler:  # noqa: N801 (used like a function)
     """``predict`` for :class:`ModelPolicy` from a vla_jax.models.vla model: jitted ``vla.sample``
     with a fresh noise key per call, folded from ``seed`` and a call counter that ``reset`` rewinds,
-    so an evaluation is reproducible."""
+    so an evaluation is reproducible.
 
-    def __init__(self, model, params, seed: int = 0):
+    ``num_samples`` > 1 returns the mean of that many flow samples (independent noise keys split from
+    the call's key): an estimate of the conditional mean chunk, which trades the diversity of single
+    samples for less scatter where the policy is unsure (docs/evaluation.md). The discrete head decodes
+    greedily, so its samples are identical.
+    """
+
+    def __init__(self, model, params, seed: int = 0, num_samples: int = 1):
         import jax
 
         from vla_jax.models import vla
 
+        if num_samples < 1:
+            raise ValueError(f"num_samples={num_samples} must be >= 1")
+
+        def predict(p, obs, rng):
+            if num_samples == 1:
+                return vla.sample(model, p, obs, rng)
+            return jax.vmap(lambda key: vla.sample(model, p, obs, key))(jax.random.split(rng, num_samples)).mean(0)
+
         self._jax = jax
         self._key = jax.random.PRNGKey(seed)
-        self._fn = jax.jit(lambda p, obs, rng: vla.sample(model, p, obs, rng))
+        self._fn = jax.jit(predict)
         self.params = params
         self.calls = 0
 
@@ -252,11 +266,11 @@ DEFAULT_DATASETS = {"single_arm": "tabletop_single_arm", "bimanual": "tabletop_b
 
 
 def make_model_policy(config, model, params, *, datasets: Mapping[str, str] | None = None, seed: int = 0,
-                      name: str = "model") -> ModelPolicy:
+                      num_samples: int = 1, name: str = "model") -> ModelPolicy:
     """The model as a policy, with the training preprocessing and normalization of ``config``
     (vla_jax.data.policy.make_policy_io) for each embodiment's dataset (default: the tabletop ones)."""
     from vla_jax.data.policy import make_policy_io
 
     datasets = dict(DEFAULT_DATASETS if datasets is None else datasets)
     ios = {emb: make_policy_io(config, ds) for emb, ds in datasets.items()}
-    return ModelPolicy.from_policy_io(make_sampler(model, params, seed), ios, name=name)
+    return ModelPolicy.from_policy_io(make_sampler(model, params, seed, num_samples), ios, name=name)

@@ -148,6 +148,7 @@ def evaluate_checkpoint(
     splits=SPLITS,
     execute_steps: int | None = None,
     max_steps: int | None = None,
+    num_samples: int = 1,
     baselines: bool = False,
     out: str | None = None,
     seed: int = 0,
@@ -166,6 +167,7 @@ def evaluate_checkpoint(
     the offline metrics, None uses the whole validation splits. ``grounding_scenes``: fresh scenes per
     (embodiment, family) for the first-frame grounding probe (vla_jax/eval/grounding.py; 0 skips it).
     ``data_dir`` replaces the saved ``config.data.data_dir`` (runs trained from another working directory).
+    ``num_samples``: flow samples averaged per chunk (vla_jax.eval.policies.make_sampler).
     """
     from vla_jax.data.errors import DataError
     from vla_jax.data.policy import make_policy_io
@@ -183,6 +185,8 @@ def evaluate_checkpoint(
         raise EvalError(f"--episodes={episodes} must be >= 1")
     if execute_steps is not None and execute_steps < 1:
         raise EvalError(f"--execute_steps={execute_steps} must be >= 1")
+    if num_samples < 1:
+        raise EvalError(f"--num_samples={num_samples} must be >= 1")
     t0 = time.perf_counter()
     ck = load_params(workdir, step, ema)  # ExportError (one line) for missing checkpoints / steps / EMA
     config = _config_dict(ck.config, data_dir)
@@ -215,7 +219,7 @@ def evaluate_checkpoint(
         ios = {e: make_policy_io(config, name) for e, name in datasets.items()}  # as make_model_policy
         for e, name in datasets.items():
             _check_stats(ck.norm_stats, ios[e], name, log)
-        policy = ModelPolicy.from_policy_io(make_sampler(model, ck.params, seed), ios, name="model")
+        policy = ModelPolicy.from_policy_io(make_sampler(model, ck.params, seed, num_samples), ios, name="model")
         results = {"model": evaluate(policy, record=record, **kwargs)}
         log(f"[eval] model: {results['model'].timing['wall_s']:.1f}s")
         if baselines:
@@ -255,6 +259,7 @@ def evaluate_checkpoint(
                     "mixture": {k: float(v) for k, v in config.data.mixture.items()}},
         eval_settings={"episodes": episodes, "families": list(families), "embodiments": list(chosen),
                        "splits": list(splits), "seed": seed, "execute_steps": execute_steps, "max_steps": max_steps,
+                       "num_samples": num_samples,
                        "offline_batches": offline_batches, "baselines": baselines,
                        "grounding_scenes": grounding_scenes},
         offline=offline, grounding=grounding)
@@ -307,6 +312,8 @@ class PeriodicEvaluator:
             raise ConfigError(str(err)) from None
         if self.every < 0 or int(e.episodes) < 0 or int(e.offline_batches) < 0:
             raise ConfigError("config.eval.every, config.eval.episodes and config.eval.offline_batches must be >= 0")
+        if int(e.get("num_samples", 1)) < 1:
+            raise ConfigError(f"config.eval.num_samples={e.num_samples} must be >= 1 (flow samples averaged per chunk)")
         self.episodes = int(e.episodes)
         self.use_ema = bool(e.ema)
         self.kwargs = dict(families=self.families, episodes_per_cell=self.episodes, split=self.splits,
@@ -322,7 +329,8 @@ class PeriodicEvaluator:
             from vla_jax.eval.policies import make_model_policy
 
             self.policy = make_model_policy(config, model, None, datasets={x: available[x] for x in self.embodiments},
-                                            seed=int(e.seed), name="model")
+                                            seed=int(e.seed), num_samples=int(e.get("num_samples", 1)),
+                                            name="model")
         elif self.episodes:
             log("eval: no simulator dataset in config.data.datasets; closed-loop evaluation is off")
         if int(e.offline_batches) and not synthetic:

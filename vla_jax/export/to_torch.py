@@ -10,6 +10,7 @@ JAX (``params/...``, scanned: leading ``layers`` axis)  PyTorch                 
 img/stem/conv_i_{w,b} [3, 3, C_in, C]                  img.stem.i.{weight [C, C_in, 3, 3],bias}      (Conv2d) transpose
 img/stem/norm_i/{scale,bias}                            img.stem_norm.i.{weight,bias}                 -
 img/stem/keypoint_conv_{w,b} [3, 3, C_1, K]            img.keypoint_conv.{weight [K, C_1, 3, 3],bias} (Conv2d) transpose
+img/stem/keypoint_query [E, C_1, K]                     img.keypoint_query.weight [C_1 K, E]          reshape + T
 img/keypoint_proj/w [2K, D], b                          img.keypoint_proj.{weight,bias}               T
 img/embedding/w [q, q, C, D], b (q = p / 2^stems)       img.embedding.weight [D, C, q, q], .bias      (Conv2d) transpose
 img/pos_embedding [1, N, D]                             img.pos_embedding                             -
@@ -205,6 +206,8 @@ def jax_to_torch(variables: dict, cfg) -> dict[str, np.ndarray]:
     if cfg.vit.keypoints:
         out["img.keypoint_conv.weight"] = np.transpose(take("img/stem/keypoint_conv_w"), (3, 2, 0, 1))
         out["img.keypoint_conv.bias"] = take("img/stem/keypoint_conv_b")
+        q = take("img/stem/keypoint_query")
+        out["img.keypoint_query.weight"] = q.reshape(q.shape[0], -1).T
         out["img.keypoint_proj.weight"] = take("img/keypoint_proj/w").T
         out["img.keypoint_proj.bias"] = take("img/keypoint_proj/b")
     for name in LINEARS:
@@ -250,6 +253,8 @@ def torch_to_jax(tensors: dict[str, np.ndarray], cfg) -> dict:
     if cfg.vit.keypoints:
         flat["img/stem/keypoint_conv_w"] = np.transpose(take("img.keypoint_conv.weight"), (2, 3, 1, 0))
         flat["img/stem/keypoint_conv_b"] = take("img.keypoint_conv.bias")
+        flat["img/stem/keypoint_query"] = take("img.keypoint_query.weight").T.reshape(
+            -1, cfg.vit.stem[1], cfg.vit.keypoints)
         flat["img/keypoint_proj/w"] = take("img.keypoint_proj.weight").T
         flat["img/keypoint_proj/b"] = take("img.keypoint_proj.bias")
     for name in LINEARS:

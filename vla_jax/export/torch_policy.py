@@ -11,7 +11,8 @@ It mirrors ``vla_jax/models`` op for op (the parity check in ``vla_jax/export/pa
 within 1e-4 in float32):
 
 * ViT: optional stem (stride-2 3x3 convs, each + LayerNorm over channels + ReLU), optional spatial-softmax
-  keypoints from the second stem conv's output (projected and added to every token), patch embedding (a
+  keypoints from the second stem conv's output, their heat maps conditioned on the instruction (mean
+  prompt embedding at unit RMS -> per-image 1x1 filters), projected and added to every token; patch embedding (a
   strided conv), learned position embedding, pre-norm blocks with GELU(tanh) MLPs, final LayerNorm
   (eps 1e-6, computed in float32).
 * Gemma mixture of transformers: every layer has per-expert weights (suffix ``_0`` backbone, ``_1``
@@ -215,7 +216,7 @@ def spatial_softmax(heat: torch.Tensor) -> torch.Tensor:
 class ViT(nn.Module):
     """Images [N, R, R, 3] in [-1, 1] -> patch tokens [N, (R/p)^2, width]."""
 
-    def __init__(self, vit: dict):
+    def __init__(self, vit: dict, cond_dim: int = 0):
         super().__init__()
         width, p, stem = vit["width"], vit["patch_size"], list(vit.get("stem", ()))
         channels = [3] + stem
@@ -225,6 +226,8 @@ class ViT(nn.Module):
         self.keypoints = int(vit.get("keypoints", 0))
         if self.keypoints:  # spatial-softmax keypoints from the stride-4 stem features, added to every token
             self.keypoint_conv = nn.Conv2d(stem[1], self.keypoints, kernel_size=3, stride=1, padding=1)
+            # instruction-conditioned 1x1 filters: cond [N, E] -> [N, C_1, K]
+            self.keypoint_query = nn.Linear(cond_dim, stem[1] * self.keypoints, bias=False)
             self.keypoint_proj = nn.Linear(2 * self.keypoints, width)
         q = p // 2 ** len(stem)  # patch size left after the stem
         self.embedding = nn.Conv2d(channels[-1], width, kernel_size=q, stride=q)
@@ -232,13 +235,16 @@ class ViT(nn.Module):
         self.blocks = nn.ModuleList(ViTBlock(width, vit["mlp_dim"], vit["num_heads"]) for _ in range(vit["depth"]))
         self.ln_final = LayerNorm(width)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``cond`` [N, E]: the instruction vector that conditions the keypoints (needed when they are on)."""
         x = images.permute(0, 3, 1, 2).to(self.embedding.weight.dtype)  # [N, 3, R, R]
         points = None
         for i, (conv, norm) in enumerate(zip(self.stem, self.stem_norm)):
             x = torch.relu(norm(conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
             if i == 1 and self.keypoints:
-                points = spatial_softmax(self.keypoint_conv(x))  # [N, K, 2]
+                filters = self.keypoint_query(cond.to(x.dtype)).reshape(x.shape[0], x.shape[1], self.keypoints)
+                heat = self.keypoint_conv(x) + torch.einsum("nchw,nck->nkhw", x, filters)
+                points = spatial_softmax(heat)  # [N, K, 2]
         x = self.embedding(x)  # [N, D, R/p, R/p]
         x = x.flatten(2).transpose(1, 2) + self.pos_embedding.to(x.dtype)
         if points is not None:
@@ -347,7 +353,7 @@ class VLAPolicy(nn.Module):
         self.action_head = c["action_head"]
         self.compute_dtype = dtype or DTYPES[c.get("torch_dtype", "float32")]
         width = c["decoder"]["experts"][0]["width"]
-        self.img = ViT({**c["vit"], "image_size": c["image_size"]})
+        self.img = ViT({**c["vit"], "image_size": c["image_size"]}, cond_dim=width)
         self.img_proj = nn.Linear(c["vit"]["width"], width)
         self.llm = Decoder(c["decoder"])
         if self.action_head == "flow":
@@ -390,7 +396,13 @@ class VLAPolicy(nn.Module):
     def embed_prefix(self, images, image_mask, tokens, token_mask, state):
         """Image tokens (+ state token, discrete head) + text tokens -> tokens [B, P, D], mask, ar [B, P]."""
         b, cams = images.shape[0], images.shape[1]
-        x = self.img(images.reshape(-1, *images.shape[2:]))
+        text = self.llm.embed(tokens).to(self.compute_dtype)
+        cond = None
+        if self.img.keypoints:  # the mean prompt embedding, unit RMS, conditions the keypoints
+            m = token_mask.float()[..., None]
+            v = (text.float() * m).sum(1) / m.sum(1).clamp(min=1.0)
+            cond = (v * torch.rsqrt((v * v).mean(-1, keepdim=True) + 1e-6)).repeat_interleave(cams, dim=0)
+        x = self.img(images.reshape(-1, *images.shape[2:]), cond)
         x = self.img_proj(x)
         n = x.shape[1]
         x = x.reshape(b, cams, n, x.shape[-1])
@@ -405,7 +417,7 @@ class VLAPolicy(nn.Module):
         if self.action_head == "discrete":
             parts.append(self.state_proj(state.to(self.compute_dtype))[:, None])
             masks.append(torch.ones_like(image_mask[:, :1]))
-        parts.append(self.llm.embed(tokens).to(self.compute_dtype))
+        parts.append(text)
         masks.append(token_mask)
         mask = torch.cat(masks, dim=1)
         return torch.cat(parts, dim=1), mask, torch.zeros_like(mask)

@@ -14,10 +14,13 @@ token is from the first step instead of having to grow a 50x smaller random embe
 Optional spatial-softmax keypoints (``keypoints`` = K > 0; Levine et al. 2016 "End-to-end training of
 deep visuomotor policies", robomimic's and Diffusion Policy's image encoders): a 3x3 convolution of the
 stem's stride-4 feature map gives K heat maps; the softmax over positions of each gives its expected
-(x, y) in [-1, 1]. The 2K coordinates, projected to the width (zero-initialized, so a model loaded
-without them starts unchanged), are added to every token of the image. A token stands for a 16 x 16
-pixel patch; the keypoints say where inside it a color or shape is, at the sub-patch precision a
-grasp needs.
+(x, y) in [-1, 1]. With a conditioning vector ``cond`` [N, E] (the VLA passes the instruction's mean
+token embedding) each heat map also gets ``sum_c feature_c * q_ck(cond)``, a per-image 1x1 filter
+computed from the instruction (FiLM-like, as RT-1 conditions its image encoder), so a keypoint can be
+"where the named object is". The 2K coordinates, projected to the width, are added to every token of
+the image. ``q`` and the projection start at zero, so a model loaded without them starts unchanged.
+A token stands for a 16 x 16 pixel patch; the keypoints say where inside it a color or shape is, at the
+sub-patch precision a grasp needs.
 """
 
 from __future__ import annotations
@@ -121,28 +124,36 @@ class ConvStem(nn.Module):
     dtype: str = "float32"
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+    def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
+        """x [N, R, R, 3]; cond [N, E] or None (conditions the keypoint heat maps)."""
         dtype = jnp.dtype(self.dtype)
         points = None
         for i, f in enumerate(self.features):
             x = nn.relu(LayerNorm(name=f"norm_{i}")(_conv3x3(self, f"conv_{i}", x, f, 2, dtype)))
             if i == 1 and self.keypoints:
-                points = spatial_softmax(_conv3x3(self, "keypoint_conv", x, self.keypoints, 1, dtype))
+                heat = _conv3x3(self, "keypoint_conv", x, self.keypoints, 1, dtype)
+                if cond is not None:
+                    q = param(self, "keypoint_query", nn.initializers.zeros,
+                              (cond.shape[-1], x.shape[-1], self.keypoints), (None, None, None))
+                    filters = jnp.einsum("ne,eck->nck", cond.astype(dtype), q.astype(dtype))
+                    heat = heat + jnp.einsum("nhwc,nck->nhwk", x, filters)
+                points = spatial_softmax(heat)
         return x, points
 
 
 class ViT(nn.Module):
-    """Encodes images [N, R, R, 3] in [-1, 1] to patch tokens [N, (R/p)^2, width] (with or without a stem)."""
+    """Encodes images [N, R, R, 3] in [-1, 1] to patch tokens [N, (R/p)^2, width] (with or without a stem);
+    ``cond`` [N, E] conditions the keypoints (see the module doc)."""
 
     cfg: ViTConfig
 
     @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def __call__(self, images: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
         points = None
         x = images
         if cfg.stem:
-            x, points = ConvStem(cfg.stem, cfg.keypoints, cfg.dtype, name="stem")(images)
+            x, points = ConvStem(cfg.stem, cfg.keypoints, cfg.dtype, name="stem")(images, cond)
         p = cfg.patch_size // 2 ** len(cfg.stem)
         n, r, ch = x.shape[0], x.shape[1], x.shape[-1]
         patches = x.reshape(n, r // p, p, r // p, p, ch).transpose(0, 1, 3, 2, 4, 5)

@@ -137,6 +137,14 @@ def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
         num_flow_steps=model.num_flow_steps, readout=readout, location_grid=grid, location_first_id=first)
 
 
+def instruction_vector(text: jax.Array, prompt: jax.Array) -> jax.Array:
+    """Embedded tokens [B, L, D] and the prompt's mask [B, L] (answers excluded) -> [B, D]: the mean prompt
+    embedding scaled to unit RMS (float32)."""
+    m = prompt.astype(jnp.float32)[..., None]
+    v = (text.astype(jnp.float32) * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+    return v * jax.lax.rsqrt(jnp.mean(v * v, axis=-1, keepdims=True) + 1e-6)
+
+
 def location_weights(patch_grid: int, location_grid: int) -> np.ndarray:
     """float32 [patch_grid^2, location_grid^2]: row t averages the location cells whose centers fall in
     image token t (row-major both), so token t gets the mean embedding of "its" ``<locRC>`` tokens."""
@@ -221,7 +229,12 @@ class VLA(nn.Module):
         c = self.cfg
         images = obs["images"]
         b, cams = images.shape[:2]
-        x = self.img(images.reshape(b * cams, *images.shape[2:]))
+        text = self.llm.embed(obs["tokens"])
+        cond = None
+        if c.vit.keypoints:  # the instruction conditions the keypoints: its mean (RMS-normalized) token embedding
+            prompt = obs["token_mask"] & ~obs.get("token_ar", jnp.zeros_like(obs["token_mask"]))
+            cond = jnp.repeat(instruction_vector(text, prompt), cams, axis=0)
+        x = self.img(images.reshape(b * cams, *images.shape[2:]), cond)
         x = self.img_proj("bnd,de->bne", x)
         n = x.shape[1]
         x = x.reshape(b, cams, n, -1)
@@ -234,7 +247,7 @@ class VLA(nn.Module):
         if c.action_head == "discrete":
             tokens.append(self.state_proj("bs,sd->bd", obs["state"])[:, None])
             masks.append(jnp.ones((b, 1), bool))
-        tokens.append(self.llm.embed(obs["tokens"]))
+        tokens.append(text)
         masks.append(obs["token_mask"])
         ar = jnp.zeros((b, sum(m.shape[1] for m in masks[:-1])), bool)
         ar = jnp.concatenate([ar, obs.get("token_ar", jnp.zeros_like(obs["token_mask"]))], axis=1)
