@@ -79,7 +79,8 @@ def get_config(arg=None):
     config.batch_size = {"debug": 32, "small": 256, "pi0": 1024}[arg.size]  # global, all processes
     config.num_steps = {"debug": 300, "small": 100_000, "pi0": 300_000}[arg.size]
     config.log_every = {"debug": 10, "small": 50, "pi0": 100}[arg.size]
-    config.loss_weights = ml_collections.ConfigDict(dict(flow=1.0, discrete=1.0, text=1.0))
+    # keypoint: camera 0's first keypoint vs the cell a grounding answer names (vla_jax/models/vla.py)
+    config.loss_weights = ml_collections.ConfigDict(dict(flow=1.0, discrete=1.0, text=1.0, keypoint=1.0))
 
     config.optimizer = ml_collections.ConfigDict(dict(
         lr={"debug": 1e-3, "small": 2.5e-4, "pi0": 2.5e-5}[arg.size],

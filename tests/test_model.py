@@ -53,7 +53,7 @@ def test_shapes_every_preset(arg):
     terms = jax.eval_shape(lambda p, b: model.apply(p, b, jax.random.key(0), method=vla.VLA.compute_loss),
                            params, batch)
     head = "flow" if cfg.action_head == "flow" else "discrete"
-    assert set(terms) == {head, "text"}
+    assert set(terms) == {head, "text"} | ({"keypoint"} if cfg.vit.keypoints and cfg.location_grid else set())
     assert terms[head][0].shape == (2,) and terms["text"][1].shape == (2,)
     if cfg.action_head == "flow":
         acts = jax.eval_shape(lambda p, b: vla.sample(model, p, b, jax.random.key(0)), params, batch)
@@ -100,26 +100,27 @@ def test_spatial_softmax_keypoints():
     images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1.0, maxval=1.0)
     params = nn.unbox(ViT(cfg).init(jax.random.key(0), images))
     assert params["params"]["stem"]["keypoint_conv_w"].shape == (3, 3, 8, 4)  # from the stride-4 features
-    out = ViT(cfg).apply(params, images)
+    out, points = ViT(cfg).apply(params, images)
+    assert points.shape == (2, 4, 2) and np.abs(np.asarray(points)).max() <= 1.0
     # the zero-initialized projection makes the keypoints a no-op at first: a model loaded without them is unchanged
     plain = dataclasses.replace(cfg, keypoints=0)
     shared = {"params": {k: v for k, v in params["params"].items() if k != "keypoint_proj"}}
     shared["params"]["stem"] = {k: v for k, v in shared["params"]["stem"].items() if "keypoint" not in k}
-    np.testing.assert_allclose(ViT(plain).apply(shared, images), out, atol=1e-6)
+    np.testing.assert_allclose(ViT(plain).apply(shared, images)[0], out, atol=1e-6)
     proj = params["params"]["keypoint_proj"]
     params["params"]["keypoint_proj"] = {**proj, "w": jax.random.normal(jax.random.key(2), proj["w"].shape)}
-    assert np.abs(np.asarray(ViT(cfg).apply(params, images) - out)).max() > 1e-2
+    assert np.abs(np.asarray(ViT(cfg).apply(params, images)[0] - out)).max() > 1e-2
     # conditioned on an instruction vector: zero-initialized filters first, then a different vector -> other output
     cond = jax.random.normal(jax.random.key(3), (2, 16))
     cparams = nn.unbox(ViT(cfg).init(jax.random.key(0), images, cond))
     assert cparams["params"]["stem"]["keypoint_query"].shape == (16, 8, 4)
     cparams["params"]["keypoint_proj"] = params["params"]["keypoint_proj"]
-    before = ViT(cfg).apply(cparams, images, cond)
+    before = ViT(cfg).apply(cparams, images, cond)[0]
     q = cparams["params"]["stem"]["keypoint_query"]
     cparams["params"]["stem"]["keypoint_query"] = jax.random.normal(jax.random.key(4), q.shape)
-    after = ViT(cfg).apply(cparams, images, cond)
+    after = ViT(cfg).apply(cparams, images, cond)[0]
     assert np.abs(np.asarray(after - before)).max() > 1e-2
-    assert np.abs(np.asarray(ViT(cfg).apply(cparams, images, -cond) - after)).max() > 1e-2
+    assert np.abs(np.asarray(ViT(cfg).apply(cparams, images, -cond)[0] - after)).max() > 1e-2
     with pytest.raises(ValueError, match=r"config\.model\.vit\.keypoints=4 needs >= 2 stem"):
         make(**{"vit.stem": (16,), "vit.keypoints": 4})
 
@@ -166,6 +167,25 @@ def test_keypoints_read_the_prompt_not_the_answer():
     assert np.abs(image_tokens({**batch, "tokens": other}) - base).max() > 1e-3
 
 
+def test_keypoint_loss_targets_the_named_cell():
+    cfg, model, params, batch = init()
+    g, first = cfg.location_grid, cfg.location_first_id
+    answer = np.asarray(batch["token_mask"] & batch["token_ar"])
+    rows = np.flatnonzero(answer.any(1))
+    assert rows.size >= 1
+    tokens = np.where(answer, first + g * g + 1, np.asarray(batch["tokens"]))  # answers of ordinary words
+    i = rows[0]
+    tokens[i, np.flatnonzero(answer[i])[0]] = first + 2 * g + 5  # <loc25>: row 2, column 5
+    b = {**batch, "tokens": tokens}
+    terms = model.apply(params, b, jax.random.key(0), method=vla.VLA.compute_loss)
+    sums, counts = (np.asarray(x) for x in terms["keypoint"])
+    points = np.asarray(model.apply(params, b, method=vla.VLA.embed_prefix)[3])
+    want = np.square(points[i, 0, 0] - [(5.5 / g) * 2 - 1, (2.5 / g) * 2 - 1]).sum()
+    assert counts[i] == 1.0 and np.isclose(sums[i], want, rtol=1e-5)
+    # examples without a location answer add nothing
+    assert counts.sum() == 1.0 and np.all(sums[counts == 0] == 0)
+
+
 def test_sincos2d_position_embedding_init():
     from vla_jax.models.vit import posemb_sincos2d
 
@@ -203,7 +223,7 @@ def test_prefix_outputs_ignore_suffix():
 
     def prefix_out(p, b, x_t):
         def fn(m, b, x_t):
-            p_tok, p_mask, p_ar = m.embed_prefix(b)
+            p_tok, p_mask, p_ar, _ = m.embed_prefix(b)
             readout = jnp.zeros((x_t.shape[0], cfg.decoder.experts[0].width))
             s_tok, s_mask, s_ar = m.embed_suffix(b["state"], x_t, jnp.full((x_t.shape[0],), 0.5), readout)
             mask = jnp.concatenate([p_mask, s_mask], 1)
@@ -298,7 +318,7 @@ def test_discrete_decoding_matches_teacher_forcing():
 
     def fn(m, b):
         inp = m.discrete_inputs(b)
-        p_tok, p_mask, p_ar = m.embed_prefix(inp)
+        p_tok, p_mask, p_ar, _ = m.embed_prefix(inp)
         (out,), _ = m.llm([p_tok], jnp.cumsum(p_mask, 1) - 1, vla.make_attn_mask(p_mask, p_ar))
         logits = m.llm.logits(out[:, -inp["tokens"].shape[1]:])
         pred = cfg.decoder.vocab_size - 256 + jnp.argmax(logits[..., -256:], -1)
@@ -401,8 +421,8 @@ def test_location_tokens_join_camera_0_only():
     cfg, model, params, batch = init()
     assert cfg.location_grid == 8 and cfg.location_first_id == 4  # the debug preset
     plain_cfg, plain = make(location_grid=0)
-    tokens, _, _ = model.apply(params, batch, method=vla.VLA.embed_prefix)
-    base, _, _ = plain.apply(params, batch, method=vla.VLA.embed_prefix)  # the same parameters: no new ones
+    tokens = model.apply(params, batch, method=vla.VLA.embed_prefix)[0]
+    base = plain.apply(params, batch, method=vla.VLA.embed_prefix)[0]  # the same parameters: no new ones
     n = tokens.shape[1] - cfg.max_text_len
     per_cam = n // cfg.num_cameras
     emb = nn.unbox(params)["params"]["llm"]["embedding"][4:68] * np.sqrt(cfg.decoder.experts[0].width)

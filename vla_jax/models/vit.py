@@ -142,13 +142,13 @@ class ConvStem(nn.Module):
 
 
 class ViT(nn.Module):
-    """Encodes images [N, R, R, 3] in [-1, 1] to patch tokens [N, (R/p)^2, width] (with or without a stem);
-    ``cond`` [N, E] conditions the keypoints (see the module doc)."""
+    """Encodes images [N, R, R, 3] in [-1, 1] to (patch tokens [N, (R/p)^2, width] (with or without a stem),
+    keypoints [N, K, 2] in [-1, 1] or None); ``cond`` [N, E] conditions the keypoints (see the module doc)."""
 
     cfg: ViTConfig
 
     @nn.compact
-    def __call__(self, images: jax.Array, cond: jax.Array | None = None) -> jax.Array:
+    def __call__(self, images: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
         cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
         points = None
         x = images
@@ -175,4 +175,4 @@ class ViT(nn.Module):
         else:
             for i in range(cfg.depth):
                 x, _ = block(cfg, name=f"block_{i}")(x, None)
-        return LayerNorm(name="ln_final")(x)
+        return LayerNorm(name="ln_final")(x), points

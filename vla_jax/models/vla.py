@@ -220,11 +220,11 @@ class VLA(nn.Module):
             self.state_proj = Einsum((c.max_state_dim, width), (None, "embed"), bias_axes=("embed",), dtype=dtype)
 
     # ----------------------------------------------------------------------------- prefix
-    def embed_prefix(self, obs: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def embed_prefix(self, obs: dict) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
         """Image tokens (+ state token for the discrete head) + text tokens.
 
         Returns tokens [B, P, D], mask [B, P] bool, ar [B, P] bool with
-        P = C * num_patches (+ 1) + L_text.
+        P = C * num_patches (+ 1) + L_text, and the image keypoints [B, C, K, 2] (None without them).
         """
         c = self.cfg
         images = obs["images"]
@@ -234,7 +234,9 @@ class VLA(nn.Module):
         if c.vit.keypoints:  # the instruction conditions the keypoints: its mean (RMS-normalized) token embedding
             prompt = obs["token_mask"] & ~obs.get("token_ar", jnp.zeros_like(obs["token_mask"]))
             cond = jnp.repeat(instruction_vector(text, prompt), cams, axis=0)
-        x = self.img(images.reshape(b * cams, *images.shape[2:]), cond)
+        x, points = self.img(images.reshape(b * cams, *images.shape[2:]), cond)
+        if points is not None:
+            points = points.reshape(b, cams, *points.shape[1:])
         x = self.img_proj("bnd,de->bne", x)
         n = x.shape[1]
         x = x.reshape(b, cams, n, -1)
@@ -251,7 +253,7 @@ class VLA(nn.Module):
         masks.append(obs["token_mask"])
         ar = jnp.zeros((b, sum(m.shape[1] for m in masks[:-1])), bool)
         ar = jnp.concatenate([ar, obs.get("token_ar", jnp.zeros_like(obs["token_mask"]))], axis=1)
-        return jnp.concatenate(tokens, axis=1), jnp.concatenate(masks, axis=1), ar
+        return jnp.concatenate(tokens, axis=1), jnp.concatenate(masks, axis=1), ar, points
 
     def location_embeddings(self) -> jax.Array:
         """[G^2, D] input embeddings of the location tokens <loc00> ... (row-major)."""
@@ -325,7 +327,8 @@ class VLA(nn.Module):
 
     # ----------------------------------------------------------------------------- losses
     def compute_loss(self, batch: dict, rng: jax.Array) -> LossTerms:
-        """Per-example loss sums and element counts for each head ('flow' or 'discrete', and 'text')."""
+        """Per-example loss sums and element counts for each head ('flow' or 'discrete', and 'text'; 'keypoint'
+        with keypoints and location tokens)."""
         check_batch(batch, self.cfg)
         batch = masked_state(batch)
         if self.cfg.action_head == "flow":
@@ -345,7 +348,7 @@ class VLA(nn.Module):
         # The prefix runs first (its final output at the last prompt token is the readout), then the
         # suffix against its keys / values, exactly as in sampling. The suffix never sees text answers
         # (e.g. a grounding answer) nor counts them in its positions: at inference there are none.
-        p_tok, p_mask, p_ar = self.embed_prefix(batch)
+        p_tok, p_mask, p_ar, points = self.embed_prefix(batch)
         (p_out, _), kv = self.llm([p_tok, None], jnp.cumsum(p_mask, axis=1) - 1, make_attn_mask(p_mask, p_ar))
         prompt_mask = p_mask & ~p_ar
         cells = self.location_cells(p_out, batch["image_mask"])
@@ -357,7 +360,7 @@ class VLA(nn.Module):
         terms = {"flow": (sq.sum(axis=(1, 2)), elem.sum(axis=(1, 2)))}
         text_out = p_out[:, -batch["tokens"].shape[1]:]
         terms["text"] = self._next_token_terms(text_out, batch["tokens"], batch["token_loss"], cells)
-        return terms
+        return terms | self._keypoint_terms(points, batch)
 
     def discrete_inputs(self, batch: dict) -> dict:
         """Puts action tokens right after the prompt, then the text answer (a robot example's grounding
@@ -384,7 +387,7 @@ class VLA(nn.Module):
 
     def _discrete_loss(self, batch: dict) -> LossTerms:
         inputs = self.discrete_inputs(batch)
-        p_tok, p_mask, p_ar = self.embed_prefix(inputs)
+        p_tok, p_mask, p_ar, points = self.embed_prefix(inputs)
         positions = jnp.cumsum(p_mask, axis=1) - 1
         (p_out,), _ = self.llm([p_tok], positions, make_attn_mask(p_mask, p_ar))
         text_out = p_out[:, -inputs["tokens"].shape[1]:]
@@ -393,7 +396,23 @@ class VLA(nn.Module):
         return {
             "discrete": self._next_token_terms(text_out, inputs["tokens"], inputs["token_loss"] & is_action, cells),
             "text": self._next_token_terms(text_out, inputs["tokens"], inputs["token_loss"] & ~is_action, cells),
-        }
+        } | self._keypoint_terms(points, batch)
+
+    def _keypoint_terms(self, points: jax.Array | None, batch: dict) -> LossTerms:
+        """{"keypoint": (sum, count) [B]} with both keypoints and location tokens, else {}: the squared distance
+        of camera 0's keypoint 0 (conditioned on the prompt) from the center of the cell that the example's
+        text answer names with a location token (a grounding answer). It teaches that keypoint to sit on
+        the named object, so the tokens carry where it is at sub-patch precision."""
+        c = self.cfg
+        if points is None or not c.location_grid:
+            return {}
+        g, first, tokens = c.location_grid, c.location_first_id, batch["tokens"]
+        is_loc = batch["token_mask"] & batch["token_ar"] & (tokens >= first) & (tokens < first + g * g)
+        cell = jnp.take_along_axis(tokens, jnp.argmax(is_loc, axis=1)[:, None], axis=1)[:, 0] - first  # the first
+        target = (jnp.stack([cell % g, cell // g], axis=-1).astype(jnp.float32) + 0.5) / g * 2.0 - 1.0  # (x, y)
+        has = is_loc.any(axis=1) & batch["image_mask"][:, 0]
+        err = jnp.square(points[:, 0, 0].astype(jnp.float32) - target).sum(-1)
+        return {"keypoint": (jnp.where(has, err, 0.0), has.astype(jnp.float32))}
 
     def _next_token_terms(self, text_out: jax.Array, tokens: jax.Array, loss_mask: jax.Array,
                           cells: jax.Array | None):
@@ -409,7 +428,7 @@ class VLA(nn.Module):
         float32 logits [B, vocab] at the last real prefix token (for autoregressive decoding), that
         :meth:`readout_vector` and the location cells [B, G^2, D] (or None)."""
         check_batch(obs, self.cfg, OBSERVATION_KEYS)
-        p_tok, p_mask, p_ar = self.embed_prefix(masked_state(obs))
+        p_tok, p_mask, p_ar, _ = self.embed_prefix(masked_state(obs))
         positions = jnp.cumsum(p_mask, axis=1) - 1
         outs, kv = self.llm([p_tok] + [None] * (len(self.cfg.decoder.experts) - 1), positions,
                             make_attn_mask(p_mask, p_ar))
@@ -439,7 +458,7 @@ class VLA(nn.Module):
         """The same velocity from one joint pass over prefix + suffix (no cache): the naive reference.
         (The readout needs the prefix's output first, so the prefix also runs once on its own.)"""
         obs = masked_state(obs)
-        p_tok, p_mask, p_ar = self.embed_prefix(obs)
+        p_tok, p_mask, p_ar, _ = self.embed_prefix(obs)
         readout = None
         if self.cfg.readout:
             (p_out, _), _ = self.llm([p_tok, None], jnp.cumsum(p_mask, axis=1) - 1, make_attn_mask(p_mask, p_ar))

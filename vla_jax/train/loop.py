@@ -118,7 +118,8 @@ def check_training_config(config) -> None:
     ema = config.optimizer.ema_decay
     need(ema is None or 0.0 <= ema < 1.0, f"config.optimizer.ema_decay={ema} must be in [0, 1) or None")
     for name in config.loss_weights:
-        need(name in ("flow", "discrete", "text"), f"config.loss_weights.{name}: heads are flow, discrete, text")
+        need(name in ("flow", "discrete", "text", "keypoint"),
+             f"config.loss_weights.{name}: heads are flow, discrete, text, keypoint")
     need(not (config.init.from_npz and config.init.get("from_checkpoint")),
          "config.init.from_npz and config.init.from_checkpoint are both set; keep one")
 
