@@ -30,6 +30,7 @@ EVAL_FLAGS = ["--episodes=1", "--tasks=pick", "--embodiments=single_arm", "--spl
 
 def overrides(data_dir: str, **extra) -> dict:
     o = {**testing.TINY, "model.max_action_dim": 14, "model.max_state_dim": 14, "model.max_text_len": 24,
+         "model.vit.stem": (8, 8), "model.vit.keypoints": 4,  # the keypoint loss and its probe run too
          "num_steps": STEPS, "checkpoint.every": 4, "data.data_dir": data_dir, "data.num_workers": 0}
     o.update(extra)
     return o
@@ -231,6 +232,7 @@ def test_evaluate_tool_writes_report_and_is_deterministic(trained, tmp_path):
     g = a["grounding"]["single_arm"]
     assert set(g) == {"pick", "all"} and g["pick"]["n"] == 3
     assert all(0.0 <= m["exact"] <= m["near"] <= 1.0 and 0.0 <= m["other"] <= 1.0 for m in g.values())
+    assert all(0.0 <= m["keypoint_error"] <= 1.5 for m in g.values())  # image widths; the diagonal is 1.41
     assert "First-frame grounding" in open(os.path.join(outs[0], "summary.md")).read()
     assert set(a["policies"]) == {"model", "expert", "random", "mean"}
     assert a["checkpoint"]["step"] == STEPS and a["policies"]["model"]["overall"]["n"] == 2

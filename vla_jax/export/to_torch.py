@@ -12,6 +12,7 @@ img/stem/norm_i/{scale,bias}                            img.stem_norm.i.{weight,
 img/stem/keypoint_conv_{w,b} [3, 3, C_1, K]            img.keypoint_conv.{weight [K, C_1, 3, 3],bias} (Conv2d) transpose
 img/stem/keypoint_query [E, C_1, K]                     img.keypoint_query.weight [C_1 K, E]          reshape + T
 img/keypoint_proj/w [2K, D], b                          img.keypoint_proj.{weight,bias}               T
+keypoint_readout/w [C 2K, D_0]                          keypoint_readout.weight                       T
 img/embedding/w [q, q, C, D], b (q = p / 2^stems)       img.embedding.weight [D, C, q, q], .bias      (Conv2d) transpose
 img/pos_embedding [1, N, D]                             img.pos_embedding                             -
 img/blocks/ln_{attn,mlp}/{scale,bias}                   img.blocks.L.ln_{attn,mlp}.{weight,bias}      -
@@ -210,6 +211,8 @@ def jax_to_torch(variables: dict, cfg) -> dict[str, np.ndarray]:
         out["img.keypoint_query.weight"] = q.reshape(q.shape[0], -1).T
         out["img.keypoint_proj.weight"] = take("img/keypoint_proj/w").T
         out["img.keypoint_proj.bias"] = take("img/keypoint_proj/b")
+        if "keypoint_readout/w" in flat:
+            out["keypoint_readout.weight"] = take("keypoint_readout/w").T
     for name in LINEARS:
         if f"{name}/w" in flat:
             out[f"{name}.weight"] = take(f"{name}/w").T
@@ -257,6 +260,8 @@ def torch_to_jax(tensors: dict[str, np.ndarray], cfg) -> dict:
             -1, cfg.vit.stem[1], cfg.vit.keypoints)
         flat["img/keypoint_proj/w"] = take("img.keypoint_proj.weight").T
         flat["img/keypoint_proj/b"] = take("img.keypoint_proj.bias")
+        if "keypoint_readout.weight" in t:
+            flat["keypoint_readout/w"] = take("keypoint_readout.weight").T
     for name in LINEARS:
         if f"{name}.weight" in t:
             flat[f"{name}/w"] = take(f"{name}.weight").T

@@ -235,8 +235,9 @@ class ViT(nn.Module):
         self.blocks = nn.ModuleList(ViTBlock(width, vit["mlp_dim"], vit["num_heads"]) for _ in range(vit["depth"]))
         self.ln_final = LayerNorm(width)
 
-    def forward(self, images: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``cond`` [N, E]: the instruction vector that conditions the keypoints (needed when they are on)."""
+    def forward(self, images: torch.Tensor, cond: Optional[torch.Tensor] = None):
+        """-> (tokens [N, (R/p)^2, width], keypoints [N, K, 2] or None). ``cond`` [N, E]: the instruction vector
+        that conditions the keypoints (needed when they are on)."""
         x = images.permute(0, 3, 1, 2).to(self.embedding.weight.dtype)  # [N, 3, R, R]
         points = None
         for i, (conv, norm) in enumerate(zip(self.stem, self.stem_norm)):
@@ -251,7 +252,7 @@ class ViT(nn.Module):
             x = x + self.keypoint_proj(points.flatten(1).to(x.dtype))[:, None, :]
         for block in self.blocks:
             x = block(x)
-        return self.ln_final(x)
+        return self.ln_final(x), points
 
 
 # ----------------------------------------------------------------------------------------- decoder
@@ -365,6 +366,8 @@ class VLAPolicy(nn.Module):
             self.action_out_proj = nn.Linear(ew, c["max_action_dim"])
             if c.get("readout", False):
                 self.readout_proj = nn.Linear(width, ew)
+                if self.img.keypoints:  # all cameras' keypoints -> the readout
+                    self.keypoint_readout = nn.Linear(c["num_cameras"] * self.img.keypoints * 2, width, bias=False)
         else:
             self.state_proj = nn.Linear(c["max_state_dim"], width)
         self.norm_stats: dict = {}
@@ -394,7 +397,8 @@ class VLAPolicy(nn.Module):
 
     # ------------------------------------------------------------------------- prefix / suffix
     def embed_prefix(self, images, image_mask, tokens, token_mask, state):
-        """Image tokens (+ state token, discrete head) + text tokens -> tokens [B, P, D], mask, ar [B, P]."""
+        """Image tokens (+ state token, discrete head) + text tokens -> tokens [B, P, D], mask, ar [B, P], and the
+        keypoints [B, C, K, 2] (or None)."""
         b, cams = images.shape[0], images.shape[1]
         text = self.llm.embed(tokens).to(self.compute_dtype)
         cond = None
@@ -402,7 +406,9 @@ class VLAPolicy(nn.Module):
             m = token_mask.float()[..., None]
             v = (text.float() * m).sum(1) / m.sum(1).clamp(min=1.0)
             cond = (v * torch.rsqrt((v * v).mean(-1, keepdim=True) + 1e-6)).repeat_interleave(cams, dim=0)
-        x = self.img(images.reshape(-1, *images.shape[2:]), cond)
+        x, points = self.img(images.reshape(-1, *images.shape[2:]), cond)
+        if points is not None:
+            points = points.reshape(b, cams, *points.shape[1:])
         x = self.img_proj(x)
         n = x.shape[1]
         x = x.reshape(b, cams, n, x.shape[-1])
@@ -420,7 +426,7 @@ class VLAPolicy(nn.Module):
         parts.append(text)
         masks.append(token_mask)
         mask = torch.cat(masks, dim=1)
-        return torch.cat(parts, dim=1), mask, torch.zeros_like(mask)
+        return torch.cat(parts, dim=1), mask, torch.zeros_like(mask), points
 
     def location_embeddings(self, device) -> torch.Tensor:
         """[G^2, D] input embeddings of the location tokens <loc00> ... (row-major)."""
@@ -451,9 +457,9 @@ class VLAPolicy(nn.Module):
 
     def encode_prefix(self, images, image_mask, tokens, token_mask, state):
         """Runs the prefix alone -> (KV cache, prefix mask [B, P], float32 logits [B, V] at the last real token,
-        the readout [B, D] (that token's final output, + the pointed-at location's embedding), the location
-        cells [B, G^2, D] or None)."""
-        p_tok, p_mask, p_ar = self.embed_prefix(images, image_mask, tokens, token_mask, state)
+        the readout [B, D] (that token's final output, + the pointed-at location's embedding, + the projected
+        keypoints), the location cells [B, G^2, D] or None)."""
+        p_tok, p_mask, p_ar, points = self.embed_prefix(images, image_mask, tokens, token_mask, state)
         positions = torch.cumsum(p_mask.long(), dim=1) - 1
         xs = [p_tok] + [None] * (len(self.config["decoder"]["experts"]) - 1)
         outs, cache = self.llm(xs, positions, make_attn_mask(p_mask, p_ar))
@@ -468,6 +474,9 @@ class VLAPolicy(nn.Module):
             probs = torch.softmax(logits[:, first:first + g2], dim=-1)
             loc = self.location_embeddings(logits.device)
             readout = readout + (probs.to(loc.dtype) @ loc).to(readout.dtype)
+        if points is not None and self.config.get("readout", False):  # + the present cameras' keypoints
+            flat = torch.where(image_mask[:, :, None, None], points, torch.zeros_like(points)).flatten(1)
+            readout = readout + self.keypoint_readout(flat.to(readout.dtype))
         return cache, p_mask, logits, readout, cells
 
     def embed_suffix(self, state: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, readout: torch.Tensor):

@@ -216,6 +216,9 @@ class VLA(nn.Module):
             self.action_out_proj = Einsum((ew, c.max_action_dim), ("embed", None), bias_axes=(None,), dtype=dtype)
             if c.readout:
                 self.readout_proj = Einsum((width, ew), (None, "embed"), bias_axes=("embed",), dtype=dtype)
+                if c.vit.keypoints:
+                    self.keypoint_readout = Einsum((c.num_cameras * c.vit.keypoints * 2, width), (None, "embed"),
+                                                   dtype=dtype, init=nn.initializers.zeros)
         else:
             self.state_proj = Einsum((c.max_state_dim, width), (None, "embed"), bias_axes=("embed",), dtype=dtype)
 
@@ -293,10 +296,22 @@ class VLA(nn.Module):
         loc = self.location_embeddings()
         return last_out + jnp.einsum("bg,gd->bd", probs.astype(loc.dtype), loc).astype(last_out.dtype)
 
-    def prefix_readout(self, prefix_out: jax.Array, mask: jax.Array, cells: jax.Array | None) -> jax.Array:
-        """:meth:`readout_vector` of the prefix outputs [B, P, D] at the last token where ``mask`` [B, P]."""
+    def prefix_readout(self, prefix_out: jax.Array, mask: jax.Array, cells: jax.Array | None,
+                       points: jax.Array | None, image_mask: jax.Array) -> jax.Array:
+        """:meth:`readout_vector` of the prefix outputs [B, P, D] at the last token where ``mask`` [B, P], plus
+        :meth:`keypoint_vector`."""
         last_out = last_token(prefix_out, mask)
-        return self.readout_vector(last_out, self.text_logits(last_out[:, None], cells)[:, 0])
+        readout = self.readout_vector(last_out, self.text_logits(last_out[:, None], cells)[:, 0])
+        return readout + self.keypoint_vector(points, image_mask)
+
+    def keypoint_vector(self, points: jax.Array | None, image_mask: jax.Array) -> jax.Array | float:
+        """The keypoints [B, C, K, 2] of the present cameras (``image_mask`` [B, C]), projected to [B, D] for the
+        readout (zero-initialized): the action expert gets "where the named object is" in every camera as
+        coordinates, the low-dimensional input robomimic's policies get from their keypoints. 0 without them."""
+        if points is None:
+            return 0.0
+        flat = jnp.where(image_mask[:, :, None, None], points, 0.0).reshape(points.shape[0], -1)
+        return self.keypoint_readout("bk,kd->bd", flat)
 
     # ----------------------------------------------------------------------------- suffix
     def embed_suffix(self, state: jax.Array, x_t: jax.Array, t: jax.Array,
@@ -352,7 +367,9 @@ class VLA(nn.Module):
         (p_out, _), kv = self.llm([p_tok, None], jnp.cumsum(p_mask, axis=1) - 1, make_attn_mask(p_mask, p_ar))
         prompt_mask = p_mask & ~p_ar
         cells = self.location_cells(p_out, batch["image_mask"])
-        readout = self.prefix_readout(p_out, prompt_mask, cells) if self.cfg.readout else None
+        readout = None
+        if self.cfg.readout:
+            readout = self.prefix_readout(p_out, prompt_mask, cells, points, batch["image_mask"])
         s_out = self._suffix(batch["state"], x_t, t, prompt_mask, kv, readout)
 
         elem = real_action_elements(batch).astype(jnp.float32)
@@ -428,14 +445,17 @@ class VLA(nn.Module):
         float32 logits [B, vocab] at the last real prefix token (for autoregressive decoding), that
         :meth:`readout_vector` and the location cells [B, G^2, D] (or None)."""
         check_batch(obs, self.cfg, OBSERVATION_KEYS)
-        p_tok, p_mask, p_ar, _ = self.embed_prefix(masked_state(obs))
+        p_tok, p_mask, p_ar, points = self.embed_prefix(masked_state(obs))
         positions = jnp.cumsum(p_mask, axis=1) - 1
         outs, kv = self.llm([p_tok] + [None] * (len(self.cfg.decoder.experts) - 1), positions,
                             make_attn_mask(p_mask, p_ar))
         last_out = last_token(outs[0], p_mask)
         cells = self.location_cells(outs[0], obs["image_mask"])
         logits = self.text_logits(last_out[:, None], cells)[:, 0]
-        return kv, p_mask, logits, self.readout_vector(last_out, logits), cells
+        readout = self.readout_vector(last_out, logits)
+        if self.cfg.readout:
+            readout = readout + self.keypoint_vector(points, obs["image_mask"])
+        return kv, p_mask, logits, readout, cells
 
     def _suffix(self, state: jax.Array, x_t: jax.Array, t: jax.Array, prefix_mask: jax.Array,
                 kv_cache: KVCache, readout: jax.Array) -> jax.Array:
@@ -458,11 +478,12 @@ class VLA(nn.Module):
         """The same velocity from one joint pass over prefix + suffix (no cache): the naive reference.
         (The readout needs the prefix's output first, so the prefix also runs once on its own.)"""
         obs = masked_state(obs)
-        p_tok, p_mask, p_ar, _ = self.embed_prefix(obs)
+        p_tok, p_mask, p_ar, points = self.embed_prefix(obs)
         readout = None
         if self.cfg.readout:
             (p_out, _), _ = self.llm([p_tok, None], jnp.cumsum(p_mask, axis=1) - 1, make_attn_mask(p_mask, p_ar))
-            readout = self.prefix_readout(p_out, p_mask, self.location_cells(p_out, obs["image_mask"]))
+            readout = self.prefix_readout(p_out, p_mask, self.location_cells(p_out, obs["image_mask"]), points,
+                                          obs["image_mask"])
         s_tok, s_mask, s_ar = self.embed_suffix(obs["state"], x_t, t, readout)
         mask = jnp.concatenate([p_mask, s_mask], axis=1)
         ar = jnp.concatenate([p_ar, s_ar], axis=1)
