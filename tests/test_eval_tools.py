@@ -127,10 +127,11 @@ def test_offline_metrics_on_a_trained_checkpoint(trained):
     assert m["tabletop_web_vl"]["camera_reliance/0"] == m["tabletop_web_vl"]["image_reliance"]  # its only view
     assert {name for name, r in m.items() if np.isfinite(r.get("instruction_reliance", np.nan))} == {
         "tabletop_single_arm", "tabletop_bimanual"}  # robot data only (a web prompt belongs to its answer)
-    # a blind model (image tokens projected to zero) does not care whose images it gets
+    # a blind model (image tokens and keypoints projected to zero) does not care whose images it gets
     blind = jax.tree_util.tree_map(np.array, ck.params)
     for leaf in ("w", "b"):
         blind["params"]["img_proj"][leaf][...] = 0.0
+    blind["params"]["keypoint_readout"]["w"][...] = 0.0  # the keypoints' path into the action expert
     blind_metrics = ev(blind)
     assert all(v == 0.0 for r in blind_metrics.values() for k, v in r.items() if k.startswith(("image", "camera")))
     assert all(r["instruction_reliance"] != 0.0 for r in blind_metrics.values() if r["kind"] == "robot")
@@ -156,6 +157,8 @@ def test_offline_metrics_on_a_trained_checkpoint(trained):
     grounded = [n for n in ("tabletop_single_arm", "tabletop_bimanual") if "exact_match" in o[n]]
     assert grounded and all(o[n]["exact_match"] == 1.0 and o[n]["answers"] >= 1 for n in grounded)  # grounding
     assert o["tabletop_single_arm"]["action_mse"] == 0.0 and o["tabletop_bimanual"]["action_l1"] == 0.0
+    assert o["tabletop_single_arm"]["chunk_translation_error"] == 0.0 == o["tabletop_bimanual"]["chunk_translation_error"]
+    assert all(m[n]["chunk_translation_error"] > 0 for n in ("tabletop_single_arm", "tabletop_bimanual"))
     assert o["tabletop_single_arm"]["loss/flow"] == m["tabletop_single_arm"]["loss/flow"]  # same val loss
     # ... a wrong word in every answer gives 0, and a +0.1 shift of normalized actions gives exactly the
     # un-normalized error of 0.1 (per dimension, through the dataset's statistics)
@@ -184,7 +187,7 @@ def test_discrete_token_accuracy_counts_real_elements_only():
             return np.asarray(x, np.float32)
 
     class Info:
-        action_norm, action_dim = Identity(), 3
+        action_norm, action_dim, translation_dims = Identity(), 3, ((0, 1, 2),)
 
     rng = np.random.default_rng(0)
     target = np.zeros((4, 2, 5), np.float32)
@@ -201,6 +204,8 @@ def test_discrete_token_accuracy_counts_real_elements_only():
     assert r["action_elements"] == 7 * 3
     assert r["token_accuracy"] == pytest.approx(20 / 21)
     assert r["action_mse"] == pytest.approx((2 * action_tokens.BIN_WIDTH) ** 2 / 21, rel=1e-4)
+    # where the chunk takes the arm: only example 0 ends elsewhere (by the one wrong element)
+    assert r["chunk_translation_error"] == pytest.approx(2 * action_tokens.BIN_WIDTH / 4, rel=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------- tools/evaluate.py

@@ -192,6 +192,7 @@ def build_source(
         state_norm=stats_lib.Normalizer(group["state"], spec.state_normalization, spec.normalize_mask("state")),
         action_dim=spec.action_dim,
         state_dim=spec.state_dim,
+        translation_dims=spec.action_translation_dims,
     )
     source = RobotTransitions(reader, spec, shard, lengths, dims.action_horizon, dims.num_cameras, source_index,
                               grounding=ds.grounding)

@@ -71,7 +71,8 @@ class PolicyIO:
         names = list(settings.mixture)
         self.source = names.index(dataset_name) if dataset_name in names else 0
         infos = [None] * max(len(names), self.source + 1)
-        infos[self.source] = RobotSourceInfo(self.action_norm, self.state_norm, self.spec.action_dim, self.spec.state_dim)
+        infos[self.source] = RobotSourceInfo(self.action_norm, self.state_norm, self.spec.action_dim, self.spec.state_dim,
+                                              self.spec.action_translation_dims)
         ops = build_ops(settings.eval_ops, OpContext(settings.dims.image_size, settings.dims.num_cameras))
         self.transform = SampleTransform(settings.dims, mixture.load_tokenizer(settings), infos, ops)
         self.dims = settings.dims

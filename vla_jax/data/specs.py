@@ -42,6 +42,7 @@ class RobotSpec:
     action_gripper_dims: tuple = ()  # action dims excluded from normalization (kept raw)
     state_gripper_dims: tuple = ()  # state dims excluded from normalization
     grounding_key: str | None = None  # per-step text naming where the target is (e.g. "<loc25>"), if recorded
+    action_translation_dims: tuple = ()  # per arm, the 3 action dims of its end-effector translation delta
     notes: str = ""
     kind: str = "robot"
 
@@ -53,6 +54,10 @@ class RobotSpec:
             bad = [d for d in getattr(self, field) if not 0 <= d < dim]
             if bad:
                 raise DataError(f"spec '{self.name}': {field} {bad} outside [0, {dim})")
+        for dims in self.action_translation_dims:
+            if len(dims) != 3 or not all(0 <= d < self.action_dim for d in dims):
+                raise DataError(f"spec '{self.name}': action_translation_dims entry {dims} must be 3 dims in "
+                                f"[0, {self.action_dim})")
 
     def normalize_mask(self, which: str):
         """Boolean list, True where the dim is normalized (False for gripper-like dims)."""
@@ -111,7 +116,7 @@ register_spec(RobotSpec(
     action_keys=("action",),
     instruction_key="language_instruction",
     action_dim=7, state_dim=8, control_hz=10.0,
-    action_gripper_dims=(6,), state_gripper_dims=(6,),
+    action_gripper_dims=(6,), state_gripper_dims=(6,), action_translation_dims=((0, 1, 2),),
     notes="vla_jax.sim single arm: 6-D end-effector delta + absolute gripper (0 open, 1 closed); "
           "state = xyz, roll, pitch, yaw, gripper aperture, aperture velocity.",
 ))
@@ -124,7 +129,7 @@ register_spec(RobotSpec(
     action_keys=("action",),
     instruction_key="language_instruction",
     action_dim=14, state_dim=14, control_hz=20.0,
-    action_gripper_dims=(6, 13), state_gripper_dims=(6, 13),
+    action_gripper_dims=(6, 13), state_gripper_dims=(6, 13), action_translation_dims=((0, 1, 2), (7, 8, 9)),
     notes="vla_jax.sim bimanual: per arm 6 + gripper, left then right.",
 ))
 
@@ -139,7 +144,7 @@ register_spec(RobotSpec(
     action_keys=("action",),
     instruction_key="language_instruction",
     action_dim=7, state_dim=7, control_hz=5.0,
-    action_gripper_dims=(6,), state_gripper_dims=(6,),
+    action_gripper_dims=(6,), state_gripper_dims=(6,), action_translation_dims=((0, 1, 2),),
     notes="BridgeData V2 (rail-berkeley release): action = 6-D EEF delta + gripper in [0, 1]; "
           "state = EEF xyz + euler + gripper; 256x256 images image_0..image_3.",
 ))
@@ -151,7 +156,7 @@ register_spec(RobotSpec(
     action_keys=("action/world_vector", "action/rotation_delta", "action/gripper_closedness_action"),
     instruction_key="observation/natural_language_instruction",
     action_dim=7, state_dim=8, control_hz=3.0,
-    action_gripper_dims=(6,), state_gripper_dims=(7,),
+    action_gripper_dims=(6,), state_gripper_dims=(7,), action_translation_dims=((0, 1, 2),),
     notes="RT-1 (Google robot): action is a dict; gripper_closedness_action in [-1, 1]; images 256x320.",
 ))
 

@@ -199,6 +199,7 @@ class RobotSourceInfo:
     state_norm: object
     action_dim: int
     state_dim: int
+    translation_dims: tuple = ()  # the spec's action_translation_dims (offline chunk translation error)
     kind: str = "robot"
 
 

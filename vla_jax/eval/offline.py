@@ -15,6 +15,11 @@ robot datasets
     ``action_l1``          the same with absolute errors.
     ``action_mse_normalized``  the MSE in the model's normalized units (comparable across datasets).
     ``action_mse_per_dim`` list, robot units.
+    ``chunk_translation_error``  for specs with ``action_translation_dims``: per arm, the distance between the
+                           predicted and the recorded chunk's summed translation (where the chunk takes the
+                           end effector, in robot units, e.g. m), averaged over examples and arms: the
+                           localization error of the policy on the demonstrated states (a grasp tolerates a
+                           few cm); ``chunk_translation_error_se`` its standard error.
     ``token_accuracy``     discrete head only: fraction of real action tokens (256 bins per value)
                            decoded exactly right by greedy decoding.
     ``exact_match``        with grounding (config.data.datasets.<name>.grounding): the answer "where the
@@ -259,6 +264,7 @@ class _Accumulator:
         self.sq_dim = None
         self.count_dim = None
         self.example_mse: list[float] = []
+        self.translation_errors: list[float] = []
         self.tok_right, self.tok_count = 0, 0
         self.exact: list[bool] = []
         self.samples: list[dict] = []
@@ -290,6 +296,9 @@ class _Accumulator:
         self.count_dim = cnt_dim if self.count_dim is None else self.count_dim + cnt_dim
         per_example = np.square(err).sum(axis=(1, 2)) / np.maximum(mask.sum(axis=(1, 2)), 1)
         self.example_mse.extend(per_example[mask.sum(axis=(1, 2)) > 0].tolist())
+        for dims in info.translation_dims:  # [n, 3]: where each chunk takes that arm
+            gap = np.linalg.norm(err[:, :, list(dims)].sum(axis=1), axis=-1)
+            self.translation_errors.extend(gap[steps.any(axis=1)].tolist())
         if self.head == "discrete":
             from vla_jax.models import action_tokens
 
@@ -340,6 +349,9 @@ class _Accumulator:
                        action_mse_normalized=self.sq_norm / c, action_elements=self.count,
                        action_mse_per_dim=(self.sq_dim / np.maximum(self.count_dim, 1)).tolist()
                        if self.sq_dim is not None else [])
+            if self.translation_errors:
+                out["chunk_translation_error"] = float(np.mean(self.translation_errors))
+                out["chunk_translation_error_se"] = _se(np.asarray(self.translation_errors))
             if self.head == "discrete":
                 out["token_accuracy"] = self.tok_right / max(self.tok_count, 1)
         if self.split.kind == "web" or self.exact:
@@ -400,6 +412,12 @@ def format_reliance(m: Mapping) -> str:
     return f"{100 * m['image_reliance']:+.1f}%" + (f" ({per})" if len(slots) > 1 else "")
 
 
+def format_translation(m: Mapping) -> str:
+    if "chunk_translation_error" not in m:
+        return "-"
+    return f"{_fmt(m['chunk_translation_error'])} ± {_fmt(m['chunk_translation_error_se'], 2)}"
+
+
 def format_instruction_reliance(m: Mapping) -> str:
     return f"{100 * m['instruction_reliance']:+.1f}%" if "instruction_reliance" in m else "-"
 
@@ -407,8 +425,8 @@ def format_instruction_reliance(m: Mapping) -> str:
 def format_table(metrics: Mapping[str, Mapping]) -> str:
     """Markdown table: one row per dataset."""
     head = ("| dataset | kind | examples | val loss | action MSE (robot units) | action L1 | MSE (normalized) "
-            "| token acc | exact match | image reliance (per camera) | instruction reliance |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+            "| chunk translation error | token acc | exact match | image reliance (per camera) "
+            "| instruction reliance |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     rows = []
     for name, m in metrics.items():
         loss_key = head_loss_key(m)
@@ -418,6 +436,7 @@ def format_table(metrics: Mapping[str, Mapping]) -> str:
         em = f"{100 * m['exact_match']:.0f}% ({m['answers']})" if has_em else "-"
         tok = f"{100 * m['token_accuracy']:.1f}%" if "token_accuracy" in m else "-"
         rows.append(f"| {name} | {m['kind']} | {m['examples']} | {loss} | {mse} | {_fmt(m.get('action_l1'))} "
-                    f"| {_fmt(m.get('action_mse_normalized'))} | {tok} | {em} | {format_reliance(m)} "
+                    f"| {_fmt(m.get('action_mse_normalized'))} | {format_translation(m)} | {tok} | {em} "
+                    f"| {format_reliance(m)} "
                     f"| {format_instruction_reliance(m)} |")
     return head + "\n".join(rows) + "\n"

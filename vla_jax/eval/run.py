@@ -97,8 +97,8 @@ def compact_table(results: dict) -> str:
 
 
 def compact_offline_table(metrics: dict) -> str:
-    head = ["dataset", "n", "val loss", "action MSE", "action L1", "token acc", "exact match",
-            "image reliance (per camera)", "instruction reliance"]
+    head = ["dataset", "n", "val loss", "action MSE", "action L1", "chunk translation err", "token acc",
+            "exact match", "image reliance (per camera)", "instruction reliance"]
     rows = []
     for name, m in metrics.items():
         key = offline_lib.head_loss_key(m)
@@ -106,6 +106,7 @@ def compact_offline_table(metrics: dict) -> str:
         rows.append([name, str(m["examples"]), loss,
                      f"{m['action_mse']:.4g}" if "action_mse" in m else "-",
                      f"{m['action_l1']:.4g}" if "action_l1" in m else "-",
+                     f"{m['chunk_translation_error']:.4g}" if "chunk_translation_error" in m else "-",
                      f"{100 * m['token_accuracy']:.1f}%" if "token_accuracy" in m else "-",
                      f"{100 * m['exact_match']:.0f}%" if "exact_match" in m and math.isfinite(m["exact_match"])
                      else "-", offline_lib.format_reliance(m), offline_lib.format_instruction_reliance(m)])
