@@ -108,6 +108,9 @@ def test_fingerprint_covers_dataset_identity(tabletop_dir):  # noqa: F811
     a = stats.dataset_fingerprint(os.path.join(tabletop_dir, "tabletop_single_arm"), "tabletop_single_arm", spec)
     b = stats.dataset_fingerprint(os.path.join(tabletop_dir, "tabletop_bimanual"), "tabletop_single_arm", spec)
     assert a != b and len(a) == 12
+    # a metric-only field leaves cached statistics valid; a normalization change does not
+    assert dataclasses.replace(spec, action_translation_dims=()).fingerprint() == spec.fingerprint()
+    assert dataclasses.replace(spec, action_normalization="normal").fingerprint() != spec.fingerprint()
 
 
 def test_compute_stats_reports_rate(tabletop_dir):  # noqa: F811

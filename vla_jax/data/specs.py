@@ -86,8 +86,12 @@ class WebSpec:
         return _fingerprint(self)
 
 
+_NOT_FINGERPRINTED = ("action_translation_dims",)  # read by evaluation metrics only: cached stats stay valid
+
+
 def _fingerprint(spec) -> str:
-    blob = json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str)
+    fields = {k: v for k, v in dataclasses.asdict(spec).items() if k not in _NOT_FINGERPRINTED}
+    blob = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
