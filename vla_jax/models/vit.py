@@ -134,7 +134,7 @@ class ConvStem(nn.Module):
                 heat = _conv3x3(self, "keypoint_conv", x, self.keypoints, 1, dtype)
                 if cond is not None:
                     q = param(self, "keypoint_query", nn.initializers.zeros,
-                              (cond.shape[-1], x.shape[-1], self.keypoints), (None, None, None))
+                              (cond.shape[-1], x.shape[-1], self.keypoints), ("embed", None, None))
                     filters = jnp.einsum("ne,eck->nck", cond.astype(dtype), q.astype(dtype))
                     heat = heat + jnp.einsum("nhwc,nck->nhwk", x, filters)
                 points = spatial_softmax(heat)
