@@ -144,7 +144,8 @@ def generate_datasets(
     """Writes the three tabletop datasets and the tokenizer into ``out_dir``; returns a summary dict.
 
     ``perturb``: DART noise scale of the robot demonstrations (vla_jax.sim.collect_episode); the val
-    splits get the same. With ``if_missing``, datasets (and the tokenizer) already complete in ``out_dir`` are kept as is.
+    splits get the same. With ``if_missing``, datasets (and the tokenizer) already complete in ``out_dir``
+    are kept as is.
     """
     import tensorflow_datasets as tfds
 

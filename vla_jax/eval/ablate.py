@@ -209,8 +209,7 @@ def _evaluate(sweep: Sweep, name: str, out: str, step: int, log) -> dict:
         workdir, step=step, ema=bool(e["ema"]), episodes=int(e["episodes"]), families=e["families"],
         embodiments=e["embodiments"], splits=e["splits"], execute_steps=int(e["execute_steps"]) or None,
         max_steps=int(e["max_steps"]) or None, num_samples=int(e["num_samples"]), baselines=bool(e["baselines"]),
-        seed=int(e["seed"]),
-        num_envs=int(e["num_envs"]), image_size=int(e["image_size"]), record=int(e["record"]),
+        seed=int(e["seed"]), num_envs=int(e["num_envs"]), image_size=int(e["image_size"]), record=int(e["record"]),
         offline_batches=int(e["offline_batches"]), log=lambda *a: None)
     summary = _summary(sweep, name, out, step, payload)
     path = os.path.join(workdir, RESULT_FILE)

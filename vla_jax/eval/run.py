@@ -313,8 +313,9 @@ class PeriodicEvaluator:
             raise ConfigError(str(err)) from None
         if self.every < 0 or int(e.episodes) < 0 or int(e.offline_batches) < 0:
             raise ConfigError("config.eval.every, config.eval.episodes and config.eval.offline_batches must be >= 0")
-        if int(e.get("num_samples", 1)) < 1:
-            raise ConfigError(f"config.eval.num_samples={e.num_samples} must be >= 1 (flow samples averaged per chunk)")
+        num_samples = int(e.get("num_samples", 1))
+        if num_samples < 1:
+            raise ConfigError(f"config.eval.num_samples={num_samples} must be >= 1 (flow samples averaged per chunk)")
         self.episodes = int(e.episodes)
         self.use_ema = bool(e.ema)
         self.kwargs = dict(families=self.families, episodes_per_cell=self.episodes, split=self.splits,
@@ -330,8 +331,7 @@ class PeriodicEvaluator:
             from vla_jax.eval.policies import make_model_policy
 
             self.policy = make_model_policy(config, model, None, datasets={x: available[x] for x in self.embodiments},
-                                            seed=int(e.seed), num_samples=int(e.get("num_samples", 1)),
-                                            name="model")
+                                            seed=int(e.seed), num_samples=num_samples, name="model")
         elif self.episodes:
             log("eval: no simulator dataset in config.data.datasets; closed-loop evaluation is off")
         if int(e.offline_batches) and not synthetic:

@@ -284,31 +284,32 @@ class VLA(nn.Module):
         pointer = jnp.einsum("btd,bgd->btg", out.astype(jnp.float32), cells.astype(jnp.float32)) * out.shape[-1] ** -0.5
         return logits.at[..., first:first + g2].add(pointer)
 
-    def readout_vector(self, last_out: jax.Array, last_logits: jax.Array) -> jax.Array:
+    def readout_vector(self, last_out: jax.Array, last_logits: jax.Array, points: jax.Array | None,
+                       image_mask: jax.Array) -> jax.Array:
         """The readout [B, D]: the backbone's final output at the last prompt token, plus with location tokens
         the input embedding of the location it points at (expected under the location tokens' softmax over
         ``last_logits`` [B, vocab], that token's :meth:`text_logits`), so the action expert is told where the
-        named object is in a form it does not have to decode."""
-        if not self.cfg.location_grid:
-            return last_out
-        first, g2 = self.cfg.location_first_id, self.cfg.location_grid ** 2
-        probs = jax.nn.softmax(last_logits[:, first:first + g2], axis=-1)
-        loc = self.location_embeddings()
-        return last_out + jnp.einsum("bg,gd->bd", probs.astype(loc.dtype), loc).astype(last_out.dtype)
+        named object is in a form it does not have to decode, plus :meth:`keypoint_vector`."""
+        readout = last_out
+        if self.cfg.location_grid:
+            first, g2 = self.cfg.location_first_id, self.cfg.location_grid ** 2
+            probs = jax.nn.softmax(last_logits[:, first:first + g2], axis=-1)
+            loc = self.location_embeddings()
+            readout = readout + jnp.einsum("bg,gd->bd", probs.astype(loc.dtype), loc).astype(last_out.dtype)
+        return readout + self.keypoint_vector(points, image_mask)
 
     def prefix_readout(self, prefix_out: jax.Array, mask: jax.Array, cells: jax.Array | None,
                        points: jax.Array | None, image_mask: jax.Array) -> jax.Array:
-        """:meth:`readout_vector` of the prefix outputs [B, P, D] at the last token where ``mask`` [B, P], plus
-        :meth:`keypoint_vector`."""
+        """:meth:`readout_vector` of the prefix outputs [B, P, D] at the last token where ``mask`` [B, P]."""
         last_out = last_token(prefix_out, mask)
-        readout = self.readout_vector(last_out, self.text_logits(last_out[:, None], cells)[:, 0])
-        return readout + self.keypoint_vector(points, image_mask)
+        return self.readout_vector(last_out, self.text_logits(last_out[:, None], cells)[:, 0], points, image_mask)
 
     def keypoint_vector(self, points: jax.Array | None, image_mask: jax.Array) -> jax.Array | float:
         """The keypoints [B, C, K, 2] of the present cameras (``image_mask`` [B, C]), projected to [B, D] for the
         readout (zero-initialized): the action expert gets "where the named object is" in every camera as
-        coordinates, the low-dimensional input robomimic's policies get from their keypoints. 0 without them."""
-        if points is None:
+        coordinates, the low-dimensional input robomimic's policies get from their keypoints. 0 without them
+        or without a readout."""
+        if points is None or not self.cfg.readout:
             return 0.0
         flat = jnp.where(image_mask[:, :, None, None], points, 0.0).reshape(points.shape[0], -1)
         return self.keypoint_readout("bk,kd->bd", flat)
@@ -452,10 +453,7 @@ class VLA(nn.Module):
         last_out = last_token(outs[0], p_mask)
         cells = self.location_cells(outs[0], obs["image_mask"])
         logits = self.text_logits(last_out[:, None], cells)[:, 0]
-        readout = self.readout_vector(last_out, logits)
-        if self.cfg.readout:
-            readout = readout + self.keypoint_vector(points, obs["image_mask"])
-        return kv, p_mask, logits, readout, cells
+        return kv, p_mask, logits, self.readout_vector(last_out, logits, points, obs["image_mask"]), cells
 
     def _suffix(self, state: jax.Array, x_t: jax.Array, t: jax.Array, prefix_mask: jax.Array,
                 kv_cache: KVCache, readout: jax.Array) -> jax.Array:
