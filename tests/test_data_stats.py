@@ -111,6 +111,10 @@ def test_fingerprint_covers_dataset_identity(tabletop_dir):  # noqa: F811
     # a metric-only field leaves cached statistics valid; a normalization change does not
     assert dataclasses.replace(spec, action_translation_dims=()).fingerprint() == spec.fingerprint()
     assert dataclasses.replace(spec, action_normalization="normal").fingerprint() != spec.fingerprint()
+    with pytest.raises(DataError, match=r"action_translation_dims entry \(0, 1\) must be 3 dims in \[0, 7\)"):
+        dataclasses.replace(spec, action_translation_dims=((0, 1),))
+    with pytest.raises(DataError, match="action_translation_dims entry"):
+        dataclasses.replace(spec, action_translation_dims=((5, 6, 7),))
 
 
 def test_compute_stats_reports_rate(tabletop_dir):  # noqa: F811

@@ -279,6 +279,17 @@ def test_periodic_eval_is_logged_and_leaves_training_unchanged(trained, sweep):
     assert all(np.array_equal(with_eval[k], without[k]) for k in with_eval)
 
 
+def test_periodic_eval_config_errors_are_one_line():
+    from vla_jax.config import ConfigError, load_config
+    from vla_jax.eval.run import PeriodicEvaluator
+
+    for key, value, message in (("eval.num_samples", 0, r"config\.eval\.num_samples=0 must be >= 1"),
+                                ("eval.every", -1, r"config\.eval\.every, config\.eval\.episodes"),
+                                ("eval.splits", "train,nope", r"config\.eval\.splits")):
+        with pytest.raises(ConfigError, match=message):
+            PeriodicEvaluator(load_config("configs/pretrain.py:debug", {key: value}), model=None, enabled=False)
+
+
 # ---------------------------------------------------------------------------------------------- ablation sweep
 def test_sweep_trains_evaluates_compares_and_skips_finished(sweep):
     path, out, stdout = sweep
