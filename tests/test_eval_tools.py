@@ -234,7 +234,8 @@ def test_evaluate_tool_writes_report_and_is_deterministic(trained, tmp_path):
     a, b = load(outs[0]), load(outs[1])
     assert a["policies"] == b["policies"] and a["offline"] == b["offline"]  # identical runs
     assert a["grounding"] == b["grounding"]
-    g = a["grounding"]["single_arm"]
+    assert set(a["grounding"]["single_arm"]) == {"train", "heldout_combo"}  # one probe per evaluated split
+    g = a["grounding"]["single_arm"]["train"]
     assert set(g) == {"pick", "all"} and g["pick"]["n"] == 3
     assert all(0.0 <= m["exact"] <= m["near"] <= 1.0 and 0.0 <= m["other"] <= 1.0 for m in g.values())
     assert all(0.0 <= m["keypoint_error"] <= 1.5 for m in g.values())  # image widths; the diagonal is 1.41

@@ -1,7 +1,8 @@
 """First-frame grounding probe: does the backbone know where the named object is before the arm moves?
 
-For ``scenes`` fresh scenes per task family (seeded, so every run sees the same ones) the model reads
-the first observation and the instruction and decodes one token greedily; the answer is compared with
+For ``scenes`` fresh scenes per task family (seeded, so every run sees the same ones), with an
+instruction of the given split (vla_jax.sim.SPLITS), the model reads the first observation and the
+instruction and decodes one token greedily; the answer is compared with
 the target's ``<locRC>`` cell in camera 0 (vla_jax.sim.grounding). This is the moment that needs the
 binding of words to image regions: once the gripper is at the target, "where the gripper is" answers
 as well (docs/results.md). Reported per family:
@@ -34,8 +35,8 @@ def _cell(token: str) -> tuple[int, int] | None:
 
 
 def first_frame_grounding(model, params, io, embodiment: str, *, scenes: int = 20,
-                          families: Sequence[str] = FAMILIES, seed: int = 0, image_size: int = 96,
-                          batch_size: int = 16) -> dict[str, dict]:
+                          families: Sequence[str] = FAMILIES, split: str = "train", seed: int = 0,
+                          image_size: int = 96, batch_size: int = 16) -> dict[str, dict]:
     """{family: {"exact", "near", "other": fractions, "n": scenes[, "keypoint_error"]}} plus "all" over the
     families.
 
@@ -57,7 +58,7 @@ def first_frame_grounding(model, params, io, embodiment: str, *, scenes: int = 2
         chunk = jobs[start:start + batch_size]
         observations, truths, others, uvs = [], [], [], []
         for family, scene_seed in chunk:
-            task = sample_task(np.random.default_rng(scene_seed), family)
+            task = sample_task(np.random.default_rng(scene_seed), family, split)
             obs = env.reset(task, scene_seed)
             observations.append(io.observation({**obs["images"], "state": obs["state"]}, task.instruction))
             truths.append(object_location(env.world, camera, env.target))
@@ -86,16 +87,17 @@ def first_frame_grounding(model, params, io, embodiment: str, *, scenes: int = 2
     return out
 
 
-def format_grounding(results: dict[str, dict[str, dict]]) -> str:
-    """Markdown table: embodiment x family -> exact / near / other object (/ keypoint error)."""
-    kp = any("keypoint_error" in m for fams in results.values() for m in fams.values())
-    lines = ["| embodiment | family | exact cell | within one cell | another object's cell | scenes |"
+def format_grounding(results: dict[str, dict[str, dict[str, dict]]]) -> str:
+    """Markdown table: {embodiment: {split: {family: metrics}}} -> exact / near / other object (/ keypoint error)."""
+    rows = [(emb, split, fam, m) for emb, splits in results.items() for split, fams in splits.items()
+            for fam, m in fams.items()]
+    kp = any("keypoint_error" in m for *_, m in rows)
+    lines = ["| embodiment | split | family | exact cell | within one cell | another object's cell | scenes |"
              + (" keypoint error (image width) |" if kp else ""),
-             "|---|---|---:|---:|---:|---:|" + ("---:|" if kp else "")]
-    for emb, fams in results.items():
-        for fam, m in fams.items():
-            lines.append(f"| {emb} | {fam} | {100 * m['exact']:.0f}% | {100 * m['near']:.0f}% | "
-                         f"{100 * m['other']:.0f}% | {m['n']} |"
-                         + (f" {100 * m.get('keypoint_error', float('nan')):.1f}% |" if kp else ""))
+             "|---|---|---|---:|---:|---:|---:|" + ("---:|" if kp else "")]
+    for emb, split, fam, m in rows:
+        lines.append(f"| {emb} | {split} | {fam} | {100 * m['exact']:.0f}% | {100 * m['near']:.0f}% | "
+                     f"{100 * m['other']:.0f}% | {m['n']} |"
+                     + (f" {100 * m.get('keypoint_error', float('nan')):.1f}% |" if kp else ""))
     return "\n".join(lines) + "\n"
 

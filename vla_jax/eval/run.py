@@ -166,7 +166,7 @@ def evaluate_checkpoint(
 
     ``families`` / ``embodiments`` / ``splits``: "all", "a,b" or sequences. ``offline_batches``: 0 skips
     the offline metrics, None uses the whole validation splits. ``grounding_scenes``: fresh scenes per
-    (embodiment, family) for the first-frame grounding probe (vla_jax/eval/grounding.py; 0 skips it).
+    (embodiment, split, family) for the first-frame grounding probe (vla_jax/eval/grounding.py; 0 skips it).
     ``data_dir`` replaces the saved ``config.data.data_dir`` (runs trained from another working directory).
     ``num_samples``: flow samples averaged per chunk (vla_jax.eval.policies.make_sampler).
     """
@@ -238,9 +238,9 @@ def evaluate_checkpoint(
         grounding = {}
         if grounding_scenes > 0:
             t1 = time.perf_counter()
-            grounding = {e: first_frame_grounding(model, ck.params, ios[e], e, scenes=grounding_scenes,
-                                                  families=families, seed=seed, image_size=image_size)
-                         for e in chosen}
+            grounding = {e: {s: first_frame_grounding(model, ck.params, ios[e], e, scenes=grounding_scenes,
+                                                      families=families, split=s, seed=seed, image_size=image_size)
+                             for s in splits} for e in chosen}
             log(f"[eval] first-frame grounding: {time.perf_counter() - t1:.1f}s")
         offline = {}
         if offline_batches is None or offline_batches > 0:
