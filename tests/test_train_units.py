@@ -168,7 +168,8 @@ def test_incomplete_checkpoint_is_never_latest(tmp_path):
     (root / "8.orbax-checkpoint-tmp-123" / "state").mkdir(parents=True)  # orbax's in-flight temp dir
     ck = ckpt_lib.Checkpointer(str(tmp_path), every=2, keep_last=5)
     assert ck.latest_step() == 4 and ck.all_steps() == [2, 4]
-    assert not (root / "6").exists() and os.listdir(tmp_path / "checkpoints_invalid")
+    assert not (root / "6").exists() and not (root / "8.orbax-checkpoint-tmp-123").exists()
+    assert len(os.listdir(tmp_path / "checkpoints_invalid")) == 2  # both moved aside, nothing deleted
     target = {"w": jax.ShapeDtypeStruct((4, 3), jnp.float32, sharding=sh.replicated(sh.make_mesh({}))),
               "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=sh.replicated(sh.make_mesh({})))}
     state, data_state, stats = ck.restore(4, target, config)

@@ -10,7 +10,9 @@ Items of one checkpoint:
 
 Orbax writes each step into a temporary directory and renames it when complete, so a save cut
 short by a crash never looks like a checkpoint. :meth:`Checkpointer.latest_step` also checks
-every step directory for completeness and moves incomplete ones aside to ``checkpoints_invalid``.
+every step directory for completeness and moves incomplete ones, and orbax temporary directories of
+saves cut short, aside to ``checkpoints_invalid`` before the manager starts (synchronously: orbax's
+own background cleanup could still be running when a one-line error ends the process).
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ class Checkpointer:
             keep_period=(keep_every * every) if keep_every else None,
             enable_async_checkpointing=async_save,
             create=True,
-            cleanup_tmp_directories=True,
+            cleanup_tmp_directories=False,  # _quarantine_incomplete moved them aside already
         )
         self.manager = ocp.CheckpointManager(self.directory, item_names=ITEMS, options=options)
 
@@ -144,9 +146,12 @@ class Checkpointer:
         return {int(p.name): p for p in self.directory.iterdir() if p.is_dir() and p.name.isdigit()}
 
     def _quarantine_incomplete(self) -> None:
-        """Moves step directories that miss required files aside (process 0 only), so they are
-        never restored nor block a later save of the same step."""
+        """Moves step directories that miss required files, and orbax temporary directories
+        (``<step>.orbax-checkpoint-tmp-<n>``: no save is in flight yet), aside (process 0 only), so they
+        are never restored nor block a later save of the same step."""
         bad = [p for p in self._step_dirs().values() if not is_complete(p)]
+        if self.directory.exists():
+            bad += [p for p in self.directory.iterdir() if p.is_dir() and ".orbax-checkpoint-tmp" in p.name]
         if bad and jax.process_index() == 0:
             aside = self.directory.parent / "checkpoints_invalid"
             aside.mkdir(parents=True, exist_ok=True)
@@ -154,7 +159,7 @@ class Checkpointer:
                 target = aside / f"{p.name}-{int(time.time())}"
                 logging.warning("checkpoint %s is incomplete; moving it to %s", p, target)
                 shutil.move(os.fspath(p), os.fspath(target))
-        if bad and jax.process_count() > 1:
+        if jax.process_count() > 1:  # every process, whatever it saw: process 0 may have moved them already
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices("vla_jax_checkpoint_quarantine")
 
