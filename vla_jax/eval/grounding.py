@@ -22,8 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from vla_jax.sim import FAMILIES, TabletopEnv, sample_task
-from vla_jax.sim.grounding import object_location
-from vla_jax.sim.render import image_coords
+from vla_jax.sim.grounding import object_location, object_uv
 
 SEED_OFFSET = 10_000  # scene seeds: SEED_OFFSET + 1000 * seed + index (apart from rollout seeds)
 
@@ -62,8 +61,7 @@ def first_frame_grounding(model, params, io, embodiment: str, *, scenes: int = 2
             obs = env.reset(task, scene_seed)
             observations.append(io.observation({**obs["images"], "state": obs["state"]}, task.instruction))
             truths.append(object_location(env.world, camera, env.target))
-            target = env.world.objects[env.target]
-            uv = image_coords(env.world, camera, (float(target.pos[0]), float(target.pos[1]), target.top))
+            uv = object_uv(env.world, camera, env.target)
             uvs.append(np.full(2, np.nan) if uv is None else np.asarray(uv, float))
             others.append({object_location(env.world, camera, j) for j in range(len(env.world.objects))
                            if j != env.target} - {truths[-1]})

@@ -31,10 +31,16 @@ def location_token(u: float, v: float) -> str:
     return f"<loc{row}{col}>"
 
 
+def object_uv(world: World, spec: CameraSpec, index: int) -> tuple[float, float] | None:
+    """Image point (u, v) in [0, 1]^2 of object ``index``'s top center as camera ``spec`` sees it
+    (vla_jax.sim.render.image_coords; None if it is not below the camera)."""
+    obj = world.objects[index]
+    return image_coords(world, spec, (float(obj.pos[0]), float(obj.pos[1]), obj.top))
+
+
 def object_location(world: World, spec: CameraSpec, index: int) -> str:
     """Location token of object ``index``'s top center as camera ``spec`` sees it."""
-    obj = world.objects[index]
-    uv = image_coords(world, spec, (float(obj.pos[0]), float(obj.pos[1]), obj.top))
+    uv = object_uv(world, spec, index)
     return location_token(*uv) if uv is not None else location_token(0.5, 0.5)
 
 
