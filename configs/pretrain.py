@@ -15,37 +15,34 @@ import ml_collections
 from vla_jax.config import ConfigError, load_sibling, parse_arg
 
 # Architecture presets. `llm` is the Gemma-style backbone, `expert` the action expert (same depth,
-# heads and head dim as the backbone: they share attention in every layer). `vit.stem`: channels of
-# stride-2 conv layers before the patch embedding (debug: trained from scratch, a conv stem makes it
-# look at the images ~4x sooner, docs/results.md); () is SigLIP's plain patchify. `vit.posemb_init`:
-# "sincos2d" starts the learned position embedding from the 2-D sin-cos table (from scratch), "normal"
-# from N(0, 0.02) (SigLIP-initialized models). `readout`: the backbone's final output at the last prompt
-# token joins the action expert's state token (flow head; a 3-layer backbone computes "where the named
-# object is" only in its last layer, docs/results.md); pi0 has no such path. `location_grid` > 0: camera 0's
-# image tokens carry the input embedding of the <locRC> tokens of their cells (vla_jax/sim/grounding.py's
-# 8 x 8 grid; <loc00> is id `location_first_id`, 4 in the tokenizers tools/generate_data.py trains), tied with
-# the output logits, so "where is X" only has to find X (docs/results.md); PaliGemma learns this from data.
+# heads and head dim as the backbone: they share attention in every layer). `vit.posemb_init`: "sincos2d"
+# starts the learned position embedding from the 2-D sin-cos table (from scratch), "normal" from N(0, 0.02)
+# (SigLIP-initialized models). `addons`: research add-ons on the pi0 core (vla_jax/models/addons/, one file
+# each; docs/architecture.md). The debug preset trains a 3.4M-parameter model from scratch in the tabletop
+# world and uses four: a conv stem, location tokens tied to camera 0 (<loc00> is id 4 in the tokenizers
+# tools/generate_data.py trains), instruction-conditioned keypoints, the prefix readout (flow head only).
+DEBUG_ADDONS = ("conv_stem(channels=(16, 32, 64, 128))", "location_tokens(grid=8, first_id=4)", "keypoints(num=32)",
+                "prefix_readout")
 MODEL_PRESETS = {
     "debug": dict(
         image_size=64, num_cameras=3, max_text_len=32, action_horizon=8, max_action_dim=14, max_state_dim=14,
         vocab_size=1024,
-        vit=dict(width=128, depth=3, mlp_dim=256, num_heads=4, patch_size=16, stem=(16, 32, 64, 128),
-                 posemb_init="sincos2d", keypoints=32),
+        vit=dict(width=128, depth=3, mlp_dim=256, num_heads=4, patch_size=16, posemb_init="sincos2d"),
         llm=dict(width=256, depth=3, mlp_dim=512, num_heads=4, num_kv_heads=1, head_dim=64),
-        expert=dict(width=128, mlp_dim=256), readout=True, location_grid=8, location_first_id=4),
+        expert=dict(width=128, mlp_dim=256), addons=DEBUG_ADDONS),
     "small": dict(
         image_size=224, num_cameras=3, max_text_len=48, action_horizon=16, max_action_dim=32, max_state_dim=32,
         vocab_size=32_000,
-        vit=dict(width=384, depth=12, mlp_dim=1536, num_heads=6, patch_size=16, stem=(), posemb_init="normal", keypoints=0),
+        vit=dict(width=384, depth=12, mlp_dim=1536, num_heads=6, patch_size=16, posemb_init="normal"),
         llm=dict(width=1024, depth=8, mlp_dim=4096, num_heads=8, num_kv_heads=1, head_dim=128),
-        expert=dict(width=512, mlp_dim=2048), readout=False, location_grid=0, location_first_id=0),
+        expert=dict(width=512, mlp_dim=2048), addons=()),
     # Published pi0: SigLIP So400m/14 @ 224, Gemma 2B backbone, Gemma-300M action expert.
     "pi0": dict(
         image_size=224, num_cameras=3, max_text_len=48, action_horizon=50, max_action_dim=32, max_state_dim=32,
         vocab_size=257_152,
-        vit=dict(width=1152, depth=27, mlp_dim=4304, num_heads=16, patch_size=14, stem=(), posemb_init="normal", keypoints=0),
+        vit=dict(width=1152, depth=27, mlp_dim=4304, num_heads=16, patch_size=14, posemb_init="normal"),
         llm=dict(width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1, head_dim=256),
-        expert=dict(width=1024, mlp_dim=4096), readout=False, location_grid=0, location_first_id=0),
+        expert=dict(width=1024, mlp_dim=4096), addons=()),
 }
 
 
@@ -61,7 +58,8 @@ def get_config(arg=None):
     # ---------------------------------------------------------------- model
     config.model = ml_collections.ConfigDict(MODEL_PRESETS[arg.size])
     config.model.action_head = arg.head
-    config.model.readout = config.model.readout and arg.head == "flow"  # feeds the flow expert's state token
+    if arg.head != "flow":  # the readout feeds the flow expert's state token
+        config.model.addons = tuple(a for a in config.model.addons if a != "prefix_readout")
     config.model.num_flow_steps = 10
     config.model.dtype = "float32" if arg.size == "debug" else "bfloat16"
     config.model.remat = "none" if arg.size == "debug" else "full"
@@ -79,7 +77,7 @@ def get_config(arg=None):
     config.batch_size = {"debug": 32, "small": 256, "pi0": 1024}[arg.size]  # global, all processes
     config.num_steps = {"debug": 300, "small": 100_000, "pi0": 300_000}[arg.size]
     config.log_every = {"debug": 10, "small": 50, "pi0": 100}[arg.size]
-    # keypoint: camera 0's first keypoint vs the cell a grounding answer names (vla_jax/models/vla.py)
+    # Weights of the loss terms; keypoint: the keypoints add-on (vla_jax/models/addons/keypoints.py)
     config.loss_weights = ml_collections.ConfigDict(dict(flow=1.0, discrete=1.0, text=1.0, keypoint=1.0))
 
     config.optimizer = ml_collections.ConfigDict(dict(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import pathlib
 import sys
@@ -31,6 +32,22 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
         kind = type(defaults[key])
         out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     return ml_collections.ConfigDict(out)
+
+
+def parse_call(text: str, where: str) -> tuple[str, tuple, dict]:
+    """``"name(1, k=(2, 3))"`` -> ("name", (1,), {"k": (2, 3)}); arguments are Python literals.
+    Raises ConfigError naming ``where`` (e.g. "config.data.train_ops") on anything else."""
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+        if isinstance(node, ast.Name):
+            return node.id, (), {}
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            args = tuple(ast.literal_eval(a) for a in node.args)
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+            return node.func.id, args, kwargs
+    except (SyntaxError, ValueError) as e:
+        raise ConfigError(f"cannot parse {text!r} in {where}: {e}") from None
+    raise ConfigError(f"cannot parse {text!r} in {where}; expected name or name(literal args)")
 
 
 def load_sibling(path: str | pathlib.Path, name: str):

@@ -16,13 +16,13 @@ resized to ``config.model.image_size`` if it is not already, and scaled to [-1, 
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 from typing import Callable
 
 import numpy as np
 
 from vla_jax.data import sources
+from vla_jax.config import ConfigError, parse_call
 from vla_jax.data.errors import DataError
 
 # --------------------------------------------------------------------------- op registry
@@ -46,18 +46,11 @@ def register_op(name: str):
 
 
 def parse_op(text: str):
-    """``"name(1, k=(2, 3))"`` -> ("name", (1,), {"k": (2, 3)})."""
+    """``"name(1, k=(2, 3))"`` -> ("name", (1,), {"k": (2, 3)}); DataError on bad syntax."""
     try:
-        node = ast.parse(text.strip(), mode="eval").body
-        if isinstance(node, ast.Name):
-            return node.id, (), {}
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            args = tuple(ast.literal_eval(a) for a in node.args)
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-            return node.func.id, args, kwargs
-    except (SyntaxError, ValueError) as e:
-        raise DataError(f"cannot parse op {text!r} in config.data.*_ops: {e}") from None
-    raise DataError(f"cannot parse op {text!r} in config.data.*_ops; expected name or name(literal args)")
+        return parse_call(text, "config.data.*_ops")
+    except ConfigError as e:
+        raise DataError(str(e)) from None
 
 
 def build_ops(texts, ctx: OpContext) -> list:

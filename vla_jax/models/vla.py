@@ -1,24 +1,13 @@
-"""The VLA policy, pi0-style: prefix, suffix, mask, loss, sample.
+"""The VLA policy, pi0: prefix, suffix, mask, loss, sample.
 
 * Prefix: image tokens (SigLIP ViT per camera, projected to the LM width) and text tokens,
   bidirectional among themselves (web answers and discrete action tokens are causal: prefix-LM).
 * Suffix (flow head): one state token, then H action tokens carrying the noisy chunk x_t and the
-  flow time t; they run through the action expert while attending jointly with the prefix. With
-  ``readout`` (not in pi0; the debug preset) the state token also gets the backbone's final output at
-  the last prompt token, projected: the vector the grounding answer ("where the target is") is
-  decoded from, which a shallow backbone only computes in its last layer, after the expert could
-  read it through attention.
-* Location tokens (``location_grid`` > 0; not in pi0, the debug preset): the ``<locRC>`` tokens that name
-  cells of camera 0's image (grounding answers, "where is the red cup?") are tied to that camera's image
-  tokens both ways. In: each image token gets the input embedding of the cells it holds. Out: a location
-  token's logit adds ``out . cell / sqrt(D)``, ``cell`` being the final output of the image token holding
-  it, so answering "where" is pointing at the matching image token (a pointer network) rather than
-  reading a position out of a value vector; from scratch that takes several times fewer steps
-  (docs/results.md).
+  flow time t; they run through the action expert while attending jointly with the prefix.
 * Mask: built from cumulative "autoregressive" flags, ``mask[i, j] = cumsum(ar)[j] <= cumsum(ar)[i]``,
   and padding. The prefix never sees the suffix; the state token sees the prefix and itself;
   action tokens see everything before them and each other, except text answers (a robot example's
-  grounding answer, "where the target is", is trained with the text loss but never seen by actions).
+  grounding answer is trained with the text loss but never seen by actions).
 * Loss (flow): t ~ Beta(1.5, 1) * 0.999 + 0.001, x_t = t * noise + (1 - t) * actions,
   target u = noise - actions, mean squared error over real chunk steps and real action dims.
 * Loss (discrete): actions -> 256 bins -> last 256 vocabulary ids, appended after the prompt,
@@ -26,7 +15,8 @@
 * Sample (flow): Euler from t = 1 (noise) to t = 0 in N steps; the prefix runs once into a KV
   cache, each step runs only the suffix against it.
 
-Batch keys and shapes are defined in ``vla_jax/batch.py``.
+Research add-ons (``config.model.addons``, ``vla_jax/models/addons/``) plug into fixed hooks of this
+model; with none it is pi0. Batch keys and shapes are defined in ``vla_jax/batch.py``.
 """
 
 from __future__ import annotations
@@ -38,16 +28,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from vla_jax.batch import OBSERVATION_KEYS, check_batch
-from vla_jax.models import action_tokens
+from vla_jax.models import action_tokens, addons
 from vla_jax.models.gemma import Decoder, DecoderConfig, ExpertConfig, KVCache
 from vla_jax.models.layers import Einsum
+from vla_jax.models.prefix import LossTerms, Prefix, PrefixInputs, last_token
 from vla_jax.models.vit import POSEMB_INITS, ViT, ViTConfig
 
 ACTION_HEADS = ("flow", "discrete")
-LossTerms = dict[str, tuple[jax.Array, jax.Array]]  # name -> (per-example sum [B], per-example count [B])
+CORE_LOSSES = ("flow", "discrete", "text")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,13 +54,16 @@ class VLAConfig:
     max_action_dim: int
     max_state_dim: int
     num_flow_steps: int
-    readout: bool = False  # flow head: the backbone's output at the last prompt token joins the state token
-    location_grid: int = 0  # > 0: <locRC> tokens are tied to camera 0's image tokens (in and out, see module doc)
-    location_first_id: int = 0  # vocabulary id of <loc00>; <locRC> is location_first_id + R * grid + C
+    addons: tuple[addons.AddonSpec, ...] = ()
 
     @property
     def num_action_tokens(self) -> int:
         return self.action_horizon * self.max_action_dim if self.action_head == "discrete" else 0
+
+    @property
+    def loss_names(self) -> tuple[str, ...]:
+        """The loss terms :meth:`VLA.compute_loss` returns."""
+        return (self.action_head, "text") + addons.loss_names(self.addons)
 
 
 def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
@@ -85,14 +78,6 @@ def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
     need(model.image_size % model.vit.patch_size == 0,
          f"config.model.image_size={model.image_size} must be divisible by "
          f"config.model.vit.patch_size={model.vit.patch_size}")
-    stem = tuple(int(f) for f in model.vit.get("stem", ()))
-    need(model.vit.patch_size % 2 ** len(stem) == 0 and all(f >= 1 for f in stem),
-         f"config.model.vit.stem={stem}: {len(stem)} stride-2 convolutions need config.model.vit.patch_size="
-         f"{model.vit.patch_size} divisible by {2 ** len(stem)} and positive channel counts")
-    keypoints = int(model.vit.get("keypoints", 0))
-    need(keypoints >= 0 and (keypoints == 0 or len(stem) >= 2),
-         f"config.model.vit.keypoints={keypoints} needs >= 2 stem convolutions (they come from the stride-4 "
-         f"features; config.model.vit.stem={stem}); set keypoints=0 or add stem layers")
     posemb_init = str(model.vit.get("posemb_init", "normal"))
     need(posemb_init in POSEMB_INITS, f"config.model.vit.posemb_init={posemb_init!r} must be one of {POSEMB_INITS}")
     need(posemb_init != "sincos2d" or model.vit.width % 4 == 0,
@@ -109,52 +94,23 @@ def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
                   "num_flow_steps"):
         need(model[field] >= 1, f"config.model.{field}={model[field]} must be >= 1")
     need(model.dtype in ("float32", "bfloat16"), f"config.model.dtype={model.dtype!r} must be float32 or bfloat16")
-    readout = bool(model.get("readout", False))
-    need(not readout or model.action_head == "flow",
-         "config.model.readout=True needs config.model.action_head='flow' (it feeds the action expert's state "
-         "token); set config.model.readout=False")
-
-    grid, first = int(model.get("location_grid", 0)), int(model.get("location_first_id", 0))
-    need(grid >= 0 and (grid == 0 or 0 <= first and first + grid * grid <= model.vocab_size),
-         f"config.model.location_grid={grid} / location_first_id={first}: the {grid * grid} location tokens must "
-         f"lie inside the vocabulary (vocab_size={model.vocab_size}); set location_grid=0 to switch them off")
 
     experts = [ExpertConfig(model.llm.width, model.llm.mlp_dim)]
     if model.action_head == "flow":
         experts.append(ExpertConfig(model.expert.width, model.expert.mlp_dim))
     common = dict(dtype=model.dtype, remat=model.remat, scan=model.scan_layers)
-    return VLAConfig(
+    cfg = VLAConfig(
         vit=ViTConfig(width=model.vit.width, depth=model.vit.depth, mlp_dim=model.vit.mlp_dim,
                       num_heads=model.vit.num_heads, patch_size=model.vit.patch_size,
-                      image_size=model.image_size, stem=stem, posemb_init=posemb_init, keypoints=keypoints,
-                      **common),
+                      image_size=model.image_size, posemb_init=posemb_init, **common),
         decoder=DecoderConfig(experts=tuple(experts), depth=model.llm.depth, num_heads=model.llm.num_heads,
                               num_kv_heads=model.llm.num_kv_heads, head_dim=model.llm.head_dim,
                               vocab_size=model.vocab_size, **common),
         action_head=model.action_head, num_cameras=model.num_cameras, image_size=model.image_size,
         max_text_len=model.max_text_len, action_horizon=model.action_horizon,
         max_action_dim=model.max_action_dim, max_state_dim=model.max_state_dim,
-        num_flow_steps=model.num_flow_steps, readout=readout, location_grid=grid, location_first_id=first)
-
-
-def instruction_vector(text: jax.Array, prompt: jax.Array) -> jax.Array:
-    """Embedded tokens [B, L, D] and the prompt's mask [B, L] (answers excluded) -> [B, D]: the mean prompt
-    embedding scaled to unit RMS (float32)."""
-    m = prompt.astype(jnp.float32)[..., None]
-    v = (text.astype(jnp.float32) * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
-    return v * jax.lax.rsqrt(jnp.mean(v * v, axis=-1, keepdims=True) + 1e-6)
-
-
-def location_weights(patch_grid: int, location_grid: int) -> np.ndarray:
-    """float32 [patch_grid^2, location_grid^2]: row t averages the location cells whose centers fall in
-    image token t (row-major both), so token t gets the mean embedding of "its" ``<locRC>`` tokens."""
-    centers = (np.arange(location_grid) + 0.5) / location_grid
-    token_of = np.minimum((centers * patch_grid).astype(int), patch_grid - 1)  # cell row / col -> token row / col
-    w = np.zeros((patch_grid * patch_grid, location_grid * location_grid), np.float32)
-    for r in range(location_grid):
-        for c in range(location_grid):
-            w[token_of[r] * patch_grid + token_of[c], r * location_grid + c] = 1.0
-    return w / np.maximum(w.sum(axis=1, keepdims=True), 1.0)
+        num_flow_steps=model.num_flow_steps, addons=addons.parse_specs(model.get("addons", ())))
+    return addons.configure(cfg, cfg.addons)
 
 
 def make_attn_mask(mask: jax.Array, ar: jax.Array) -> jax.Array:
@@ -162,12 +118,6 @@ def make_attn_mask(mask: jax.Array, ar: jax.Array) -> jax.Array:
     and both are real tokens. ar = 1 starts a new causal block; ar = 0 joins the previous one."""
     cum = jnp.cumsum(ar.astype(jnp.int32), axis=1)
     return (cum[:, None, :] <= cum[:, :, None]) & mask[:, None, :] & mask[:, :, None]
-
-
-def last_token(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """x [B, T, D] at each row's last position where mask [B, T] -> [B, D]."""
-    last = mask.shape[1] - 1 - jnp.argmax(mask[:, ::-1], axis=1)
-    return jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]
 
 
 def posemb_sincos(t: jax.Array, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> jax.Array:
@@ -214,118 +164,80 @@ class VLA(nn.Module):
             self.time_mlp_in = Einsum((2 * ew, ew), (None, "embed"), bias_axes=("embed",), dtype=dtype)
             self.time_mlp_out = Einsum((ew, ew), ("embed", None), bias_axes=(None,), dtype=dtype)
             self.action_out_proj = Einsum((ew, c.max_action_dim), ("embed", None), bias_axes=(None,), dtype=dtype)
-            if c.readout:
-                self.readout_proj = Einsum((width, ew), (None, "embed"), bias_axes=("embed",), dtype=dtype)
-                if c.vit.keypoints:
-                    self.keypoint_readout = Einsum((c.num_cameras * c.vit.keypoints * 2, width), (None, "embed"),
-                                                   dtype=dtype, init=nn.initializers.zeros)
         else:
             self.state_proj = Einsum((c.max_state_dim, width), (None, "embed"), bias_axes=("embed",), dtype=dtype)
+        self.addons = tuple(spec.build(c, name=spec.name) for spec in c.addons)
 
     # ----------------------------------------------------------------------------- prefix
-    def embed_prefix(self, obs: dict) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
-        """Image tokens (+ state token for the discrete head) + text tokens.
+    def embed_prefix(self, obs: dict) -> Prefix:
+        """Image tokens (+ state token for the discrete head) + text tokens, before the backbone runs.
 
-        Returns tokens [B, P, D], mask [B, P] bool, ar [B, P] bool with
-        P = C * num_patches (+ 1) + L_text, and the image keypoints [B, C, K, 2] (None without them).
+        Returns a :class:`Prefix` with tokens [B, P, D], mask [B, P], ar [B, P],
+        P = C * num_patches (+ 1) + L_text, and the add-ons' extras.
         """
         c = self.cfg
         images = obs["images"]
         b, cams = images.shape[:2]
-        text = self.llm.embed(obs["tokens"])
-        cond = None
-        if c.vit.keypoints:  # the instruction conditions the keypoints: its mean (RMS-normalized) token embedding
-            prompt = obs["token_mask"] & ~obs.get("token_ar", jnp.zeros_like(obs["token_mask"]))
-            cond = jnp.repeat(instruction_vector(text, prompt), cams, axis=0)
-        x, points = self.img(images.reshape(b * cams, *images.shape[2:]), cond)
-        if points is not None:
-            points = points.reshape(b, cams, *points.shape[1:])
-        x = self.img_proj("bnd,de->bne", x)
+        inputs = PrefixInputs(obs=obs, text=self.llm.embed(obs["tokens"]), embed_tokens=self.llm.embed)
+        x = images.reshape(b * cams, *images.shape[2:])
+        for addon in self.addons:
+            x = addon.pixels(x, inputs)
+        x = self.img.embed(x)
+        for addon in self.addons:
+            x = addon.patch_tokens(x, inputs)
+        x = self.img_proj("bnd,de->bne", self.img.encode(x))
         n = x.shape[1]
         x = x.reshape(b, cams, n, -1)
-        if c.location_grid:  # camera 0's tokens carry their cells' location-token embeddings (tied with the output)
-            loc = self.location_embeddings()
-            w = jnp.asarray(location_weights(int(round(n**0.5)), c.location_grid), loc.dtype)
-            x = x.at[:, 0].add(jnp.einsum("ng,gd->nd", w, loc).astype(x.dtype))
+        for addon in self.addons:
+            x = addon.image_tokens(x, inputs)
         tokens = [x.reshape(b, cams * n, -1)]
         masks = [jnp.repeat(obs["image_mask"], n, axis=1)]
         if c.action_head == "discrete":
             tokens.append(self.state_proj("bs,sd->bd", obs["state"])[:, None])
             masks.append(jnp.ones((b, 1), bool))
-        tokens.append(text)
+        tokens.append(inputs.text)
         masks.append(obs["token_mask"])
         ar = jnp.zeros((b, sum(m.shape[1] for m in masks[:-1])), bool)
         ar = jnp.concatenate([ar, obs.get("token_ar", jnp.zeros_like(obs["token_mask"]))], axis=1)
-        return jnp.concatenate(tokens, axis=1), jnp.concatenate(masks, axis=1), ar, points
+        return Prefix(tokens=jnp.concatenate(tokens, axis=1), mask=jnp.concatenate(masks, axis=1), ar=ar,
+                      extras=inputs.extras)
 
-    def location_embeddings(self) -> jax.Array:
-        """[G^2, D] input embeddings of the location tokens <loc00> ... (row-major)."""
-        first = self.cfg.location_first_id
-        return self.llm.embed(jnp.arange(first, first + self.cfg.location_grid ** 2)[None])[0]
+    def run_prefix(self, prefix: Prefix) -> Prefix:
+        """Runs the backbone over the prefix alone: fills its K/V cache ([depth, B, P, K, h] each), outputs,
+        the add-ons' extras, and the output and float32 logits at the last visible token."""
+        positions = jnp.cumsum(prefix.mask, axis=1) - 1
+        outs, kv = self.llm([prefix.tokens] + [None] * (len(self.cfg.decoder.experts) - 1), positions,
+                            make_attn_mask(prefix.mask, prefix.ar))
+        prefix = prefix.replace(kv=kv, outputs=outs[0])
+        for addon in self.addons:
+            prefix = prefix.replace(extras={**prefix.extras, **addon.prefix_outputs(prefix)})
+        last = last_token(prefix.outputs, prefix.visible)
+        return prefix.replace(last_output=last, last_logits=self.text_logits(last[:, None], prefix)[:, 0])
 
-    def location_cells(self, prefix_out: jax.Array, image_mask: jax.Array) -> jax.Array | None:
-        """Backbone outputs [B, P, D] of the prefix -> [B, G^2, D]: for each location cell the final output of
-        the camera-0 image token that holds it (zero where camera 0 is missing); None without location tokens."""
-        c = self.cfg
-        if not c.location_grid:
-            return None
-        n = c.vit.num_patches
-        held = jnp.asarray(location_weights(int(round(n**0.5)), c.location_grid) > 0, prefix_out.dtype)
-        cells = jnp.einsum("ng,bnd->bgd", held, prefix_out[:, :n])
-        return jnp.where(image_mask[:, :1, None], cells, 0.0)
+    def encode_prefix(self, obs: dict) -> Prefix:
+        """Checks and embeds an observation and runs its prefix (:meth:`run_prefix`)."""
+        check_batch(obs, self.cfg, OBSERVATION_KEYS)
+        return self.run_prefix(self.embed_prefix(masked_state(obs)))
 
-    def text_logits(self, out: jax.Array, cells: jax.Array | None) -> jax.Array:
-        """Backbone outputs [B, T, D] -> float32 logits [B, T, vocab]: the tied embedding, plus for the location
-        tokens the pointer term ``out . cells / sqrt(D)`` (how well each cell's image token matches)."""
+    def text_logits(self, out: jax.Array, prefix: Prefix) -> jax.Array:
+        """Backbone outputs [B, T, D] -> float32 logits [B, T, vocab] through the tied embedding (and the
+        add-ons' text_logits hooks)."""
         logits = self.llm.logits(out)
-        if cells is None:
-            return logits
-        first, g2 = self.cfg.location_first_id, self.cfg.location_grid ** 2
-        pointer = jnp.einsum("btd,bgd->btg", out.astype(jnp.float32), cells.astype(jnp.float32)) * out.shape[-1] ** -0.5
-        return logits.at[..., first:first + g2].add(pointer)
-
-    def readout_vector(self, last_out: jax.Array, last_logits: jax.Array, points: jax.Array | None,
-                       image_mask: jax.Array) -> jax.Array:
-        """The readout [B, D]: the backbone's final output at the last prompt token, plus with location tokens
-        the input embedding of the location it points at (expected under the location tokens' softmax over
-        ``last_logits`` [B, vocab], that token's :meth:`text_logits`), so the action expert is told where the
-        named object is in a form it does not have to decode, plus :meth:`keypoint_vector`."""
-        readout = last_out
-        if self.cfg.location_grid:
-            first, g2 = self.cfg.location_first_id, self.cfg.location_grid ** 2
-            probs = jax.nn.softmax(last_logits[:, first:first + g2], axis=-1)
-            loc = self.location_embeddings()
-            readout = readout + jnp.einsum("bg,gd->bd", probs.astype(loc.dtype), loc).astype(last_out.dtype)
-        return readout + self.keypoint_vector(points, image_mask)
-
-    def prefix_readout(self, prefix_out: jax.Array, mask: jax.Array, cells: jax.Array | None,
-                       points: jax.Array | None, image_mask: jax.Array) -> jax.Array:
-        """:meth:`readout_vector` of the prefix outputs [B, P, D] at the last token where ``mask`` [B, P]."""
-        last_out = last_token(prefix_out, mask)
-        return self.readout_vector(last_out, self.text_logits(last_out[:, None], cells)[:, 0], points, image_mask)
-
-    def keypoint_vector(self, points: jax.Array | None, image_mask: jax.Array) -> jax.Array | float:
-        """The keypoints [B, C, K, 2] of the present cameras (``image_mask`` [B, C]), projected to [B, D] for the
-        readout (zero-initialized): the action expert gets "where the named object is" in every camera as
-        coordinates, the low-dimensional input robomimic's policies get from their keypoints. 0 without them
-        or without a readout."""
-        if points is None or not self.cfg.readout:
-            return 0.0
-        flat = jnp.where(image_mask[:, :, None, None], points, 0.0).reshape(points.shape[0], -1)
-        return self.keypoint_readout("bk,kd->bd", flat)
+        for addon in self.addons:
+            logits = addon.text_logits(logits, out, prefix)
+        return logits
 
     # ----------------------------------------------------------------------------- suffix
     def embed_suffix(self, state: jax.Array, x_t: jax.Array, t: jax.Array,
-                     readout: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """State token (+ the projected prefix readout [B, D], if the model has one) + H action tokens
-        mixed with the time embedding by a 2-layer swish MLP.
+                     prefix: Prefix) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """State token + H action tokens mixed with the time embedding by a 2-layer swish MLP.
 
         state [B, S], x_t [B, H, A], t [B] -> tokens [B, 1 + H, D_e], mask [B, 1 + H], ar [B, 1 + H].
         """
         b, h = x_t.shape[:2]
         state_tok = self.state_proj("bs,sd->bd", state)
-        if self.cfg.readout:
-            state_tok = state_tok + self.readout_proj("bd,de->be", readout.astype(state_tok.dtype))
+        for addon in self.addons:
+            state_tok = addon.suffix_state_token(state_tok, prefix, self.addons)
         state_tok = state_tok[:, None]
         act = self.action_in_proj("bha,ad->bhd", x_t)
         temb = jnp.broadcast_to(posemb_sincos(t, act.shape[-1])[:, None].astype(act.dtype), act.shape)
@@ -341,10 +253,33 @@ class VLA(nn.Module):
         v = self.action_out_proj("bhd,da->bha", suffix_out[:, -self.cfg.action_horizon:])
         return v.astype(jnp.float32)
 
+    def suffix_velocity(self, state: jax.Array, x_t: jax.Array, t: jax.Array, prefix: Prefix) -> jax.Array:
+        """One flow step's velocity [B, H, A] from the suffix alone, attending to the prefix's cached keys /
+        values where it is visible; its positions continue after the prefix's visible tokens."""
+        s_tok, s_mask, s_ar = self.embed_suffix(state, x_t, t, prefix)
+        visible = prefix.visible
+        b, p = visible.shape
+        to_prefix = jnp.broadcast_to(visible[:, None, :], (b, s_tok.shape[1], p))
+        mask = jnp.concatenate([to_prefix, make_attn_mask(s_mask, s_ar)], axis=2)
+        positions = visible.sum(axis=1, keepdims=True) + jnp.cumsum(s_mask, axis=1) - 1
+        (_, s_out), _ = self.llm([None, s_tok], positions, mask, prefix.kv)
+        return self.velocity(s_out)
+
+    def full_velocity(self, obs: dict, x_t: jax.Array, t: jax.Array) -> jax.Array:
+        """The same velocity from one joint pass over prefix + suffix (no cache): the naive reference.
+        (The prefix also runs alone first, for add-ons that read its outputs.)"""
+        obs = masked_state(obs)
+        prefix = self.run_prefix(self.embed_prefix(obs))
+        s_tok, s_mask, s_ar = self.embed_suffix(obs["state"], x_t, t, prefix)
+        mask = jnp.concatenate([prefix.mask, s_mask], axis=1)
+        ar = jnp.concatenate([prefix.ar, s_ar], axis=1)
+        positions = jnp.cumsum(mask, axis=1) - 1
+        (_, s_out), _ = self.llm([prefix.tokens, s_tok], positions, make_attn_mask(mask, ar))
+        return self.velocity(s_out)
+
     # ----------------------------------------------------------------------------- losses
     def compute_loss(self, batch: dict, rng: jax.Array) -> LossTerms:
-        """Per-example loss sums and element counts for each head ('flow' or 'discrete', and 'text'; 'keypoint'
-        with keypoints and location tokens)."""
+        """Per-example loss sums and element counts for each term of ``cfg.loss_names``."""
         check_batch(batch, self.cfg)
         batch = masked_state(batch)
         if self.cfg.action_head == "flow":
@@ -361,24 +296,17 @@ class VLA(nn.Module):
         x_t = jnp.where(dim_mask, t[:, None, None] * noise + (1.0 - t[:, None, None]) * actions, 0.0)
         u = noise - actions
 
-        # The prefix runs first (its final output at the last prompt token is the readout), then the
-        # suffix against its keys / values, exactly as in sampling. The suffix never sees text answers
-        # (e.g. a grounding answer) nor counts them in its positions: at inference there are none.
-        p_tok, p_mask, p_ar, points = self.embed_prefix(batch)
-        (p_out, _), kv = self.llm([p_tok, None], jnp.cumsum(p_mask, axis=1) - 1, make_attn_mask(p_mask, p_ar))
-        prompt_mask = p_mask & ~p_ar
-        cells = self.location_cells(p_out, batch["image_mask"])
-        readout = None
-        if self.cfg.readout:
-            readout = self.prefix_readout(p_out, prompt_mask, cells, points, batch["image_mask"])
-        s_out = self._suffix(batch["state"], x_t, t, prompt_mask, kv, readout)
-
+        # The prefix runs first, then the suffix against its keys / values, exactly as in sampling. The
+        # suffix never sees text answers (e.g. a grounding answer) nor counts them in its positions: at
+        # inference there are none.
+        prefix = self.run_prefix(self.embed_prefix(batch))
+        v = self.suffix_velocity(batch["state"], x_t, t, prefix)
         elem = real_action_elements(batch).astype(jnp.float32)
-        sq = jnp.square(self.velocity(s_out) - u) * elem
+        sq = jnp.square(v - u) * elem
         terms = {"flow": (sq.sum(axis=(1, 2)), elem.sum(axis=(1, 2)))}
-        text_out = p_out[:, -batch["tokens"].shape[1]:]
-        terms["text"] = self._next_token_terms(text_out, batch["tokens"], batch["token_loss"], cells)
-        return terms | self._keypoint_terms(points, batch)
+        text_out = prefix.outputs[:, -batch["tokens"].shape[1]:]
+        terms["text"] = self._next_token_terms(text_out, batch["tokens"], batch["token_loss"], prefix)
+        return terms | self._addon_losses(batch, prefix)
 
     def discrete_inputs(self, batch: dict) -> dict:
         """Puts action tokens right after the prompt, then the text answer (a robot example's grounding
@@ -405,110 +333,48 @@ class VLA(nn.Module):
 
     def _discrete_loss(self, batch: dict) -> LossTerms:
         inputs = self.discrete_inputs(batch)
-        p_tok, p_mask, p_ar, points = self.embed_prefix(inputs)
-        positions = jnp.cumsum(p_mask, axis=1) - 1
-        (p_out,), _ = self.llm([p_tok], positions, make_attn_mask(p_mask, p_ar))
-        text_out = p_out[:, -inputs["tokens"].shape[1]:]
+        prefix = self.run_prefix(self.embed_prefix(inputs))
+        text_out = prefix.outputs[:, -inputs["tokens"].shape[1]:]
         is_action = inputs["is_action"]
-        cells = self.location_cells(p_out, batch["image_mask"])
         return {
-            "discrete": self._next_token_terms(text_out, inputs["tokens"], inputs["token_loss"] & is_action, cells),
-            "text": self._next_token_terms(text_out, inputs["tokens"], inputs["token_loss"] & ~is_action, cells),
-        } | self._keypoint_terms(points, batch)
+            "discrete": self._next_token_terms(text_out, inputs["tokens"], inputs["token_loss"] & is_action, prefix),
+            "text": self._next_token_terms(text_out, inputs["tokens"], inputs["token_loss"] & ~is_action, prefix),
+        } | self._addon_losses(batch, prefix)
 
-    def _keypoint_terms(self, points: jax.Array | None, batch: dict) -> LossTerms:
-        """{"keypoint": (sum, count) [B]} with both keypoints and location tokens, else {}: the squared distance
-        of camera 0's keypoint 0 (conditioned on the prompt) from the center of the cell that the example's
-        text answer names with a location token (a grounding answer). It teaches that keypoint to sit on
-        the named object, so the tokens carry where it is at sub-patch precision."""
-        c = self.cfg
-        if points is None or not c.location_grid:
-            return {}
-        g, first, tokens = c.location_grid, c.location_first_id, batch["tokens"]
-        is_loc = batch["token_mask"] & batch["token_ar"] & (tokens >= first) & (tokens < first + g * g)
-        cell = jnp.take_along_axis(tokens, jnp.argmax(is_loc, axis=1)[:, None], axis=1)[:, 0] - first  # the first
-        target = (jnp.stack([cell % g, cell // g], axis=-1).astype(jnp.float32) + 0.5) / g * 2.0 - 1.0  # (x, y)
-        has = is_loc.any(axis=1) & batch["image_mask"][:, 0]
-        err = jnp.square(points[:, 0, 0].astype(jnp.float32) - target).sum(-1)
-        return {"keypoint": (jnp.where(has, err, 0.0), has.astype(jnp.float32))}
+    def _addon_losses(self, batch: dict, prefix: Prefix) -> LossTerms:
+        terms: LossTerms = {}
+        for addon in self.addons:
+            terms |= addon.loss_terms(batch, prefix, self.addons)
+        return terms
 
-    def _next_token_terms(self, text_out: jax.Array, tokens: jax.Array, loss_mask: jax.Array,
-                          cells: jax.Array | None):
+    def _next_token_terms(self, text_out: jax.Array, tokens: jax.Array, loss_mask: jax.Array, prefix: Prefix):
         """Cross-entropy of predicting tokens[:, i + 1] from text_out[:, i] where loss_mask[:, i + 1]."""
-        logp = jax.nn.log_softmax(self.text_logits(text_out[:, :-1], cells), axis=-1)
+        logp = jax.nn.log_softmax(self.text_logits(text_out[:, :-1], prefix), axis=-1)
         nll = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
         m = loss_mask[:, 1:].astype(jnp.float32)
         return (nll * m).sum(axis=1), m.sum(axis=1)
 
-    # ----------------------------------------------------------------------------- inference pieces
-    def encode_prefix(self, obs: dict) -> tuple[KVCache, jax.Array, jax.Array, jax.Array, jax.Array | None]:
-        """Runs the prefix alone. Returns its K/V cache ([depth, B, P, K, h] each), mask [B, P], the
-        float32 logits [B, vocab] at the last real prefix token (for autoregressive decoding), that
-        :meth:`readout_vector` and the location cells [B, G^2, D] (or None)."""
-        check_batch(obs, self.cfg, OBSERVATION_KEYS)
-        p_tok, p_mask, p_ar, points = self.embed_prefix(masked_state(obs))
-        positions = jnp.cumsum(p_mask, axis=1) - 1
-        outs, kv = self.llm([p_tok] + [None] * (len(self.cfg.decoder.experts) - 1), positions,
-                            make_attn_mask(p_mask, p_ar))
-        last_out = last_token(outs[0], p_mask)
-        cells = self.location_cells(outs[0], obs["image_mask"])
-        logits = self.text_logits(last_out[:, None], cells)[:, 0]
-        return kv, p_mask, logits, self.readout_vector(last_out, logits, points, obs["image_mask"]), cells
-
-    def _suffix(self, state: jax.Array, x_t: jax.Array, t: jax.Array, prefix_mask: jax.Array,
-                kv_cache: KVCache, readout: jax.Array) -> jax.Array:
-        """Action-expert outputs [B, 1 + H, D_e] of the suffix attending to the cached prefix keys / values
-        where ``prefix_mask`` [B, P]; its positions continue after the prefix's real tokens."""
-        s_tok, s_mask, s_ar = self.embed_suffix(state, x_t, t, readout)
-        b, p = prefix_mask.shape
-        to_prefix = jnp.broadcast_to(prefix_mask[:, None, :], (b, s_tok.shape[1], p))
-        mask = jnp.concatenate([to_prefix, make_attn_mask(s_mask, s_ar)], axis=2)
-        positions = prefix_mask.sum(axis=1, keepdims=True) + jnp.cumsum(s_mask, axis=1) - 1
-        (_, s_out), _ = self.llm([None, s_tok], positions, mask, kv_cache)
-        return s_out
-
-    def suffix_velocity(self, state: jax.Array, x_t: jax.Array, t: jax.Array, prefix_mask: jax.Array,
-                        kv_cache: KVCache, readout: jax.Array) -> jax.Array:
-        """One flow step's velocity [B, H, A] from the suffix alone, attending to the cached prefix."""
-        return self.velocity(self._suffix(state, x_t, t, prefix_mask, kv_cache, readout))
-
-    def full_velocity(self, obs: dict, x_t: jax.Array, t: jax.Array) -> jax.Array:
-        """The same velocity from one joint pass over prefix + suffix (no cache): the naive reference.
-        (The readout needs the prefix's output first, so the prefix also runs once on its own.)"""
-        obs = masked_state(obs)
-        p_tok, p_mask, p_ar, points = self.embed_prefix(obs)
-        readout = None
-        if self.cfg.readout:
-            (p_out, _), _ = self.llm([p_tok, None], jnp.cumsum(p_mask, axis=1) - 1, make_attn_mask(p_mask, p_ar))
-            readout = self.prefix_readout(p_out, p_mask, self.location_cells(p_out, obs["image_mask"]), points,
-                                          obs["image_mask"])
-        s_tok, s_mask, s_ar = self.embed_suffix(obs["state"], x_t, t, readout)
-        mask = jnp.concatenate([p_mask, s_mask], axis=1)
-        ar = jnp.concatenate([p_ar, s_ar], axis=1)
-        positions = jnp.cumsum(mask, axis=1) - 1
-        (_, s_out), _ = self.llm([p_tok, s_tok], positions, make_attn_mask(mask, ar))
-        return self.velocity(s_out)
-
+    # ----------------------------------------------------------------------------- decoding
     def decode_step(self, token: jax.Array, position: jax.Array, mask: jax.Array,
-                    kv_cache: KVCache, cells: jax.Array | None) -> tuple[jax.Array, KVCache]:
+                    kv_cache: KVCache, prefix: Prefix) -> tuple[jax.Array, KVCache]:
         """One autoregressive token. token, position [B]; mask [B, 1, S + 1]; cache [depth, B, S, K, h];
-        cells from :meth:`encode_prefix`. Returns float32 logits [B, vocab] and the token's K/V
+        prefix from :meth:`encode_prefix`. Returns float32 logits [B, vocab] and the token's K/V
         ([depth, B, 1, K, h] each)."""
         x = self.llm.embed(token[:, None])
         outs, kv = self.llm([x] + [None] * (len(self.cfg.decoder.experts) - 1), position[:, None], mask, kv_cache)
-        return self.text_logits(outs[0], cells)[:, 0], kv
+        return self.text_logits(outs[0], prefix)[:, 0], kv
 
 
 # --------------------------------------------------------------------------------- sampling
 def sample_actions(model: VLA, params, obs: dict, noise: jax.Array, num_steps: int | None = None) -> jax.Array:
     """Flow-matching sampling with a prefix KV cache. noise [B, H, A] -> actions [B, H, A] (padded dims 0)."""
     num_steps = num_steps or model.cfg.num_flow_steps
-    kv, prefix_mask, _, readout, _ = model.apply(params, obs, method=VLA.encode_prefix)
+    prefix = model.apply(params, obs, method=VLA.encode_prefix)
     dt = -1.0 / num_steps
 
     def step(i, x_t):
         t = jnp.full((x_t.shape[0],), 1.0 + i * dt, jnp.float32)
-        v = model.apply(params, state, x_t, t, prefix_mask, kv, readout, method=VLA.suffix_velocity)
+        v = model.apply(params, state, x_t, t, prefix, method=VLA.suffix_velocity)
         return jnp.where(dim_mask, x_t + dt * v, 0.0)
 
     dim_mask = obs["action_dim_mask"][:, None, :]
@@ -535,7 +401,8 @@ def greedy_decode(model: VLA, params, obs: dict, num_tokens: int, actions_only: 
     ``actions_only`` restricts choices to the 256 action-bin ids. Returns int32 tokens [B, num_tokens].
     """
     vocab = model.cfg.decoder.vocab_size
-    kv, prefix_mask, logits, _, cells = model.apply(params, obs, method=VLA.encode_prefix)
+    prefix = model.apply(params, obs, method=VLA.encode_prefix)
+    kv, prefix_mask = prefix.kv, prefix.mask
     b, p = prefix_mask.shape
     keys = jnp.concatenate([kv[0], jnp.zeros(kv[0].shape[:2] + (num_tokens,) + kv[0].shape[3:], kv[0].dtype)], 2)
     values = jnp.concatenate([kv[1], jnp.zeros_like(keys[:, :, p:])], 2)
@@ -552,14 +419,14 @@ def greedy_decode(model: VLA, params, obs: dict, num_tokens: int, actions_only: 
         out = out.at[:, k].set(token)
         generated = jnp.broadcast_to(jnp.arange(num_tokens)[None] < k, (b, num_tokens))
         mask = jnp.concatenate([prefix_mask, generated, jnp.ones((b, 1), bool)], axis=1)[:, None]
-        lg, (nk, nv) = model.apply(params, token, first_position + k, mask, (keys, values), cells,
+        lg, (nk, nv) = model.apply(params, token, first_position + k, mask, (keys, values), prefix,
                                    method=VLA.decode_step)
         keys = jax.lax.dynamic_update_slice_in_dim(keys, nk.astype(keys.dtype), p + k, axis=2)
         values = jax.lax.dynamic_update_slice_in_dim(values, nv.astype(values.dtype), p + k, axis=2)
         return out, lg, keys, values
 
     out = jnp.zeros((b, num_tokens), jnp.int32)
-    out, *_ = jax.lax.fori_loop(0, num_tokens, step, (out, logits, keys, values))
+    out, *_ = jax.lax.fori_loop(0, num_tokens, step, (out, prefix.last_logits, keys, values))
     return out
 
 
