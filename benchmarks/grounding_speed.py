@@ -1,7 +1,7 @@
 """How many steps a backbone variant needs to learn "where is the object the instruction names".
 
     python benchmarks/grounding_speed.py --config=configs/pretrain.py:debug --steps=1500 \
-        [--config.model.location_grid=0] [--scenes=12000] [--eval_every=250]
+        [--config.model.addons="('conv_stem',)"] [--scenes=12000] [--eval_every=250]
 
 Trains the model's text loss alone on first frames of fresh single-arm scenes: the overhead image (one
 camera) and the task instruction, answered by the target's ``<locRC>`` cell (vla_jax/sim/grounding.py), the
@@ -114,12 +114,12 @@ def main(argv):
 
     @jax.jit
     def first_token(params, b):
-        return model.apply(params, b, method=VLA.encode_prefix)[2].argmax(-1)
+        return model.apply(params, b, method=VLA.encode_prefix).last_logits.argmax(-1)
 
-    first = cfg.location_first_id if cfg.location_grid else tokenizer.encode("<loc00>")[0]
+    first = tokenizer.encode("<loc00>")[0]
     val = np.arange(n, n + nv)
     rng = np.random.default_rng(0)
-    print(f"{platform.node()} | jax {jax.__version__} | location_grid={cfg.location_grid} | "
+    print(f"{platform.node()} | jax {jax.__version__} | add-ons {",".join(a.name for a in cfg.addons) or "none"} | "
           f"{cfg.vit.num_patches} image tokens | batch {FLAGS.batch_size}")
     print("| step | train loss (answer + eos) | exact cell | within one cell | s |\n|---:|---:|---:|---:|---:|")
     losses, t0 = [], time.perf_counter()

@@ -64,7 +64,7 @@ def bench(spec: str, repeats: int, naive_repeats: int, num_steps: int, log=print
 
     from vla_jax.config import load_config
     from vla_jax.export import parity, to_onnx, to_torch
-    from vla_jax.export import torch_policy as tp
+    from vla_jax.export import torch_port as tp
     from vla_jax.models import vla
 
     config = load_config(spec)

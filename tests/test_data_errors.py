@@ -83,11 +83,11 @@ def test_tokenizer_vocab_checks(tabletop_dir):  # noqa: F811
     config.model.vocab_size = 1024
     next(make_train_iterator(config))  # enough room: no error
     config = make_config(tabletop_dir)
-    config.model.location_grid, config.model.location_first_id = 8, 4
+    config.model.addons = ("location_tokens(grid=8, first_id=4)",)
     next(make_train_iterator(config))  # the tokenizers tools/generate_data.py trains: <loc00> is id 4
-    config.model.location_first_id = 5
-    msg = _error(config, r"encodes <loc00> as \[4\], but config.model.location_first_id=5")
-    assert "location_grid=0" in msg
+    config.model.addons = ("location_tokens(grid=8, first_id=5)",)
+    msg = _error(config, r"encodes <loc00> as \[4\], but config.model.addons expect \[5\]")
+    assert "remove it from config.model.addons" in msg
 
 
 def test_missing_stats_and_tokenizer(tabletop_dir, tmp_path):  # noqa: F811

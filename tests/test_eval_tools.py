@@ -30,7 +30,8 @@ EVAL_FLAGS = ["--episodes=1", "--tasks=pick", "--embodiments=single_arm", "--spl
 
 def overrides(data_dir: str, **extra) -> dict:
     o = {**testing.TINY, "model.max_action_dim": 14, "model.max_state_dim": 14, "model.max_text_len": 24,
-         "model.vit.stem": (8, 8), "model.vit.keypoints": 4,  # the keypoint loss and its probe run too
+         "model.addons": ("conv_stem(channels=(8, 8))", "location_tokens(grid=8, first_id=4)", "keypoints(num=4)",
+                          "prefix_readout"),  # the keypoint loss and its probe run too
          "num_steps": STEPS, "checkpoint.every": 4, "data.data_dir": data_dir, "data.num_workers": 0}
     o.update(extra)
     return o
@@ -131,7 +132,7 @@ def test_offline_metrics_on_a_trained_checkpoint(trained):
     blind = jax.tree_util.tree_map(np.array, ck.params)
     for leaf in ("w", "b"):
         blind["params"]["img_proj"][leaf][...] = 0.0
-    blind["params"]["keypoint_readout"]["w"][...] = 0.0  # the keypoints' path into the action expert
+    blind["params"]["keypoints"]["readout"]["w"][...] = 0.0  # the keypoints' path into the action expert
     blind_metrics = ev(blind)
     assert all(v == 0.0 for r in blind_metrics.values() for k, v in r.items() if k.startswith(("image", "camera")))
     assert all(r["instruction_reliance"] != 0.0 for r in blind_metrics.values() if r["kind"] == "robot")

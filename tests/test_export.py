@@ -18,7 +18,7 @@ from test_export_helpers import (DATASET, ROOT, STEPS, exported, make_run, model
                                  train_config)
 
 from vla_jax.export import parity, to_onnx, to_torch
-from vla_jax.export import torch_policy as tp
+from vla_jax.export import torch_port as tp
 from vla_jax.export.package import ExportError, import_torch, load_params
 
 TOL = 1e-4
@@ -40,11 +40,12 @@ def flat_equal(a, b):
 
 # ----------------------------------------------------------------------------------------- parity
 def test_spatial_softmax_matches_jax():
-    from vla_jax.models.vit import spatial_softmax
+    from vla_jax.export.torch_port.addons.keypoints import spatial_softmax as torch_spatial_softmax
+    from vla_jax.models.addons.keypoints import spatial_softmax
 
     heat = np.random.default_rng(0).normal(0.0, 3.0, (2, 6, 10, 5)).astype(np.float32)  # [N, H, W, K]
     want = np.asarray(spatial_softmax(heat))
-    got = tp.spatial_softmax(torch.from_numpy(heat).permute(0, 3, 1, 2)).numpy()  # torch: [N, K, H, W]
+    got = torch_spatial_softmax(torch.from_numpy(heat).permute(0, 3, 1, 2)).numpy()  # torch: [N, K, H, W]
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 
@@ -53,7 +54,7 @@ def test_parity_jax_torch_onnx(head):
     folder, report = exported(head)
     _, saved = make_run(head)
     cfg = model_cfg(head)
-    for name in ("config.json", "model.safetensors", "policy.onnx", "torch_policy.py", "norm_stats.json",
+    for name in ("config.json", "model.safetensors", "policy.onnx", "torch_port/__init__.py", "norm_stats.json",
                  "tokenizer.model", "README.md"):
         assert os.path.isfile(os.path.join(folder, name)), name
     # the exporter's own check ran on a tokenized instruction and passed
@@ -76,7 +77,7 @@ def test_parity_jax_torch_onnx(head):
                 jl = parity.jax_prefix_logits(cfg, params, inputs)
                 state = np.where(inputs["state_mask"], inputs["state"], 0).astype(np.float32)
                 args = [torch.from_numpy(inputs[k]) for k in parity.OBS_KEYS[:4]] + [torch.from_numpy(state)]
-                tl = policy.encode_prefix(*args)[2].numpy()
+                tl = policy.encode_prefix(*args).last_logits.numpy()
                 # large random weights amplify float32 rounding: both frameworks sit ~1e-4 relative from a
                 # float64 run of the PyTorch module; a wrong weight or mask gives O(1) differences
                 assert np.abs(jl - tl).max() <= 5e-4 * np.abs(jl).max(), np.abs(jl - tl).max()
@@ -110,13 +111,15 @@ def test_keypoint_parity_with_large_random_weights():
     and PyTorch still matches JAX."""
     import flax
 
+    from vla_jax.models import addons
+
     folder, _ = exported("flow")
     _, saved = make_run("flow")
     cfg = model_cfg("flow")
-    assert cfg.vit.keypoints
+    assert addons.has(cfg, "keypoints")
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(saved["params"]), sep="/")
     rng = np.random.default_rng(0)
-    for key in [k for k in flat if "keypoint" in k]:
+    for key in [k for k in flat if k.startswith("params/keypoints/")]:
         flat[key] = rng.normal(0.0, 0.5, np.shape(flat[key])).astype(np.float32)
     params = flax.traverse_util.unflatten_dict(flat, sep="/")
     policy = tp.VLAPolicy.from_pretrained(folder)
@@ -159,8 +162,8 @@ def test_torch_policy_runs_without_jax(tmp_path):
             raise SystemExit("jax importable")
         except ImportError:
             pass
-        sys.path.insert(0, {folder!r})          # the folder alone: its own torch_policy.py
-        from torch_policy import VLAPolicy
+        sys.path.insert(0, {folder!r})          # the folder alone: its own torch_port package
+        from torch_port import VLAPolicy
         policy = VLAPolicy.from_pretrained({folder!r})
         x = dict(np.load({str(tmp_path / 'inputs.npz')!r}))
         obs = {{k: x[k] for k in {parity.OBS_KEYS!r}}}
@@ -168,7 +171,7 @@ def test_torch_policy_runs_without_jax(tmp_path):
         raw = policy.sample_actions(**obs, noise=x["noise"], dataset={DATASET!r}).numpy()
         state, mask = policy.normalize_state(x["state"][:, :8], {DATASET!r})
         sys.path.insert(0, {ROOT!r})            # and the package module, also without JAX
-        from vla_jax.export.torch_policy import VLAPolicy as PackagePolicy
+        from vla_jax.export.torch_port import VLAPolicy as PackagePolicy
         b = PackagePolicy.from_pretrained({folder!r}).sample_actions(**obs, noise=x["noise"]).numpy()
         banned = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "flax", "orbax"))
         np.savez({str(tmp_path / 'out.npz')!r}, a=a, b=b, raw=raw, state=state, mask=mask)

@@ -1,7 +1,7 @@
 """Shared pieces of the export tests (imported by tests/test_export*.py; no tests here).
 
 A tiny model (the debug preset shrunk: 2 layers, GQA with 2 KV heads, 32px, 2 cameras, 5 flow steps; the flow
-model with a one-conv ViT stem, the discrete one with the plain patch embedding) gets
+model with a two-conv stem and keypoints, the discrete one with the plain patch embedding) gets
 random params with the tree of ``model.init`` (every leaf perturbed, so biases and norm scales matter), saved in the trainer's checkpoint layout
 (``checkpoints/<step>/{state,config,norm_stats}``) with a plain orbax CheckpointManager, together with a
 tiny SentencePiece tokenizer and normalization stats for the ``tabletop_single_arm`` spec.
@@ -25,7 +25,7 @@ TINY_MODEL = {
     "model.image_size": 32, "model.num_cameras": 2, "model.max_text_len": 16, "model.action_horizon": 4,
     "model.max_action_dim": 8, "model.max_state_dim": 9, "model.vocab_size": 512,
     "model.vit.width": 64, "model.vit.depth": 2, "model.vit.mlp_dim": 128, "model.vit.num_heads": 2,
-    "model.vit.patch_size": 8, "model.vit.stem": (), "model.vit.keypoints": 0,
+    "model.vit.patch_size": 8,
     "model.llm.width": 64, "model.llm.depth": 2, "model.llm.mlp_dim": 128, "model.llm.num_heads": 4,
     "model.llm.num_kv_heads": 2, "model.llm.head_dim": 16,
     "model.expert.width": 32, "model.expert.mlp_dim": 64, "model.num_flow_steps": 5,
@@ -48,10 +48,11 @@ def train_config(head: str = "flow", **extra):
     if head == "discrete":
         overrides["model.action_horizon"] = 2  # 2 x 5 tokens keep the unrolled ONNX decoding graph small
         overrides["model.max_action_dim"] = 5
+        overrides["model.addons"] = ("location_tokens(grid=8, first_id=4)",)  # the plain patch embedding
     else:
         # two stride-2 convs with spatial-softmax keypoints, then 2x2 patches: parity covers both ViT inputs
-        overrides["model.vit.stem"] = (8, 8)
-        overrides["model.vit.keypoints"] = 4
+        overrides["model.addons"] = ("conv_stem(channels=(8, 8))", "location_tokens(grid=8, first_id=4)",
+                                     "keypoints(num=4)", "prefix_readout")
     overrides.update(extra)
     config = load_config(f"{ROOT}/configs/pretrain.py:debug,head={head}", overrides)
     config.data.data_dir = data_dir()
@@ -107,11 +108,12 @@ def init_params(config, seed: int = 0, scale: float = 0.05):
         scanned = "layers" in names or "blocks" in names
         core = shape[1:] if scanned else shape  # without the stacked layer axis
         name, parent = names[-1], names[-2]
-        if name == "scale":
-            base = np.ones(shape) if names[1] == "img" else np.zeros(shape)
-        elif name in ("b", "bias") or (parent == "stem" and name.endswith("_b")):
+        conv = parent in ("conv_stem", "keypoints") and name.endswith(("_w", "_b"))  # conv_{i}_w, conv_w
+        if name == "scale":  # LayerNorm (ViT, conv stem): 1; Gemma RMSNorm (1 + scale): 0
+            base = np.ones(shape) if names[1] in ("img", "conv_stem") else np.zeros(shape)
+        elif name in ("b", "bias") or (conv and name.endswith("_b")):
             base = np.zeros(shape)
-        elif parent == "stem":  # conv kernel [3, 3, C_in, C_out]
+        elif conv:  # conv kernel [3, 3, C_in, C_out]
             base = rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))
         elif name == "pos_embedding":
             base = 0.02 * rng.standard_normal(shape)

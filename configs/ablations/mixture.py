@@ -13,9 +13,13 @@ x-axis of the plots; variants that change anything else are drawn as separate ma
 (evaluation settings, identical for every variant: same seeds, same episodes).
 """
 
+import pathlib
+
 import ml_collections
 
-from vla_jax.config import parse_arg
+from vla_jax.config import load_sibling, parse_arg
+
+PRETRAIN = pathlib.Path(__file__).resolve().parents[1] / "pretrain.py"
 
 
 def _dotted(d: dict) -> ml_collections.ConfigDict:
@@ -38,7 +42,10 @@ def get_config(arg=None):
     sweep.variants["no_grounding"] = _dotted({f"data.datasets.{name}.grounding": False
                                               for name in ("tabletop_single_arm", "tabletop_bimanual")})
     # the action head: flow matching (default) vs discrete action tokens, same mixture
-    sweep.variants["discrete"] = _dotted({"model.action_head": "discrete", "model.readout": False})
+    # (the prefix readout feeds the flow expert, so the discrete variant drops it, as pretrain.py's head=discrete)
+    addons = load_sibling(PRETRAIN, "pretrain").MODEL_PRESETS[arg.size]["addons"]
+    sweep.variants["discrete"] = _dotted({"model.action_head": "discrete",
+                                          "model.addons": tuple(a for a in addons if a != "prefix_readout")})
     sweep.varied = web
     sweep.eval = ml_collections.ConfigDict(dict(
         episodes=arg.episodes,     # per (embodiment, task, split) cell

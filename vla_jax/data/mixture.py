@@ -202,8 +202,7 @@ def build_source(
 
 def load_tokenizer(settings: DataSettings) -> Tokenizer:
     tokenizer = Tokenizer(settings.tokenizer)
-    check_tokenizer(tokenizer, settings.vocab_size, settings.action_head,
-                    location_grid=settings.location_grid, location_first_id=settings.location_first_id)
+    check_tokenizer(tokenizer, settings.vocab_size, settings.action_head, settings.required_tokens)
     return tokenizer
 
 

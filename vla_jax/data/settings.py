@@ -14,6 +14,7 @@ import os
 from vla_jax.data.errors import DataError
 from vla_jax.data.specs import get_spec
 from vla_jax.data.transforms import Dims
+from vla_jax.models import addons
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +47,7 @@ class DataSettings:
     vocab_size: int
     action_head: str
     batch_size: int
-    location_grid: int = 0  # config.model.location_grid / location_first_id (checked against the tokenizer)
-    location_first_id: int = 0
+    required_tokens: tuple[tuple[str, int], ...] = ()  # (piece, id) the model's add-ons expect (vla_jax.models.addons)
 
     def norm_group_members(self, name: str) -> list[str]:
         group = self.datasets[name].norm_group
@@ -122,6 +122,5 @@ def read_settings(config) -> DataSettings:
         vocab_size=int(model.vocab_size),
         action_head=str(model.action_head),
         batch_size=int(config.batch_size),
-        location_grid=int(model.get("location_grid", 0)),
-        location_first_id=int(model.get("location_first_id", 0)),
+        required_tokens=tuple(addons.required_tokens(model).items()),
     )

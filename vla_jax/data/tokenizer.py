@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+from typing import Sequence
 
 from vla_jax.data.errors import DataError
 
@@ -70,19 +71,16 @@ class Tokenizer:
         return self.sp.decode([int(i) for i in ids])
 
 
-def check_tokenizer(tokenizer: Tokenizer, vocab_size: int, action_head: str, *, location_grid: int = 0,
-                    location_first_id: int = 0) -> None:
-    """Start-up check of the tokenizer against the model embedding (and, with ``location_grid``, that
-    ``<locRC>`` is the single piece ``location_first_id + R * grid + C``); one clear line on mismatch."""
-    for r in range(location_grid):
-        for c in range(location_grid):
-            piece, want = f"<loc{r}{c}>", location_first_id + r * location_grid + c
-            if tokenizer.encode(piece) != [want]:
-                raise DataError(
-                    f"tokenizer {tokenizer.path} encodes {piece} as {tokenizer.encode(piece)}, but "
-                    f"config.model.location_first_id={location_first_id} / location_grid={location_grid} expect "
-                    f"[{want}]; set location_first_id to the id of <loc00> (a tokenizer trained by "
-                    f"tools/generate_data.py: 4) or location_grid=0")
+def check_tokenizer(tokenizer: Tokenizer, vocab_size: int, action_head: str,
+                    required_tokens: Sequence[tuple[str, int]] = ()) -> None:
+    """Start-up check of the tokenizer against the model embedding (and that each ``(piece, id)`` of
+    ``required_tokens``, what the model's add-ons expect, is that single id); one clear line on mismatch."""
+    for piece, want in required_tokens:
+        if tokenizer.encode(piece) != [want]:
+            raise DataError(
+                f"tokenizer {tokenizer.path} encodes {piece} as {tokenizer.encode(piece)}, but config.model.addons "
+                f"expect [{want}]; give the add-on the tokenizer's ids (a tokenizer trained by "
+                f"tools/generate_data.py has <loc00> = 4) or remove it from config.model.addons")
     pieces = tokenizer.vocab_size
     if action_head == "discrete":
         limit = vocab_size - DISCRETE_ACTION_BINS

@@ -42,12 +42,13 @@ def first_frame_grounding(model, params, io, embodiment: str, *, scenes: int = 2
     ``io``: the dataset's PolicyIO (vla_jax.data.policy.make_policy_io); ``params``: {"params": ...}."""
     import jax
 
+    from vla_jax.models import addons
     from vla_jax.models.vla import VLA, greedy_decode
 
     decode = jax.jit(lambda p, o: greedy_decode(model, p, o, 1, actions_only=False))
     keypoints = None
-    if model.cfg.vit.keypoints and model.cfg.location_grid:
-        keypoints = jax.jit(lambda p, o: model.apply(p, o, method=VLA.embed_prefix)[3][:, 0, 0])  # [B, 2]
+    if addons.has(model.cfg, "keypoints") and addons.has(model.cfg, "location_tokens"):  # the trained keypoint
+        keypoints = jax.jit(lambda p, o: model.apply(p, o, method=VLA.embed_prefix).extras["keypoints"][:, 0, 0])
     tokenizer = io.transform.tokenizer
     env = TabletopEnv(embodiment, image_size)
     camera = env.spec.cameras[0]

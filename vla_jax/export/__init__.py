@@ -1,6 +1,6 @@
 """Checkpoint export for deployment: a PyTorch module, an ONNX graph and a parity check against JAX.
 
-* ``torch_policy`` — the policy in plain PyTorch (imports only torch, numpy, safetensors; no JAX).
+* ``torch_port``   — the policy in plain PyTorch, core + add-ons (imports only torch, numpy, safetensors; no JAX).
 * ``to_torch``     — JAX params <-> ``model.safetensors`` (PyTorch names) + ``config.json``, exact both ways.
 * ``to_onnx``      — ``policy.onnx`` (whole sampling path, dynamic batch) and the opset checks.
 * ``parity``       — the same inputs through JAX, PyTorch and onnxruntime; max abs action difference.
@@ -8,7 +8,7 @@
                      :func:`import_torch` (folder -> a checkpoint the trainer starts from).
 
 Command lines: ``tools/export.py`` and ``tools/import_torch.py``; usage in ``docs/export.md``.
-Nothing here is imported eagerly, so ``import vla_jax.export.torch_policy`` works without JAX installed.
+Nothing here is imported eagerly, so ``import vla_jax.export.torch_port`` works without JAX installed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
-    "VLAPolicy": ("torch_policy", "VLAPolicy"),
+    "VLAPolicy": ("torch_port", "VLAPolicy"),
     "ExportError": ("package", "ExportError"),
     "load_params": ("package", "load_params"),
     "export": ("package", "export"),

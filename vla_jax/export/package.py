@@ -4,7 +4,7 @@ Folder layout (``--format=all``)::
 
     config.json         architecture (VLAConfig fields), torch_dtype, export metadata (preset, step, parity, ...)
     model.safetensors   PyTorch state_dict (names in vla_jax/export/to_torch.py)
-    torch_policy.py     the self-contained PyTorch module (torch + numpy + safetensors only)
+    torch_port/         the self-contained PyTorch package, core + add-ons (torch + numpy + safetensors only)
     policy.onnx         the whole sampling path (float32, dynamic batch)
     norm_stats.json     per-dataset normalization stats (+ method and masks) from the checkpoint
     tokenizer.model     the SentencePiece tokenizer the model was trained with (when found)
@@ -30,7 +30,7 @@ import numpy as np
 
 from vla_jax.export import parity as parity_lib
 from vla_jax.export import to_torch
-from vla_jax.export import torch_policy as tp
+from vla_jax.export import torch_port as tp
 
 FORMATS = ("pytorch", "onnx", "all")
 STATE_ITEMS = ("state", "default")  # trainer layout, plain CheckpointManager(StandardSave) layout
@@ -41,8 +41,8 @@ MAX_ONNX_DECODE_STEPS = 512  # the discrete ONNX graph unrolls H * A greedy step
 SUPPORTED_MODEL_FIELDS = {
     "": {"image_size", "num_cameras", "max_text_len", "action_horizon", "max_action_dim", "max_state_dim",
          "vocab_size", "vit", "llm", "expert", "action_head", "num_flow_steps", "dtype", "remat", "scan_layers",
-         "readout", "location_grid", "location_first_id"},
-    "vit": {"width", "depth", "mlp_dim", "num_heads", "patch_size", "stem", "posemb_init", "keypoints"},
+         "addons"},
+    "vit": {"width", "depth", "mlp_dim", "num_heads", "patch_size", "posemb_init"},
     "llm": {"width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim"},
     "expert": {"width", "mlp_dim"},
 }
@@ -140,9 +140,10 @@ def model_config(config: dict):
     """The VLAConfig of a saved training config; ExportError for models the PyTorch module does not support."""
     import ml_collections
 
+    from vla_jax.models.legacy import upgrade_model_config
     from vla_jax.models.vla import make_config
 
-    model = config["model"]
+    model = upgrade_model_config(config["model"])
     preset = config.get("preset", "?")
     for section, fields in SUPPORTED_MODEL_FIELDS.items():
         node = model if not section else model.get(section, {})
@@ -150,7 +151,7 @@ def model_config(config: dict):
         if extra:
             name = f"config.model.{section + '.' if section else ''}{extra[0]}"
             raise ExportError(f"preset {preset!r} is not supported by the PyTorch module: {name} is not implemented "
-                              "in vla_jax/export/torch_policy.py")
+                              "in vla_jax/export/torch_port")
     try:
         cfg = make_config(ml_collections.ConfigDict(model))
         tp.check_config(to_torch.config_to_dict(cfg))
@@ -257,7 +258,7 @@ def export(workdir: str, out: str, *, step: int | None = None, ema: bool = False
         config = to_torch.save_torch(tmp, ck.params, cfg, dtype)
         if not want_torch:
             os.remove(os.path.join(tmp, tp.WEIGHTS_FILE))
-            os.remove(os.path.join(tmp, "torch_policy.py"))
+            shutil.rmtree(os.path.join(tmp, "torch_port"))
         stats = enrich_norm_stats(ck.norm_stats, ck.config)
         if stats:
             with open(os.path.join(tmp, tp.NORM_STATS_FILE), "w") as f:
@@ -374,7 +375,7 @@ The export is refused above {par['tolerance_f32']:.0e} in float32.
 
 ## Use
 See `docs/export.md` in vla_jax: `VLAPolicy.from_pretrained(folder)` (needs only torch, numpy, safetensors:
-`torch_policy.py` is in this folder) or `onnxruntime.InferenceSession(folder + "/policy.onnx")`.
+the `torch_port` package is in this folder) or `onnxruntime.InferenceSession(folder + "/policy.onnx")`.
 """
 
 

@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from vla_jax.export import torch_policy as tp
+from vla_jax.export import torch_port as tp
 
 OBS_KEYS = ("images", "image_mask", "tokens", "token_mask", "state", "state_mask", "action_dim_mask")
 DEFAULT_INSTRUCTION = "pick up the red block and place it in the bowl"
@@ -97,7 +97,7 @@ def jax_prefix_logits(cfg, params, inputs: dict) -> np.ndarray:
 
     model = vla.VLA(with_dtype(cfg, "float32"))
     obs = {k: inputs[k] for k in OBS_KEYS}
-    fn = jax.jit(lambda p, o: model.apply(p, o, method=vla.VLA.encode_prefix)[2])
+    fn = jax.jit(lambda p, o: model.apply(p, o, method=vla.VLA.encode_prefix).last_logits)
     return np.asarray(fn(params, obs), np.float32)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vla_jax.export import torch_policy as tp
+from vla_jax.export import torch_port as tp
 
 ONNX_FILE = "policy.onnx"
 DEFAULT_OPSET = 17

@@ -7,13 +7,7 @@ Naming (``L`` = layer index, ``e`` = expert: 0 backbone, 1 action expert). Linea
 =====================================================  ============================================  =====================
 JAX (``params/...``, scanned: leading ``layers`` axis)  PyTorch                                       layout change
 =====================================================  ============================================  =====================
-img/stem/conv_i_{w,b} [3, 3, C_in, C]                  img.stem.i.{weight [C, C_in, 3, 3],bias}      (Conv2d) transpose
-img/stem/norm_i/{scale,bias}                            img.stem_norm.i.{weight,bias}                 -
-img/stem/keypoint_conv_{w,b} [3, 3, C_1, K]            img.keypoint_conv.{weight [K, C_1, 3, 3],bias} (Conv2d) transpose
-img/stem/keypoint_query [E, C_1, K]                     img.keypoint_query.weight [C_1 K, E]          reshape + T
-img/keypoint_proj/w [2K, D], b                          img.keypoint_proj.{weight,bias}               T
-keypoint_readout/w [C 2K, D_0]                          keypoint_readout.weight                       T
-img/embedding/w [q, q, C, D], b (q = p / 2^stems)       img.embedding.weight [D, C, q, q], .bias      (Conv2d) transpose
+img/embedding/w [q, q, C, D], b                         img.embedding.weight [D, C, q, q], .bias      (Conv2d) transpose
 img/pos_embedding [1, N, D]                             img.pos_embedding                             -
 img/blocks/ln_{attn,mlp}/{scale,bias}                   img.blocks.L.ln_{attn,mlp}.{weight,bias}      -
 img/blocks/qkv/w [D, 3, H, h], b [3, H, h]              img.blocks.L.qkv.weight [3Hh, D], .bias       reshape + T
@@ -30,8 +24,12 @@ llm/layers/gating_e/w [2, D, F]                         llm.layers.L.{gate_e,up_
 llm/layers/mlp_out_e/w [F, D]                           llm.layers.L.mlp_out_e.weight [D, F]          T
 llm/final_norm_e/scale                                  llm.final_norm_e.weight                       -
 {state_proj,action_in_proj,time_mlp_in,time_mlp_out,    same name .{weight,bias}                      T
- action_out_proj,readout_proj}/{w,b}
+ action_out_proj}/{w,b}
 =====================================================  ============================================  =====================
+
+Add-ons (``ADDON_RULES``): ``<addon>/conv_i_{w,b}``, ``keypoints/conv_{w,b}`` -> ``<addon>.conv_i.{weight,bias}``
+(Conv2d transpose); ``<addon>/norm_i/{scale,bias}`` -> ``.norm_i.{weight,bias}``; ``<addon>/<name>/{w,b}``
+(Einsum) -> ``<addon>.<name>.{weight,bias}`` (T); any other leaf ``<addon>/<name>`` -> ``<addon>.<name>``.
 
 Unscanned JAX models (``scan_layers=False``: ``img/block_L``, ``llm/layer_L``) map to the same names.
 Only numpy is needed here (torch only to write bfloat16 safetensors).
@@ -42,11 +40,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import shutil
 from typing import Any
 
 import numpy as np
 
-from vla_jax.export import torch_policy as tp
+from vla_jax.export import torch_port as tp
 
 Flat = dict[str, np.ndarray]  # "img/blocks/qkv/w" -> array (no leading "params/")
 
@@ -82,14 +82,25 @@ def unflatten_params(flat: Flat) -> dict:
 
 # ----------------------------------------------------------------------------------------- config
 def config_to_dict(cfg) -> dict:
-    """VLAConfig -> the ``config.json`` architecture fields (plus format tags)."""
+    """VLAConfig -> the ``config.json`` architecture fields (plus format tags); add-ons as
+    ``[{"name": ..., "kwargs": [[key, value], ...]}, ...]``."""
     d = dataclasses.asdict(cfg)
     d["decoder"]["experts"] = [dict(e) for e in d["decoder"]["experts"]]
+    d["addons"] = [{"name": a.name, "kwargs": [[k, _jsonable(v)] for k, v in a.kwargs]} for a in cfg.addons]
     return {"format": tp.FORMAT, "format_version": tp.FORMAT_VERSION, **d}
+
+
+def _jsonable(value):
+    return [_jsonable(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _hashable(value):
+    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
 
 
 def config_from_dict(d: dict):
     """``config.json`` -> VLAConfig (imports the JAX model package)."""
+    from vla_jax.models.addons import AddonSpec
     from vla_jax.models.gemma import DecoderConfig, ExpertConfig
     from vla_jax.models.vit import ViTConfig
     from vla_jax.models.vla import VLAConfig
@@ -97,9 +108,9 @@ def config_from_dict(d: dict):
     dec = dict(d["decoder"])
     dec["experts"] = tuple(ExpertConfig(**e) for e in dec["experts"])
     fields = {f.name for f in dataclasses.fields(VLAConfig)}
-    rest = {k: v for k, v in d.items() if k in fields and k not in ("vit", "decoder")}
-    vit = {**d["vit"], "stem": tuple(d["vit"].get("stem", ()))}  # JSON lists -> the hashable config's tuple
-    return VLAConfig(vit=ViTConfig(**vit), decoder=DecoderConfig(**dec), **rest)
+    rest = {k: v for k, v in d.items() if k in fields and k not in ("vit", "decoder", "addons")}
+    addons = tuple(AddonSpec(a["name"], tuple((k, _hashable(v)) for k, v in a["kwargs"])) for a in d.get("addons", ()))
+    return VLAConfig(vit=ViTConfig(**d["vit"]), decoder=DecoderConfig(**dec), addons=addons, **rest)
 
 
 # ----------------------------------------------------------------------------------------- layers
@@ -179,7 +190,49 @@ def _llm_layer_inv(t: Flat, widths: list[int], n: int, k: int, h: int) -> Flat:
     return out
 
 
-LINEARS = ("img_proj", "state_proj", "action_in_proj", "time_mlp_in", "time_mlp_out", "action_out_proj", "readout_proj")
+LINEARS = ("img_proj", "state_proj", "action_in_proj", "time_mlp_in", "time_mlp_out", "action_out_proj")
+
+_CONV = (3, 2, 0, 1)  # [3, 3, C_in, C] -> Conv2d [C, C_in, 3, 3]; the inverse is (2, 3, 1, 0)
+ADDON_RULES = (  # (JAX leaf regex below the add-on, PyTorch name template, layout: conv | T | -)
+    (r"^(conv_\d+|conv)_w$", "{0}.weight", "conv"),
+    (r"^(conv_\d+|conv)_b$", "{0}.bias", "-"),
+    (r"^(norm_\d+)/scale$", "{0}.weight", "-"),
+    (r"^(norm_\d+)/bias$", "{0}.bias", "-"),
+    (r"^(\w+)/w$", "{0}.weight", "T"),
+    (r"^(\w+)/b$", "{0}.bias", "-"),
+    (r"^(\w+)$", "{0}", "-"),
+)
+_TORCH_RULES = ((r"^(conv_\d+|conv)\.weight$", "{0}_w", "conv"), (r"^(conv_\d+|conv)\.bias$", "{0}_b", "-"),
+                (r"^(norm_\d+)\.weight$", "{0}/scale", "-"), (r"^(norm_\d+)\.bias$", "{0}/bias", "-"),
+                (r"^(\w+)\.weight$", "{0}/w", "T"), (r"^(\w+)\.bias$", "{0}/b", "-"), (r"^(\w+)$", "{0}", "-"))
+
+
+def addon_names(cfg) -> set[str]:
+    return {a.name for a in cfg.addons}
+
+
+def _convert(rules, key: str, value: np.ndarray, sep: str, inverse: bool) -> tuple[str, np.ndarray]:
+    addon, rest = key.split(sep, 1)
+    for pattern, template, layout in rules:
+        m = re.match(pattern, rest)
+        if m:
+            if layout == "conv":
+                value = np.transpose(value, (2, 3, 1, 0) if inverse else _CONV)
+            elif layout == "T":
+                value = value.T
+            joiner = "/" if inverse else "."
+            return addon + joiner + template.format(*m.groups()), value
+    raise ValueError(f"add-on parameter {key} has no {'JAX' if inverse else 'PyTorch'} name")
+
+
+def addon_to_torch(path: str, value: np.ndarray) -> tuple[str, np.ndarray]:
+    """An add-on's JAX leaf (``keypoints/proj/w``) -> its PyTorch name and array (``keypoints.proj.weight``)."""
+    return _convert(ADDON_RULES, path, value, "/", inverse=False)
+
+
+def addon_to_jax(name: str, value: np.ndarray) -> tuple[str, np.ndarray]:
+    """Inverse of :func:`addon_to_torch`."""
+    return _convert(_TORCH_RULES, name, value, ".", inverse=True)
 
 
 def jax_to_torch(variables: dict, cfg) -> dict[str, np.ndarray]:
@@ -199,20 +252,9 @@ def jax_to_torch(variables: dict, cfg) -> dict[str, np.ndarray]:
         "img.ln_final.bias": take("img/ln_final/bias"),
         "llm.embedding.weight": take("llm/embedding"),
     }
-    for i in range(len(cfg.vit.stem)):
-        out[f"img.stem.{i}.weight"] = np.transpose(take(f"img/stem/conv_{i}_w"), (3, 2, 0, 1))
-        out[f"img.stem.{i}.bias"] = take(f"img/stem/conv_{i}_b")
-        out[f"img.stem_norm.{i}.weight"] = take(f"img/stem/norm_{i}/scale")
-        out[f"img.stem_norm.{i}.bias"] = take(f"img/stem/norm_{i}/bias")
-    if cfg.vit.keypoints:
-        out["img.keypoint_conv.weight"] = np.transpose(take("img/stem/keypoint_conv_w"), (3, 2, 0, 1))
-        out["img.keypoint_conv.bias"] = take("img/stem/keypoint_conv_b")
-        q = take("img/stem/keypoint_query")
-        out["img.keypoint_query.weight"] = q.reshape(q.shape[0], -1).T
-        out["img.keypoint_proj.weight"] = take("img/keypoint_proj/w").T
-        out["img.keypoint_proj.bias"] = take("img/keypoint_proj/b")
-        if "keypoint_readout/w" in flat:
-            out["keypoint_readout.weight"] = take("keypoint_readout/w").T
+    for path in [p for p in flat if p.split("/")[0] in addon_names(cfg)]:
+        name, array = addon_to_torch(path, take(path))
+        out[name] = array
     for name in LINEARS:
         if f"{name}/w" in flat:
             out[f"{name}.weight"] = take(f"{name}/w").T
@@ -248,20 +290,9 @@ def torch_to_jax(tensors: dict[str, np.ndarray], cfg) -> dict:
         "img/ln_final/bias": take("img.ln_final.bias"),
         "llm/embedding": take("llm.embedding.weight"),
     }
-    for i in range(len(cfg.vit.stem)):
-        flat[f"img/stem/conv_{i}_w"] = np.transpose(take(f"img.stem.{i}.weight"), (2, 3, 1, 0))
-        flat[f"img/stem/conv_{i}_b"] = take(f"img.stem.{i}.bias")
-        flat[f"img/stem/norm_{i}/scale"] = take(f"img.stem_norm.{i}.weight")
-        flat[f"img/stem/norm_{i}/bias"] = take(f"img.stem_norm.{i}.bias")
-    if cfg.vit.keypoints:
-        flat["img/stem/keypoint_conv_w"] = np.transpose(take("img.keypoint_conv.weight"), (2, 3, 1, 0))
-        flat["img/stem/keypoint_conv_b"] = take("img.keypoint_conv.bias")
-        flat["img/stem/keypoint_query"] = take("img.keypoint_query.weight").T.reshape(
-            -1, cfg.vit.stem[1], cfg.vit.keypoints)
-        flat["img/keypoint_proj/w"] = take("img.keypoint_proj.weight").T
-        flat["img/keypoint_proj/b"] = take("img.keypoint_proj.bias")
-        if "keypoint_readout.weight" in t:
-            flat["keypoint_readout/w"] = take("keypoint_readout.weight").T
+    for name in [n for n in t if n.split(".")[0] in addon_names(cfg)]:
+        path, array = addon_to_jax(name, take(name))
+        flat[path] = array
     for name in LINEARS:
         if f"{name}.weight" in t:
             flat[f"{name}/w"] = take(f"{name}.weight").T
@@ -298,7 +329,7 @@ def torch_to_jax(tensors: dict[str, np.ndarray], cfg) -> dict:
 # ----------------------------------------------------------------------------------------- files
 def save_torch(out_dir: str, variables: dict, cfg, dtype: str = "float32", extra_config: dict | None = None) -> dict:
     """Writes ``model.safetensors`` + ``config.json`` (architecture, ``torch_dtype``, ``extra_config``)
-    and a copy of ``torch_policy.py`` into ``out_dir``. Returns the config.json dict."""
+    and a copy of the ``torch_port`` package into ``out_dir``. Returns the config.json dict."""
     import torch
     from safetensors.torch import save_file
 
@@ -313,8 +344,8 @@ def save_torch(out_dir: str, variables: dict, cfg, dtype: str = "float32", extra
     tp.check_config(config)
     with open(os.path.join(out_dir, tp.CONFIG_FILE), "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)
-    with open(tp.__file__) as src, open(os.path.join(out_dir, "torch_policy.py"), "w") as dst:
-        dst.write(src.read())
+    shutil.copytree(tp.PACKAGE_DIR, os.path.join(out_dir, "torch_port"), dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return config
 
 

@@ -7,10 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from vla_jax.batch import BATCH_KEYS, dims_from_config
+from vla_jax.models import addons
 from vla_jax.models.vla import VLA, VLAConfig
 
 COMPONENTS = ("vision encoder", "vision projection", "token embedding", "backbone layers", "action expert layers",
-              "action/state projections")
+              "action/state projections", "add-ons")
 
 
 def dummy_batch(cfg: VLAConfig, batch_size: int = 1) -> dict[str, jax.ShapeDtypeStruct]:
@@ -30,6 +31,8 @@ def param_shapes(cfg: VLAConfig):
 def component_of(path: tuple[str, ...]) -> str:
     """Maps a parameter path (names) to one of COMPONENTS."""
     top = path[1]
+    if top in addons.REGISTRY:
+        return "add-ons"
     if top == "img":
         return "vision encoder"
     if top == "img_proj":
@@ -53,7 +56,8 @@ def count_by_component(params) -> dict[str, int]:
 
 
 def analytic_counts(cfg: VLAConfig) -> dict[str, int]:
-    """The same breakdown from the architecture formula (what the published sizes are derived from)."""
+    """The same breakdown from the architecture formula (what the published sizes are derived from; the
+    add-ons are counted as 0)."""
     v, d = cfg.vit, cfg.decoder
     w, f = v.width, v.mlp_dim
     vit_block = 4 * w + (3 * w * w + 3 * w) + (w * w + w) + (w * f + f) + (f * w + w)

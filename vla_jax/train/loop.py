@@ -26,8 +26,8 @@ from ml_collections import config_flags
 from vla_jax.batch import check_batch
 from vla_jax.config import ConfigError
 from vla_jax.data.errors import DataError
-from vla_jax.models import summary
-from vla_jax.models.vla import VLA, make_config
+from vla_jax.models import addons, summary
+from vla_jax.models.vla import CORE_LOSSES, VLA, make_config
 from vla_jax.train import checkpoint as ckpt_lib
 from vla_jax.train import init_from
 from vla_jax.train import metrics as metrics_lib
@@ -117,9 +117,9 @@ def check_training_config(config) -> None:
          f"config.metrics.flops={config.metrics.flops!r} must be 'compiled' or 'analytic'")
     ema = config.optimizer.ema_decay
     need(ema is None or 0.0 <= ema < 1.0, f"config.optimizer.ema_decay={ema} must be in [0, 1) or None")
+    known = CORE_LOSSES + tuple(n for cls in addons.REGISTRY.values() for n in cls.LOSS_NAMES)
     for name in config.loss_weights:
-        need(name in ("flow", "discrete", "text", "keypoint"),
-             f"config.loss_weights.{name}: heads are flow, discrete, text, keypoint")
+        need(name in known, f"config.loss_weights.{name}: loss terms are {', '.join(known)}")
     need(not (config.init.from_npz and config.init.get("from_checkpoint")),
          "config.init.from_npz and config.init.from_checkpoint are both set; keep one")
 

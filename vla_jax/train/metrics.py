@@ -158,7 +158,7 @@ def analytic_flops_per_example(model_cfg, counts: dict[str, int]) -> float:
     seq = tok["total"]
     heads, head_dim = model_cfg.llm.num_heads, model_cfg.llm.head_dim
     vit_seq = (model_cfg.image_size // model_cfg.vit.patch_size) ** 2
-    flops = 6 * (counts["vision encoder"] + counts["vision projection"]) * tok["patches"]
+    flops = 6 * (counts["vision encoder"] + counts["vision projection"] + counts["add-ons"]) * tok["patches"]
     flops += 6 * counts["backbone layers"] * tok["prefix"]
     flops += 6 * counts["action expert layers"] * tok["suffix"]
     flops += 6 * counts["action/state projections"] * max(tok["suffix"], 1)

@@ -21,7 +21,7 @@ TINY = {
     "model.image_size": 16, "model.num_cameras": 2, "model.max_text_len": 8, "model.action_horizon": 4,
     "model.max_action_dim": 6, "model.max_state_dim": 6, "model.vocab_size": 300,
     "model.vit.width": 32, "model.vit.depth": 1, "model.vit.mlp_dim": 64, "model.vit.num_heads": 2,
-    "model.vit.patch_size": 8, "model.vit.stem": (), "model.vit.keypoints": 0,
+    "model.vit.patch_size": 8, "model.addons": ("location_tokens(grid=8, first_id=4)", "prefix_readout"),
     "model.llm.width": 32, "model.llm.depth": 2, "model.llm.mlp_dim": 64, "model.llm.num_heads": 2,
     "model.llm.num_kv_heads": 1, "model.llm.head_dim": 16,
     "model.expert.width": 16, "model.expert.mlp_dim": 32,

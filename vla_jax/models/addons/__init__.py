@@ -48,7 +48,6 @@ def _hashable(value):
 def parse_specs(texts: Sequence[str]) -> tuple[AddonSpec, ...]:
     """config.model.addons strings -> specs. Raises ConfigError (one line) on unknown names, bad syntax,
     positional arguments or a name given twice."""
-    _load_all()
     specs = []
     for text in texts or ():
         name, args, kwargs = parse_call(text, "config.model.addons")
@@ -100,6 +99,5 @@ def has(model_cfg, name: str) -> bool:
     return any(s.name == name for s in model_cfg.addons)
 
 
-def _load_all() -> None:
-    """Imports every add-on module once (each registers itself)."""
-    from vla_jax.models.addons import conv_stem, keypoints, location_tokens, prefix_readout  # noqa: F401
+# Every add-on module registers itself on import.
+from vla_jax.models.addons import conv_stem, keypoints, location_tokens, prefix_readout  # noqa: E402,F401

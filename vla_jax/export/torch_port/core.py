@@ -1,29 +1,25 @@
 """The vla_jax policy in plain PyTorch, for deployment. Self-contained: stdlib, torch, numpy, safetensors.
 
-This file is copied verbatim into every exported folder, so a robot computer with only PyTorch can do::
+This package (``torch_port/``) is copied verbatim into every exported folder, so a robot computer with only
+PyTorch can do::
 
     import sys; sys.path.insert(0, "exported_folder")
-    from torch_policy import VLAPolicy
+    from torch_port import VLAPolicy
     policy = VLAPolicy.from_pretrained("exported_folder")
     actions = policy.sample_actions(images, image_mask, tokens, token_mask, state, state_mask, action_dim_mask)
 
 It mirrors ``vla_jax/models`` op for op (the parity check in ``vla_jax/export/parity.py`` holds the two
-within 1e-4 in float32):
+within 1e-4 in float32), with the same split: this file is the pi0 core, ``addons/`` the research add-ons
+(one module each, the same hooks as the JAX model's, built from config.json's ``addons``):
 
-* ViT: optional stem (stride-2 3x3 convs, each + LayerNorm over channels + ReLU), optional spatial-softmax
-  keypoints from the second stem conv's output, their heat maps conditioned on the instruction (mean
-  prompt embedding at unit RMS -> per-image 1x1 filters), projected and added to every token; patch embedding (a
-  strided conv), learned position embedding, pre-norm blocks with GELU(tanh) MLPs, final LayerNorm
-  (eps 1e-6, computed in float32).
+* ViT: patch embedding (a strided conv over whatever pixel grid the add-ons hand it), learned position
+  embedding, pre-norm blocks with GELU(tanh) MLPs, final LayerNorm (eps 1e-6, computed in float32).
 * Gemma mixture of transformers: every layer has per-expert weights (suffix ``_0`` backbone, ``_1``
   action expert) and one joint attention over all experts' tokens; RMSNorm with ``(1 + weight)``,
   rotary positions, multi-/grouped-query attention with float32 logits, GeGLU (tanh GELU), tied
   input/output embedding scaled by sqrt(width).
 * Prefix (images + text [+ state token for the discrete head]) and suffix (state token + action tokens
-  mixed with a sin-cos time embedding); attention masks from cumulative autoregressive flags. With
-  ``location_grid``, camera 0's image tokens get their cells' location-token embeddings, the location
-  tokens' logits add a pointer term (the match of the output with each cell's camera-0 image-token
-  output) and the readout adds the embedding of the location the prompt points at.
+  mixed with a sin-cos time embedding); attention masks from cumulative autoregressive flags.
 * ``sample_actions``: the prefix runs once into a KV cache; N Euler steps (t: 1 -> 0) run only the suffix.
   The discrete head decodes H * A tokens greedily (restricted to the last 256 vocabulary ids) with a KV cache.
 
@@ -46,18 +42,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .addons import REGISTRY as ADDONS
+from .addons.base import Prefix, PrefixInputs
+from .layers import LayerNorm, RMSNorm, attention, gelu_tanh, make_attn_mask, posemb_sincos, rope
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 NORM_STATS_FILE = "norm_stats.json"
 FORMAT = "vla_jax.torch_policy"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: add-ons listed in config.json's "addons"
 NUM_BINS = 256  # discrete head: the last 256 vocabulary ids are action bins
 ACTION_HEADS = ("flow", "discrete")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 _STATS_EPS = 1e-8  # vla_jax.data.stats._EPS
 
 KVCache = list  # per layer: (keys [B, S, K, h], values [B, S, K, h])
-
 
 class UnsupportedModelError(ValueError):
     """The config describes a model this PyTorch module does not implement; one line naming the field."""
@@ -72,8 +71,12 @@ def check_config(cfg: dict) -> None:
             raise UnsupportedModelError(msg)
 
     need(cfg.get("format", FORMAT) == FORMAT, f"config.json format {cfg.get('format')!r} is not {FORMAT!r}")
-    need(int(cfg.get("format_version", FORMAT_VERSION)) <= FORMAT_VERSION,
-         f"config.json format_version {cfg.get('format_version')} is newer than this module ({FORMAT_VERSION})")
+    version = int(cfg.get("format_version", FORMAT_VERSION))
+    need(version <= FORMAT_VERSION,
+         f"config.json format_version {version} is newer than this module ({FORMAT_VERSION})")
+    need(version >= 2 or not any(k in cfg for k in ("readout", "location_grid")),
+         f"config.json format_version {version} keeps add-ons as model fields; re-export the checkpoint with "
+         f"tools/export.py (format_version {FORMAT_VERSION})")
     for key in ("vit", "decoder", "action_head", "num_cameras", "image_size", "max_text_len", "action_horizon",
                 "max_action_dim", "max_state_dim", "num_flow_steps"):
         need(key in cfg, f"config.json has no '{key}'")
@@ -85,98 +88,14 @@ def check_config(cfg: dict) -> None:
     need(dec["head_dim"] % 2 == 0, "decoder.head_dim must be even (rotary)")
     need(vit["width"] % vit["num_heads"] == 0, "vit.width must be divisible by vit.num_heads")
     need(cfg["image_size"] % vit["patch_size"] == 0, "image_size must be divisible by vit.patch_size")
-    need(vit["patch_size"] % 2 ** len(vit.get("stem", ())) == 0, "vit.patch_size must be divisible by 2^len(vit.stem)")
-    need(not vit.get("keypoints", 0) or len(vit.get("stem", ())) >= 2, "vit.keypoints needs >= 2 stem convolutions")
+    for addon in cfg.get("addons", ()):
+        need(addon["name"] in ADDONS, f"add-on {addon['name']!r} is not implemented by the PyTorch module "
+                                      f"(one of {sorted(ADDONS)})")
     need(head != "discrete" or dec["vocab_size"] > NUM_BINS, f"vocab_size must exceed {NUM_BINS} (discrete head)")
-    need(head == "flow" or not cfg.get("readout", False), "readout needs the flow head")
+    need(head == "flow" or all(a["name"] != "prefix_readout" for a in cfg.get("addons", ())),
+         "prefix_readout needs the flow head")
     dtype = cfg.get("torch_dtype", "float32")
     need(dtype in DTYPES, f"torch_dtype={dtype!r} is not one of {sorted(DTYPES)}")
-
-
-# ----------------------------------------------------------------------------------------- layers
-class LayerNorm(nn.Module):
-    """LayerNorm (eps 1e-6) computed in float32, returned in the input dtype."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        mean = x32.mean(-1, keepdim=True)
-        var = (x32 - mean).square().mean(-1, keepdim=True)
-        y = (x32 - mean) * torch.rsqrt(var + 1e-6) * self.weight.float() + self.bias.float()
-        return y.to(x.dtype)
-
-
-class RMSNorm(nn.Module):
-    """Gemma RMSNorm: ``x * rsqrt(mean(x^2) + 1e-6) * (1 + weight)`` in float32 (weight is 0-centred)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        y = x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + 1e-6)
-        return (y * (1.0 + self.weight.float())).to(x.dtype)
-
-
-def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    return F.gelu(x, approximate="tanh")
-
-
-def rope(x: torch.Tensor, positions: torch.Tensor, max_wavelength: float = 10_000.0) -> torch.Tensor:
-    """Rotary embedding (halves convention). x [B, T, n, h], positions [B, T] int -> same dtype as x."""
-    h = x.shape[-1]
-    half = h // 2
-    freq = max_wavelength ** (2.0 * torch.arange(half, dtype=torch.float32) / h)
-    angle = positions.float()[:, :, None, None] / freq
-    sin, cos = torch.sin(angle), torch.cos(angle)
-    x32 = x.float()
-    x1, x2 = x32[..., :half], x32[..., half:]
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Grouped-query attention with float32 logits. q [B, T, N, h]; k, v [B, S, K, h]; mask [B, T, S] bool.
-    Returns [B, T, N * h]. Fully masked rows get a uniform distribution (as in the JAX model)."""
-    b, t, n, h = q.shape
-    kh = k.shape[2]
-    q = q.reshape(b, t, kh, n // kh, h).permute(0, 2, 3, 1, 4)           # [B, K, G, T, h]
-    kt = k.permute(0, 2, 3, 1).unsqueeze(2)                               # [B, K, 1, h, S]
-    logits = torch.matmul(q.float(), kt.float()) * (h ** -0.5)            # [B, K, G, T, S]
-    logits = logits.masked_fill(~mask[:, None, None], torch.finfo(torch.float32).min)
-    probs = torch.softmax(logits, dim=-1).to(v.dtype)
-    out = torch.matmul(probs, v.permute(0, 2, 1, 3).unsqueeze(2))        # [B, K, G, T, h]
-    return out.permute(0, 3, 1, 2, 4).reshape(b, t, n * h)
-
-
-def make_attn_mask(mask: torch.Tensor, ar: torch.Tensor) -> torch.Tensor:
-    """mask, ar [B, T] bool -> [B, T, T]: i may attend to j iff cumsum(ar)[j] <= cumsum(ar)[i], both real."""
-    cum = torch.cumsum(ar.long(), dim=1)
-    return (cum[:, None, :] <= cum[:, :, None]) & mask[:, None, :] & mask[:, :, None]
-
-
-def posemb_sincos(t: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
-    """Sine-cosine embedding of the flow time. t: [B] (or scalar) float32 -> [B, dim] (or [dim])."""
-    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float32)
-    period = min_period * (max_period / min_period) ** fraction
-    angle = t.float()[..., None] * (2 * math.pi / period)
-    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
-
-
-def location_weights(patch_grid: int, location_grid: int) -> np.ndarray:
-    """float32 [patch_grid^2, location_grid^2]: row t averages the location cells whose centers fall in image
-    token t (vla_jax.models.vla.location_weights; this file stays self-contained)."""
-    centers = (np.arange(location_grid) + 0.5) / location_grid
-    token_of = np.minimum((centers * patch_grid).astype(int), patch_grid - 1)
-    w = np.zeros((patch_grid * patch_grid, location_grid * location_grid), np.float32)
-    for r in range(location_grid):
-        for c in range(location_grid):
-            w[token_of[r] * patch_grid + token_of[c], r * location_grid + c] = 1.0
-    return w / np.maximum(w.sum(axis=1, keepdims=True), 1.0)
 
 
 # ----------------------------------------------------------------------------------------- ViT
@@ -204,55 +123,26 @@ class ViTBlock(nn.Module):
         return x + self.mlp_out(gelu_tanh(self.mlp_in(self.ln_mlp(x))))
 
 
-def spatial_softmax(heat: torch.Tensor) -> torch.Tensor:
-    """Heat maps [N, K, H, W] -> expected (x, y) of each map's softmax over positions, [N, K, 2] in [-1, 1]."""
-    n, k, h, w = heat.shape
-    probs = torch.softmax(heat.float().reshape(n, k, h * w), dim=-1).reshape(n, k, h, w)
-    xs = torch.linspace(-1.0, 1.0, w, device=heat.device)
-    ys = torch.linspace(-1.0, 1.0, h, device=heat.device)
-    return torch.stack([(probs.sum(2) * xs).sum(-1), (probs.sum(3) * ys).sum(-1)], dim=-1)
-
-
 class ViT(nn.Module):
-    """Images [N, R, R, 3] in [-1, 1] -> patch tokens [N, (R/p)^2, width]."""
+    """Pixels [N, r, r, c] (NHWC) -> patch tokens [N, (R/p)^2, width]; :meth:`embed` then :meth:`encode`."""
 
-    def __init__(self, vit: dict, cond_dim: int = 0):
+    def __init__(self, vit: dict):
         super().__init__()
-        width, p, stem = vit["width"], vit["patch_size"], list(vit.get("stem", ()))
-        channels = [3] + stem
-        self.stem = nn.ModuleList(nn.Conv2d(a, b, kernel_size=3, stride=2, padding=1)
-                                  for a, b in zip(channels[:-1], channels[1:]))
-        self.stem_norm = nn.ModuleList(LayerNorm(c) for c in stem)
-        self.keypoints = int(vit.get("keypoints", 0))
-        if self.keypoints:  # spatial-softmax keypoints from the stride-4 stem features, added to every token
-            self.keypoint_conv = nn.Conv2d(stem[1], self.keypoints, kernel_size=3, stride=1, padding=1)
-            # instruction-conditioned 1x1 filters: cond [N, E] -> [N, C_1, K]
-            self.keypoint_query = nn.Linear(cond_dim, stem[1] * self.keypoints, bias=False)
-            self.keypoint_proj = nn.Linear(2 * self.keypoints, width)
-        q = p // 2 ** len(stem)  # patch size left after the stem
-        self.embedding = nn.Conv2d(channels[-1], width, kernel_size=q, stride=q)
-        self.pos_embedding = nn.Parameter(torch.zeros(1, (vit["image_size"] // p) ** 2, width))
+        width, grid = vit["width"], vit["image_size"] // vit["patch_size"]
+        q = (vit.get("pixel_size") or vit["image_size"]) // grid  # patch side in the pixel grid
+        self.embedding = nn.Conv2d(vit.get("pixel_channels", 3), width, kernel_size=q, stride=q)
+        self.pos_embedding = nn.Parameter(torch.zeros(1, grid ** 2, width))
         self.blocks = nn.ModuleList(ViTBlock(width, vit["mlp_dim"], vit["num_heads"]) for _ in range(vit["depth"]))
         self.ln_final = LayerNorm(width)
 
-    def forward(self, images: torch.Tensor, cond: Optional[torch.Tensor] = None):
-        """-> (tokens [N, (R/p)^2, width], keypoints [N, K, 2] or None). ``cond`` [N, E]: the instruction vector
-        that conditions the keypoints (needed when they are on)."""
-        x = images.permute(0, 3, 1, 2).to(self.embedding.weight.dtype)  # [N, 3, R, R]
-        points = None
-        for i, (conv, norm) in enumerate(zip(self.stem, self.stem_norm)):
-            x = torch.relu(norm(conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
-            if i == 1 and self.keypoints:
-                filters = self.keypoint_query(cond.to(x.dtype)).reshape(x.shape[0], x.shape[1], self.keypoints)
-                heat = self.keypoint_conv(x) + torch.einsum("nchw,nck->nkhw", x, filters)
-                points = spatial_softmax(heat)  # [N, K, 2]
-        x = self.embedding(x)  # [N, D, R/p, R/p]
-        x = x.flatten(2).transpose(1, 2) + self.pos_embedding.to(x.dtype)
-        if points is not None:
-            x = x + self.keypoint_proj(points.flatten(1).to(x.dtype))[:, None, :]
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(pixels.permute(0, 3, 1, 2).to(self.embedding.weight.dtype))  # [N, D, R/p, R/p]
+        return x.flatten(2).transpose(1, 2) + self.pos_embedding.to(x.dtype)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             x = block(x)
-        return self.ln_final(x), points
+        return self.ln_final(x)
 
 
 # ----------------------------------------------------------------------------------------- decoder
@@ -354,7 +244,7 @@ class VLAPolicy(nn.Module):
         self.action_head = c["action_head"]
         self.compute_dtype = dtype or DTYPES[c.get("torch_dtype", "float32")]
         width = c["decoder"]["experts"][0]["width"]
-        self.img = ViT({**c["vit"], "image_size": c["image_size"]}, cond_dim=width)
+        self.img = ViT({**c["vit"], "image_size": c["image_size"]})
         self.img_proj = nn.Linear(c["vit"]["width"], width)
         self.llm = Decoder(c["decoder"])
         if self.action_head == "flow":
@@ -364,12 +254,11 @@ class VLAPolicy(nn.Module):
             self.time_mlp_in = nn.Linear(2 * ew, ew)
             self.time_mlp_out = nn.Linear(ew, ew)
             self.action_out_proj = nn.Linear(ew, c["max_action_dim"])
-            if c.get("readout", False):
-                self.readout_proj = nn.Linear(width, ew)
-                if self.img.keypoints:  # all cameras' keypoints -> the readout
-                    self.keypoint_readout = nn.Linear(c["num_cameras"] * self.img.keypoints * 2, width, bias=False)
         else:
             self.state_proj = nn.Linear(c["max_state_dim"], width)
+        for addon in c.get("addons", ()):  # parameters under the add-on's name, as in JAX
+            self.add_module(addon["name"], ADDONS[addon["name"]](c, **dict(addon["kwargs"])))
+        self.addons = [getattr(self, a["name"]) for a in c.get("addons", ())]
         self.norm_stats: dict = {}
         self.to(self.compute_dtype)
 
@@ -396,104 +285,72 @@ class VLAPolicy(nn.Module):
         return policy.to(device).eval().requires_grad_(False)
 
     # ------------------------------------------------------------------------- prefix / suffix
-    def embed_prefix(self, images, image_mask, tokens, token_mask, state):
-        """Image tokens (+ state token, discrete head) + text tokens -> tokens [B, P, D], mask, ar [B, P], and the
-        keypoints [B, C, K, 2] (or None)."""
+    def embed_prefix(self, images, image_mask, tokens, token_mask, state) -> Prefix:
+        """Image tokens (+ state token, discrete head) + text tokens -> Prefix (tokens [B, P, D], mask, ar)."""
         b, cams = images.shape[0], images.shape[1]
-        text = self.llm.embed(tokens).to(self.compute_dtype)
-        cond = None
-        if self.img.keypoints:  # the mean prompt embedding, unit RMS, conditions the keypoints
-            m = token_mask.float()[..., None]
-            v = (text.float() * m).sum(1) / m.sum(1).clamp(min=1.0)
-            cond = (v * torch.rsqrt((v * v).mean(-1, keepdim=True) + 1e-6)).repeat_interleave(cams, dim=0)
-        x, points = self.img(images.reshape(-1, *images.shape[2:]), cond)
-        if points is not None:
-            points = points.reshape(b, cams, *points.shape[1:])
-        x = self.img_proj(x)
+        inputs = PrefixInputs(image_mask=image_mask, tokens=tokens, token_mask=token_mask,
+                              text=self.llm.embed(tokens).to(self.compute_dtype), embed_tokens=self.llm.embed)
+        x = images.reshape(-1, *images.shape[2:])
+        for addon in self.addons:
+            x = addon.pixels(x, inputs)
+        x = self.img.embed(x)
+        for addon in self.addons:
+            x = addon.patch_tokens(x, inputs)
+        x = self.img_proj(self.img.encode(x))
         n = x.shape[1]
         x = x.reshape(b, cams, n, x.shape[-1])
-        grid = int(self.config.get("location_grid", 0))
-        if grid:  # camera 0's tokens carry their cells' location-token embeddings (tied with the output)
-            loc = self.location_embeddings(x.device).to(x.dtype)
-            side = self.config["image_size"] // self.config["vit"]["patch_size"]
-            w = torch.as_tensor(location_weights(side, grid), dtype=x.dtype, device=x.device)
-            x = torch.cat([(x[:, 0] + w @ loc)[:, None], x[:, 1:]], dim=1)
+        for addon in self.addons:
+            x = addon.image_tokens(x, inputs)
         parts = [x.reshape(b, cams * n, x.shape[-1])]
         masks = [image_mask[:, :, None].expand(b, cams, n).reshape(b, cams * n)]
         if self.action_head == "discrete":
             parts.append(self.state_proj(state.to(self.compute_dtype))[:, None])
             masks.append(torch.ones_like(image_mask[:, :1]))
-        parts.append(text)
+        parts.append(inputs.text)
         masks.append(token_mask)
         mask = torch.cat(masks, dim=1)
-        return torch.cat(parts, dim=1), mask, torch.zeros_like(mask), points
+        return Prefix(tokens=torch.cat(parts, dim=1), mask=mask, ar=torch.zeros_like(mask), extras=inputs.extras)
 
-    def location_embeddings(self, device) -> torch.Tensor:
-        """[G^2, D] input embeddings of the location tokens <loc00> ... (row-major)."""
-        first, g2 = int(self.config["location_first_id"]), int(self.config["location_grid"]) ** 2
-        return self.llm.embed(torch.arange(first, first + g2, device=device))
-
-    def location_cells(self, prefix_out: torch.Tensor, image_mask: torch.Tensor) -> Optional[torch.Tensor]:
-        """Prefix outputs [B, P, D] -> [B, G^2, D]: per location cell the final output of the camera-0 image
-        token that holds it (zero where camera 0 is missing); None without location tokens."""
-        grid = int(self.config.get("location_grid", 0))
-        if not grid:
-            return None
-        side = self.config["image_size"] // self.config["vit"]["patch_size"]
-        n = side * side
-        held = torch.as_tensor(location_weights(side, grid) > 0, dtype=prefix_out.dtype, device=prefix_out.device)
-        cells = torch.einsum("ng,bnd->bgd", held, prefix_out[:, :n])
-        return torch.where(image_mask[:, :1, None], cells, torch.zeros_like(cells))
-
-    def text_logits(self, out: torch.Tensor, cells: Optional[torch.Tensor]) -> torch.Tensor:
-        """Outputs [B, T, D] -> float32 logits [B, T, V]: tied embedding, plus the pointer term on the location
-        tokens (``out . cells / sqrt(D)``)."""
+    def text_logits(self, out: torch.Tensor, prefix: Prefix) -> torch.Tensor:
+        """Outputs [B, T, D] -> float32 logits [B, T, V] through the tied embedding and the add-ons' hooks."""
         logits = self.llm.logits(out)
-        if cells is None:
-            return logits
-        first, g2 = int(self.config["location_first_id"]), int(self.config["location_grid"]) ** 2
-        pointer = torch.einsum("btd,bgd->btg", out.float(), cells.float()) * out.shape[-1] ** -0.5
-        return torch.cat([logits[..., :first], logits[..., first:first + g2] + pointer, logits[..., first + g2:]], -1)
+        for addon in self.addons:
+            logits = addon.text_logits(logits, out, prefix)
+        return logits
 
-    def encode_prefix(self, images, image_mask, tokens, token_mask, state):
-        """Runs the prefix alone -> (KV cache, prefix mask [B, P], float32 logits [B, V] at the last real token,
-        the readout [B, D] (that token's final output, + the pointed-at location's embedding, + the projected
-        keypoints), the location cells [B, G^2, D] or None)."""
-        p_tok, p_mask, p_ar, points = self.embed_prefix(images, image_mask, tokens, token_mask, state)
-        positions = torch.cumsum(p_mask.long(), dim=1) - 1
-        xs = [p_tok] + [None] * (len(self.config["decoder"]["experts"]) - 1)
-        outs, cache = self.llm(xs, positions, make_attn_mask(p_mask, p_ar))
-        idx = torch.arange(p_mask.shape[1], device=p_mask.device)[None]
-        last = torch.where(p_mask, idx, torch.zeros_like(idx)).amax(dim=1)
+    def encode_prefix(self, images, image_mask, tokens, token_mask, state) -> Prefix:
+        """Runs the prefix alone: its KV cache, outputs, add-on extras, and the output and float32 logits
+        [B, V] at the last real token."""
+        prefix = self.embed_prefix(images, image_mask, tokens, token_mask, state)
+        positions = torch.cumsum(prefix.mask.long(), dim=1) - 1
+        xs = [prefix.tokens] + [None] * (len(self.config["decoder"]["experts"]) - 1)
+        outs, prefix.cache = self.llm(xs, positions, make_attn_mask(prefix.mask, prefix.ar))
+        prefix.outputs = outs[0]
+        for addon in self.addons:
+            prefix.extras.update(addon.prefix_outputs(prefix))
+        idx = torch.arange(prefix.mask.shape[1], device=prefix.mask.device)[None]
+        last = torch.where(prefix.mask, idx, torch.zeros_like(idx)).amax(dim=1)
         last_out = torch.gather(outs[0], 1, last[:, None, None].expand(-1, 1, outs[0].shape[-1]))
-        cells = self.location_cells(outs[0], image_mask)
-        logits = self.text_logits(last_out, cells)[:, 0]
-        readout = last_out[:, 0]
-        if cells is not None:  # + the input embedding of the location it points at (expected)
-            first, g2 = int(self.config["location_first_id"]), int(self.config["location_grid"]) ** 2
-            probs = torch.softmax(logits[:, first:first + g2], dim=-1)
-            loc = self.location_embeddings(logits.device)
-            readout = readout + (probs.to(loc.dtype) @ loc).to(readout.dtype)
-        if points is not None and self.config.get("readout", False):  # + the present cameras' keypoints
-            flat = torch.where(image_mask[:, :, None, None], points, torch.zeros_like(points)).flatten(1)
-            readout = readout + self.keypoint_readout(flat.to(readout.dtype))
-        return cache, p_mask, logits, readout, cells
+        prefix.last_output = last_out[:, 0]
+        prefix.last_logits = self.text_logits(last_out, prefix)[:, 0]
+        return prefix
 
-    def embed_suffix(self, state: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, readout: torch.Tensor):
-        """State token (+ projected readout, if the model has one) + H action tokens mixed with the time
-        embedding. t: scalar float32 tensor."""
+    def embed_suffix(self, state: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, prefix: Prefix):
+        """State token (through the add-ons' hooks) + H action tokens mixed with the time embedding.
+        t: scalar float32 tensor."""
         state_tok = self.state_proj(state.to(self.compute_dtype))
-        if self.config.get("readout", False):
-            state_tok = state_tok + self.readout_proj(readout.to(self.compute_dtype))
+        for addon in self.addons:
+            state_tok = addon.suffix_state_token(state_tok, prefix, self.addons)
         state_tok = state_tok[:, None]
         act = self.action_in_proj(x_t.to(self.compute_dtype))
         temb = posemb_sincos(t, act.shape[-1]).to(act.dtype).expand_as(act)
         act = self.time_mlp_out(F.silu(self.time_mlp_in(torch.cat([act, temb], dim=-1))))
         return torch.cat([state_tok, act], dim=1)
 
-    def suffix_velocity(self, state, x_t, t, prefix_mask, cache, readout):
+    def suffix_velocity(self, state, x_t, t, prefix: Prefix):
         """One flow step's float32 velocity [B, H, A] from the suffix, attending to the cached prefix."""
-        s_tok = self.embed_suffix(state, x_t, t, readout)
+        s_tok = self.embed_suffix(state, x_t, t, prefix)
+        prefix_mask = prefix.mask
         b, p = prefix_mask.shape
         s = s_tok.shape[1]
         s_mask = torch.ones_like(prefix_mask[:, :1]).expand(b, s)
@@ -501,7 +358,7 @@ class VLAPolicy(nn.Module):
         to_prefix = prefix_mask[:, None, :].expand(b, s, p)
         mask = torch.cat([to_prefix, make_attn_mask(s_mask, s_ar)], dim=2)
         positions = prefix_mask.long().sum(1, keepdim=True) + torch.cumsum(s_mask.long(), dim=1) - 1
-        (_, s_out), _ = self.llm([None, s_tok], positions, mask, cache)
+        (_, s_out), _ = self.llm([None, s_tok], positions, mask, prefix.cache)
         h = self.config["action_horizon"]
         return self.action_out_proj(s_out[:, -h:]).float()
 
@@ -537,13 +394,13 @@ class VLAPolicy(nn.Module):
                     num_steps: int) -> torch.Tensor:
         """KV-cached Euler sampling from t = 1 (noise) to t = 0 (traceable: used as is by the ONNX export)."""
         state = torch.where(state_mask, state, torch.zeros_like(state))
-        cache, prefix_mask, _, readout, _ = self.encode_prefix(images, image_mask, tokens, token_mask, state)
+        prefix = self.encode_prefix(images, image_mask, tokens, token_mask, state)
         dim_mask = action_dim_mask[:, None, :]
         x_t = torch.where(dim_mask, noise.float(), torch.zeros_like(noise.float()))
         dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32)
         for i in range(num_steps):
             t = 1.0 + torch.tensor(float(i), dtype=torch.float32) * dt
-            v = self.suffix_velocity(state, x_t, t, prefix_mask, cache, readout)
+            v = self.suffix_velocity(state, x_t, t, prefix)
             x_t = torch.where(dim_mask, x_t + dt * v, torch.zeros_like(x_t))
         return x_t
 
@@ -552,9 +409,10 @@ class VLAPolicy(nn.Module):
         Returns int64 tokens [B, num_tokens]."""
         vocab = self.config["decoder"]["vocab_size"]
         state = torch.where(state_mask, state, torch.zeros_like(state))
-        cache, prefix_mask, logits, _, cells = self.encode_prefix(images, image_mask, tokens, token_mask, state)
-        position = prefix_mask.long().sum(1, keepdim=True)  # [B, 1]
-        key_mask = prefix_mask
+        prefix = self.encode_prefix(images, image_mask, tokens, token_mask, state)
+        cache, logits = prefix.cache, prefix.last_logits
+        position = prefix.mask.long().sum(1, keepdim=True)  # [B, 1]
+        key_mask = prefix.mask
         out = []
         for k in range(num_tokens):
             token = vocab - NUM_BINS + torch.argmax(logits[:, -NUM_BINS:], dim=-1)
@@ -566,7 +424,7 @@ class VLAPolicy(nn.Module):
             outs, new = self.llm([x] + [None] * (len(self.config["decoder"]["experts"]) - 1), position + k,
                                  key_mask[:, None, :], cache)
             cache = [(torch.cat([ck, nk], 1), torch.cat([cv, nv], 1)) for (ck, cv), (nk, nv) in zip(cache, new)]
-            logits = self.text_logits(outs[0], cells)[:, 0]
+            logits = self.text_logits(outs[0], prefix)[:, 0]
         return torch.stack(out, dim=1)
 
     def sample_discrete(self, images, image_mask, tokens, token_mask, state, state_mask, action_dim_mask):
