@@ -53,76 +53,14 @@ def test_shapes_every_preset(arg):
     terms = jax.eval_shape(lambda p, b: model.apply(p, b, jax.random.key(0), method=vla.VLA.compute_loss),
                            params, batch)
     head = "flow" if cfg.action_head == "flow" else "discrete"
-    assert set(terms) == {head, "text"} | ({"keypoint"} if cfg.vit.keypoints and cfg.location_grid else set())
+    assert set(terms) == set(cfg.loss_names)
     assert terms[head][0].shape == (2,) and terms["text"][1].shape == (2,)
     if cfg.action_head == "flow":
         acts = jax.eval_shape(lambda p, b: vla.sample(model, p, b, jax.random.key(0)), params, batch)
         assert acts.shape == (2, cfg.action_horizon, cfg.max_action_dim)
-        kv = jax.eval_shape(lambda p, b: model.apply(p, b, method=vla.VLA.encode_prefix), params, batch)[0]
+        kv = jax.eval_shape(lambda p, b: model.apply(p, b, method=vla.VLA.encode_prefix), params, batch).kv
         prefix_len = cfg.num_cameras * cfg.vit.num_patches + cfg.max_text_len
         assert kv[0].shape == (cfg.decoder.depth, 2, prefix_len, cfg.decoder.num_kv_heads, cfg.decoder.head_dim)
-
-
-def test_conv_stem_keeps_the_token_grid():
-    plain, _ = make()
-    cfg, model = make(**{"vit.stem": (8, 16)})  # 64 px -> 16 px of 16 channels -> 4 x 4 patches
-    assert cfg.vit.stem == (8, 16) and cfg.vit.num_patches == plain.vit.num_patches
-    shapes = nn.unbox(summary.param_shapes(cfg))["params"]["img"]
-    assert shapes["stem"]["conv_1_w"].shape == (3, 3, 8, 16)
-    assert shapes["embedding"]["w"].shape == (4, 4, 16, cfg.vit.width)
-    batch = random_batch(cfg, 2, seed=0)
-    key = jax.random.key(0)
-    params = jax.jit(lambda b: model.init(key, b, key, method=vla.VLA.compute_loss))(batch)
-    tokens = model.apply(params, batch, method=vla.VLA.embed_prefix)[0]
-    assert tokens.shape[1] == cfg.num_cameras * plain.vit.num_patches + cfg.max_text_len
-    images = np.array(batch["images"])
-    images[:, 0, :8, :8] = 1.0  # a white corner inside the first patch of camera 0
-    changed = np.abs(np.asarray(model.apply(params, {**batch, "images": images}, method=vla.VLA.embed_prefix)[0]
-                                - tokens)).max(-1)[0]
-    assert changed[0] > 1e-3 and changed[1:16].max() > 1e-3  # attention spreads it to the other patches
-    with pytest.raises(ValueError, match=r"config\.model\.vit\.stem=\(8, 8, 8, 8, 8\)"):
-        make(**{"vit.stem": (8, 8, 8, 8, 8)})  # 32x downsampling does not divide the 16 px patches
-
-
-def test_spatial_softmax_keypoints():
-    import dataclasses
-
-    from vla_jax.models.vit import ViT, ViTConfig, spatial_softmax
-
-    heat = np.full((1, 4, 8, 2), -1e4, np.float32)
-    heat[0, 1, 6, 0] = heat[0, 3, 0, 1] = 0.0  # map 0 peaks at row 1, column 6; map 1 at row 3, column 0
-    xy = np.asarray(spatial_softmax(jnp.asarray(heat)))
-    cols, rows = np.linspace(-1, 1, 8), np.linspace(-1, 1, 4)
-    np.testing.assert_allclose(xy[0], [[cols[6], rows[1]], [cols[0], rows[3]]], atol=1e-6)
-
-    cfg = ViTConfig(width=32, depth=1, mlp_dim=64, num_heads=2, patch_size=16, image_size=32, stem=(8, 8, 8, 8),
-                    keypoints=4)
-    images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1.0, maxval=1.0)
-    params = nn.unbox(ViT(cfg).init(jax.random.key(0), images))
-    assert params["params"]["stem"]["keypoint_conv_w"].shape == (3, 3, 8, 4)  # from the stride-4 features
-    out, points = ViT(cfg).apply(params, images)
-    assert points.shape == (2, 4, 2) and np.abs(np.asarray(points)).max() <= 1.0
-    # the zero-initialized projection makes the keypoints a no-op at first: a model loaded without them is unchanged
-    plain = dataclasses.replace(cfg, keypoints=0)
-    shared = {"params": {k: v for k, v in params["params"].items() if k != "keypoint_proj"}}
-    shared["params"]["stem"] = {k: v for k, v in shared["params"]["stem"].items() if "keypoint" not in k}
-    np.testing.assert_allclose(ViT(plain).apply(shared, images)[0], out, atol=1e-6)
-    proj = params["params"]["keypoint_proj"]
-    params["params"]["keypoint_proj"] = {**proj, "w": jax.random.normal(jax.random.key(2), proj["w"].shape)}
-    assert np.abs(np.asarray(ViT(cfg).apply(params, images)[0] - out)).max() > 1e-2
-    # conditioned on an instruction vector: zero-initialized filters first, then a different vector -> other output
-    cond = jax.random.normal(jax.random.key(3), (2, 16))
-    cparams = nn.unbox(ViT(cfg).init(jax.random.key(0), images, cond))
-    assert cparams["params"]["stem"]["keypoint_query"].shape == (16, 8, 4)
-    cparams["params"]["keypoint_proj"] = params["params"]["keypoint_proj"]
-    before = ViT(cfg).apply(cparams, images, cond)[0]
-    q = cparams["params"]["stem"]["keypoint_query"]
-    cparams["params"]["stem"]["keypoint_query"] = jax.random.normal(jax.random.key(4), q.shape)
-    after = ViT(cfg).apply(cparams, images, cond)[0]
-    assert np.abs(np.asarray(after - before)).max() > 1e-2
-    assert np.abs(np.asarray(ViT(cfg).apply(cparams, images, -cond)[0] - after)).max() > 1e-2
-    with pytest.raises(ValueError, match=r"config\.model\.vit\.keypoints=4 needs >= 2 stem"):
-        make(**{"vit.stem": (16,), "vit.keypoints": 4})
 
 
 def test_sampler_averages_independent_flow_samples():
@@ -139,51 +77,6 @@ def test_sampler_averages_independent_flow_samples():
     assert np.abs(np.asarray(parts[0]) - np.asarray(parts[1])).max() > 1e-2  # the samples differ: a real average
     with pytest.raises(ValueError, match="num_samples=0"):
         make_sampler(model, params, num_samples=0)
-
-
-def test_keypoints_read_the_prompt_not_the_answer():
-    """The instruction conditions the image tokens (keypoints); answer tokens (grounding targets) must not."""
-    import flax
-
-    cfg, model, params, batch = init()
-    assert cfg.vit.keypoints
-    flat = flax.traverse_util.flatten_dict(nn.unbox(params), sep="/")
-    rng = np.random.default_rng(0)
-    for key in [k for k in flat if "keypoint" in k]:
-        flat[key] = rng.normal(0.0, 0.5, np.shape(flat[key])).astype(np.float32)
-    params = flax.traverse_util.unflatten_dict(flat, sep="/")
-    n_img = cfg.num_cameras * cfg.vit.num_patches
-
-    def image_tokens(b):
-        return np.asarray(model.apply(params, b, method=vla.VLA.embed_prefix)[0][:, :n_img])
-
-    base = image_tokens(batch)
-    answer = np.asarray(batch["token_mask"] & batch["token_ar"])
-    prompt = np.asarray(batch["token_mask"] & ~batch["token_ar"])
-    assert answer.any() and prompt.any()
-    other = np.where(answer, (np.asarray(batch["tokens"]) + 7) % cfg.decoder.vocab_size, batch["tokens"])
-    np.testing.assert_array_equal(image_tokens({**batch, "tokens": other}), base)
-    other = np.where(prompt, (np.asarray(batch["tokens"]) + 7) % cfg.decoder.vocab_size, batch["tokens"])
-    assert np.abs(image_tokens({**batch, "tokens": other}) - base).max() > 1e-3
-
-
-def test_keypoint_loss_targets_the_named_cell():
-    cfg, model, params, batch = init()
-    g, first = cfg.location_grid, cfg.location_first_id
-    answer = np.asarray(batch["token_mask"] & batch["token_ar"])
-    rows = np.flatnonzero(answer.any(1))
-    assert rows.size >= 1
-    tokens = np.where(answer, first + g * g + 1, np.asarray(batch["tokens"]))  # answers of ordinary words
-    i = rows[0]
-    tokens[i, np.flatnonzero(answer[i])[0]] = first + 2 * g + 5  # <loc25>: row 2, column 5
-    b = {**batch, "tokens": tokens}
-    terms = model.apply(params, b, jax.random.key(0), method=vla.VLA.compute_loss)
-    sums, counts = (np.asarray(x) for x in terms["keypoint"])
-    points = np.asarray(model.apply(params, b, method=vla.VLA.embed_prefix)[3])
-    want = np.square(points[i, 0, 0] - [(5.5 / g) * 2 - 1, (2.5 / g) * 2 - 1]).sum()
-    assert counts[i] == 1.0 and np.isclose(sums[i], want, rtol=1e-5)
-    # examples without a location answer add nothing
-    assert counts.sum() == 1.0 and np.all(sums[counts == 0] == 0)
 
 
 def test_sincos2d_position_embedding_init():
@@ -222,9 +115,9 @@ def test_prefix_outputs_ignore_suffix():
 
     def prefix_out(p, b, x_t):
         def fn(m, b, x_t):
-            p_tok, p_mask, p_ar, _ = m.embed_prefix(b)
-            readout = jnp.zeros((x_t.shape[0], cfg.decoder.experts[0].width))
-            s_tok, s_mask, s_ar = m.embed_suffix(b["state"], x_t, jnp.full((x_t.shape[0],), 0.5), readout)
+            prefix = m.run_prefix(m.embed_prefix(b))
+            p_tok, p_mask, p_ar = prefix.tokens, prefix.mask, prefix.ar
+            s_tok, s_mask, s_ar = m.embed_suffix(b["state"], x_t, jnp.full((x_t.shape[0],), 0.5), prefix)
             mask = jnp.concatenate([p_mask, s_mask], 1)
             ar = jnp.concatenate([p_ar, s_ar], 1)
             (p_out, s_out), _ = m.llm([p_tok, s_tok], jnp.cumsum(mask, 1) - 1, vla.make_attn_mask(mask, ar))
@@ -317,9 +210,8 @@ def test_discrete_decoding_matches_teacher_forcing():
 
     def fn(m, b):
         inp = m.discrete_inputs(b)
-        p_tok, p_mask, p_ar, _ = m.embed_prefix(inp)
-        (out,), _ = m.llm([p_tok], jnp.cumsum(p_mask, 1) - 1, vla.make_attn_mask(p_mask, p_ar))
-        logits = m.llm.logits(out[:, -inp["tokens"].shape[1]:])
+        prefix = m.run_prefix(m.embed_prefix(inp))
+        logits = m.text_logits(prefix.outputs[:, -inp["tokens"].shape[1]:], prefix)
         pred = cfg.decoder.vocab_size - 256 + jnp.argmax(logits[..., -256:], -1)
         return pred[:, :-1], inp["tokens"][:, 1:], inp["is_action"][:, 1:]
 
@@ -390,44 +282,3 @@ def test_actions_never_see_the_grounding_answer(arg):
     assert abs(float(answered["text"][0].sum()) - float(other["text"][0].sum())) > 1e-4  # the answer is scored
 
 
-def test_readout_joins_the_state_token_only():
-    cfg, model, params, batch = init()
-    assert cfg.readout  # the debug preset
-    plain_cfg, plain = make(readout=False)
-    assert not plain_cfg.readout
-    zeroed = jax.tree_util.tree_map(np.array, nn.unbox(params))
-    for leaf in ("w", "b"):
-        zeroed["params"]["readout_proj"][leaf][...] = 0.0
-    without = {"params": {k: v for k, v in zeroed["params"].items() if k != "readout_proj"}}
-    a = loss_terms(model, zeroed, batch)
-    b = loss_terms(plain, without, batch)
-    np.testing.assert_allclose(a["flow"][0], b["flow"][0], rtol=1e-5)  # zero readout: exactly pi0's suffix
-    c = loss_terms(model, params, batch)
-    assert np.abs(np.asarray(c["flow"][0]) - np.asarray(a["flow"][0])).max() > 1e-4  # the readout is used
-    with pytest.raises(ValueError, match=r"config\.model\.readout=True needs config\.model\.action_head='flow'"):
-        make("debug,head=discrete", readout=True)
-
-
-def test_location_weights_map_cells_to_image_tokens():
-    coarse = vla.location_weights(4, 8)  # the debug preset: 4 x 4 tokens, 8 x 8 cells, 2 x 2 cells per token
-    assert coarse.shape == (16, 64)
-    np.testing.assert_allclose(coarse.sum(axis=1), 1.0)
-    assert set(np.flatnonzero(coarse[5])) == {18, 19, 26, 27}  # token (1, 1) holds cells (2..3, 2..3)
-    np.testing.assert_array_equal(vla.location_weights(8, 8), np.eye(64, dtype=np.float32))
-
-
-def test_location_tokens_join_camera_0_only():
-    cfg, model, params, batch = init()
-    assert cfg.location_grid == 8 and cfg.location_first_id == 4  # the debug preset
-    plain_cfg, plain = make(location_grid=0)
-    tokens = model.apply(params, batch, method=vla.VLA.embed_prefix)[0]
-    base = plain.apply(params, batch, method=vla.VLA.embed_prefix)[0]  # the same parameters: no new ones
-    n = tokens.shape[1] - cfg.max_text_len
-    per_cam = n // cfg.num_cameras
-    emb = nn.unbox(params)["params"]["llm"]["embedding"][4:68] * np.sqrt(cfg.decoder.experts[0].width)
-    want = vla.location_weights(int(per_cam**0.5), 8) @ np.asarray(emb)
-    np.testing.assert_allclose(tokens[:, :per_cam] - base[:, :per_cam], np.broadcast_to(want, (4, *want.shape)),
-                               rtol=1e-4, atol=1e-4)
-    np.testing.assert_array_equal(tokens[:, per_cam:], base[:, per_cam:])  # other cameras and text: untouched
-    with pytest.raises(ValueError, match=r"location tokens must lie inside the vocabulary"):
-        make(location_first_id=1000)

@@ -63,7 +63,7 @@ class VLAConfig:
     @property
     def loss_names(self) -> tuple[str, ...]:
         """The loss terms :meth:`VLA.compute_loss` returns."""
-        return (self.action_head, "text") + addons.loss_names(self.addons)
+        return (self.action_head, "text") + addons.loss_names(self)
 
 
 def make_config(model: ml_collections.ConfigDict) -> VLAConfig:

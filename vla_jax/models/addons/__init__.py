@@ -77,9 +77,9 @@ def configure(model_cfg, specs: tuple[AddonSpec, ...]):
     return model_cfg
 
 
-def loss_names(specs: Sequence[AddonSpec]) -> tuple[str, ...]:
-    """The loss terms the add-ons add (keys of config.loss_weights they need)."""
-    return tuple(n for s in specs for n in REGISTRY[s.name].LOSS_NAMES)
+def loss_names(model_cfg) -> tuple[str, ...]:
+    """The loss terms the add-ons of the core config ``model_cfg`` add (keys of config.loss_weights)."""
+    return tuple(n for s in model_cfg.addons for n in s.build(model_cfg).losses())
 
 
 def required_tokens(model) -> dict[str, int]:

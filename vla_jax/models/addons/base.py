@@ -36,12 +36,16 @@ class Addon(nn.Module):
     model: Any
 
     CORE_FIELDS: ClassVar[tuple[str, ...]] = ("model", "parent", "name")
-    LOSS_NAMES: ClassVar[tuple[str, ...]] = ()  # loss terms this add-on adds (config.loss_weights keys)
+    LOSS_NAMES: ClassVar[tuple[str, ...]] = ()  # loss terms this add-on may add (config.loss_weights keys)
 
     def configure(self, names: Sequence[str]):
         """Validates the add-on (``names``: all configured add-ons, in order) and returns the core config,
         adjusted if the add-on changes it. Raises ValueError with one line naming the field."""
         return self.model
+
+    def losses(self) -> tuple[str, ...]:
+        """The loss terms :meth:`loss_terms` returns with this configuration."""
+        return self.LOSS_NAMES
 
     def required_tokens(self) -> dict[str, int]:
         """``{piece: id}`` the tokenizer must encode as exactly that single id."""

@@ -63,6 +63,9 @@ class Keypoints(Addon):
                   "keypoints needs conv_stem before it in config.model.addons (they come from its stride-4 features)")
         return self.model
 
+    def losses(self) -> tuple[str, ...]:
+        return self.LOSS_NAMES if any(s.name == "location_tokens" for s in self.model.addons) else ()
+
     def setup(self):
         m = self.model
         dtype = jnp.dtype(m.vit.dtype)
