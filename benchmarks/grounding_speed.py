@@ -5,7 +5,7 @@
 
 Trains the model's text loss alone on first frames of fresh single-arm scenes: the overhead image (one
 camera) and the task instruction, answered by the target's ``<locRC>`` cell (vla_jax/sim/grounding.py), the
-skill closed-loop picking needs first (docs/results.md). Every ``--eval_every`` steps it prints the
+skill closed-loop picking needs first (docs/experiments.md). Every ``--eval_every`` steps it prints the
 validation accuracy (held-out scenes): the exact cell and within one cell. Scenes are rendered once
 (about 1 s per 1,000) with the tokenizer of ``config.data``; AdamW with the config's lr, a warm-up of
 100 steps (at most half of them) and a cosine decay over ``--steps``. A comparison of variants is a loop

@@ -8,7 +8,7 @@ All runtimes compute in float32 on the CPU (the ``small`` preset trains in bfloa
 in float32, and the ONNX graph is float32). Parameters are random (latency does not depend on the values).
 Timings are the median of ``--repeats`` calls after one warm-up call (which includes jit compilation / the
 ONNX session's graph optimization); the spread (min-max) is printed too. ``--write_docs`` puts the table
-into docs/performance.md under "Inference (issue 5)".
+into docs/performance.md under its "## Inference" heading.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -30,7 +31,7 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-SECTION = "## Inference (issue 5)"
+SECTION = "## Inference"
 
 
 def random_params(cfg, seed: int = 0):
@@ -147,10 +148,12 @@ def table(rows: list[dict], num_steps: int) -> str:
 
 
 def write_docs(text: str, path: str) -> None:
-    """Replaces (or appends) only the "Inference (issue 5)" section of docs/performance.md."""
+    """Replaces (or appends) only the "## Inference" section of docs/performance.md: from its heading line
+    (``SECTION`` as a whole line) to the next ``## `` heading."""
     body = open(path).read() if os.path.isfile(path) else "# Performance\n"
-    if SECTION in body:
-        head, rest = body.split(SECTION, 1)
+    match = re.search(rf"^{re.escape(SECTION)}[ \t]*$", body, flags=re.MULTILINE)
+    if match:
+        head, rest = body[:match.start()], body[match.end():]
         tail = rest.split("\n## ", 1)
         body = head + text + ("\n## " + tail[1] if len(tail) > 1 else "")
     else:

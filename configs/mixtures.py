@@ -16,7 +16,7 @@ Fields (read by vla_jax/data/settings.py only):
   datasets.<name>     kind ("robot" | "web"), dir, spec (vla_jax/data/specs.py), train_split, eval_split,
                       norm_group (robot datasets with the same non-empty group share combined stats),
                       grounding (robot: train the backbone to name where the target is, from the spec's
-                      grounding text; the tabletop datasets record one, docs/results.md)
+                      grounding text; the tabletop datasets record one, docs/experiments.md)
   mixture.<name>      sampling weight (>= 0); source index in batches = position in sorted name order
   balance_by_size     multiply weights by the transition (example) counts
   num_workers         grain worker processes (0 = in-process)

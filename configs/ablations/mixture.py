@@ -38,7 +38,7 @@ def get_config(arg=None):
         sweep.variants[f"web_{weight:g}"] = _dotted({web: weight})
     # the single-arm data alone (plus web): does bimanual data help or hurt single-arm control?
     sweep.variants["no_bimanual"] = _dotted({"data.mixture.tabletop_bimanual": 0.0})
-    # grounding supervision off: the robot prompts get no "where is the target" answer (docs/results.md)
+    # grounding supervision off: the robot prompts get no "where is the target" answer (docs/experiments.md)
     sweep.variants["no_grounding"] = _dotted({f"data.datasets.{name}.grounding": False
                                               for name in ("tabletop_single_arm", "tabletop_bimanual")})
     # the action head: flow matching (default) vs discrete action tokens, same mixture

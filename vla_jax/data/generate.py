@@ -35,7 +35,7 @@ TOKENIZER_FILE = "tokenizer.model"
 DEFAULT_EPISODES = 2000
 DEFAULT_WEB_EXAMPLES = 8000
 DEFAULT_VOCAB_SIZE = 500
-DEFAULT_PERTURB = 0.5  # DART noise of the demonstrations (vla_jax.sim.collect_episode), docs/results.md
+DEFAULT_PERTURB = 0.5  # DART noise of the demonstrations (vla_jax.sim.collect_episode), docs/experiments.md
 _VAL_SEED_OFFSET = 5_000_000
 _DATASET_SEED_OFFSET = {"tabletop_single_arm": 0, "tabletop_bimanual": 1_000_000, WEB_DATASET: 2_000_000}
 

@@ -5,7 +5,7 @@ instruction of the given split (vla_jax.sim.SPLITS), the model reads the first o
 instruction and decodes one token greedily; the answer is compared with
 the target's ``<locRC>`` cell in camera 0 (vla_jax.sim.grounding). This is the moment that needs the
 binding of words to image regions: once the gripper is at the target, "where the gripper is" answers
-as well (docs/results.md). Reported per family:
+as well (docs/experiments.md). Reported per family:
 
 ``exact``   the decoded token is the target's cell
 ``near``    it is the target's cell or one of its 8 neighbours (about one object width)

@@ -8,7 +8,7 @@ shortcut that teaches nothing about the instruction; those steps record ""), and
 "where is the red cup?" with the same tokens as answers, so
 "which pixels does 'the red cup' refer to" is taught by a classification loss instead of having to
 be discovered through the action loss alone (the "embodied chain of thought" idea, Zawalski et al.
-2024, here as an auxiliary target that the action expert never sees; docs/results.md).
+2024, here as an auxiliary target that the action expert never sees; docs/experiments.md).
 """
 
 from __future__ import annotations
