@@ -75,7 +75,7 @@ def test_action_chunks_at_episode_ends(tabletop_dir):  # noqa: F811
     raw_actions = np.stack([s["action"] for s in decoded[episode_id]["steps"]])
     raw_states = np.stack([s["observation"]["state"] for s in decoded[episode_id]["steps"]])
     assert len(raw_actions) == length
-    transform = mixture._transform(settings, {NAMES.index(name): entry}, mixture.load_tokenizer(settings), ())
+    transform = mixture.sample_transform(settings, {NAMES.index(name): entry.info}, mixture.load_tokenizer(settings), ())
     st = entry.info
     for back in (0, 2, horizon + 1):
         t = length - 1 - back

@@ -263,6 +263,33 @@ def test_evaluate_tool_one_line_errors(trained, tmp_path, capsys):
     assert "--num_samples=0 must be >= 1" in capsys.readouterr().err
 
 
+def test_eval_settings_validation_errors_are_one_line():
+    from vla_jax.eval.run import EvalError, EvalSettings
+
+    EvalSettings().validate()
+    for field, value, message in (("families", "fly", "--tasks=fly: unknown 'fly'"),
+                                  ("splits", "train,nope", "--splits=train,nope: unknown 'nope'"),
+                                  ("embodiments", "octopus", "--embodiments=octopus: unknown 'octopus'"),
+                                  ("episodes", 0, "--episodes=0 must be >= 1"),
+                                  ("execute_steps", 0, "--execute_steps=0 must be >= 1"),
+                                  ("num_samples", 0, "--num_samples=0 must be >= 1")):
+        with pytest.raises(EvalError) as err:
+            EvalSettings(**{field: value}).validate()
+        assert str(err.value).startswith(message) and "\n" not in str(err.value), (field, str(err.value))
+
+
+def test_eval_settings_from_config_values():
+    from vla_jax.config import load_config
+    from vla_jax.eval.run import EvalSettings
+
+    assert EvalSettings.from_config({"every": 5, "episodes": "3", "execute_steps": 0, "max_steps": 7, "ema": 1}) == \
+        EvalSettings(episodes=3, execute_steps=None, max_steps=7, ema=True)
+    e = load_config("configs/pretrain.py:debug").eval
+    s = EvalSettings.from_config(e)
+    assert (s.episodes, s.splits, s.offline_batches, s.max_steps) == (int(e.episodes), e.splits,
+                                                                      int(e.offline_batches), None)
+
+
 # ---------------------------------------------------------------------------------------------- training hook
 def test_periodic_eval_is_logged_and_leaves_training_unchanged(trained, sweep):
     from vla_jax.export.package import load_params

@@ -48,18 +48,17 @@ def parse(argv):
 
 def main(argv=None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    from vla_jax.eval.run import EvalError, evaluate_checkpoint
+    from vla_jax.eval.run import EvalError, EvalSettings, evaluate_checkpoint
     from vla_jax.export.package import ExportError
 
+    settings = EvalSettings(
+        step=args.step, ema=args.ema, episodes=args.episodes, families=args.tasks, embodiments=args.embodiments,
+        splits=args.splits, execute_steps=args.execute_steps, max_steps=args.max_steps, num_samples=args.num_samples,
+        baselines=args.baselines, out=args.out, seed=args.seed, num_envs=args.num_envs, image_size=args.image_size,
+        record=args.record, offline_batches=None if args.offline_batches < 0 else args.offline_batches,
+        grounding_scenes=args.grounding_scenes, data_dir=args.data_dir, progress=sys.stderr.isatty())
     try:
-        evaluate_checkpoint(
-            args.workdir, step=args.step, ema=args.ema, episodes=args.episodes, families=args.tasks,
-            embodiments=args.embodiments, splits=args.splits, execute_steps=args.execute_steps,
-            max_steps=args.max_steps, num_samples=args.num_samples, baselines=args.baselines, out=args.out, seed=args.seed,
-            num_envs=args.num_envs, image_size=args.image_size, record=args.record,
-            offline_batches=None if args.offline_batches < 0 else args.offline_batches,
-            grounding_scenes=args.grounding_scenes, data_dir=args.data_dir,
-            progress=sys.stderr.isatty())
+        evaluate_checkpoint(args.workdir, settings)
     except (EvalError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2

@@ -20,13 +20,14 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import weakref
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
 from vla_jax.data import sources, stats as stats_lib
 from vla_jax.data.errors import DataError
 from vla_jax.data.settings import DataSettings, read_settings
-from vla_jax.data.specs import get_spec
+from vla_jax.data.specs import RobotSpec, get_spec
 from vla_jax.data.tokenizer import Tokenizer, check_tokenizer
 from vla_jax.data.transforms import (
     OpContext,
@@ -36,6 +37,11 @@ from vla_jax.data.transforms import (
     build_ops,
     finalize_batch,
 )
+
+if TYPE_CHECKING:
+    import grain
+
+SourceInfo = RobotSourceInfo | WebSourceInfo
 
 # ----------------------------------------------------------------------------- sources
 
@@ -140,6 +146,18 @@ def dataset_stats(settings: DataSettings, name: str) -> tuple[dict, dict]:
     return own, stats_lib.combine_stats(loaded)
 
 
+def robot_source_info(spec: RobotSpec, stats: dict) -> RobotSourceInfo:
+    """Normalizers and dims of a robot dataset's samples; ``stats``: its norm group's combined statistics
+    (:func:`dataset_stats`)."""
+    return RobotSourceInfo(
+        action_norm=stats_lib.Normalizer(stats["action"], spec.action_normalization, spec.normalize_mask("action")),
+        state_norm=stats_lib.Normalizer(stats["state"], spec.state_normalization, spec.normalize_mask("state")),
+        action_dim=spec.action_dim,
+        state_dim=spec.state_dim,
+        translation_dims=spec.action_translation_dims,
+    )
+
+
 def _shard(ids: np.ndarray, name: str, process_index: int, process_count: int) -> np.ndarray:
     if not 0 <= process_index < process_count:
         raise DataError(f"process_index={process_index} must be in [0, process_count={process_count})")
@@ -187,13 +205,7 @@ def build_source(
         lengths = lengths_all[shard]
     else:
         lengths = sources.episode_lengths(reader, shard)
-    info = RobotSourceInfo(
-        action_norm=stats_lib.Normalizer(group["action"], spec.action_normalization, spec.normalize_mask("action")),
-        state_norm=stats_lib.Normalizer(group["state"], spec.state_normalization, spec.normalize_mask("state")),
-        action_dim=spec.action_dim,
-        state_dim=spec.state_dim,
-        translation_dims=spec.action_translation_dims,
-    )
+    info = robot_source_info(spec, group)
     source = RobotTransitions(reader, spec, shard, lengths, dims.action_horizon, dims.num_cameras, source_index,
                               grounding=ds.grounding)
     size = int(own["num_transitions"]) if split == ds.train_split and max_records is None else len(source)
@@ -215,11 +227,36 @@ def mixture_weights(settings: DataSettings, sizes: dict[str, int]) -> dict[str, 
     return {n: w / total for n, w in weights.items()}
 
 
-def _transform(settings, entries_by_index: dict, tokenizer, ops_texts):
-    size = max([len(settings.mixture)] + [i + 1 for i in entries_by_index])
-    infos = [entries_by_index[i].info if i in entries_by_index else None for i in range(size)]
+def source_index(settings: DataSettings, name: str) -> int:
+    """The ``batch["source"]`` value of dataset ``name``: its position in ``config.data.mixture`` (0 when
+    the mixture does not name it)."""
+    names = list(settings.mixture)
+    return names.index(name) if name in names else 0
+
+
+def sample_transform(settings: DataSettings, infos: Mapping[int, SourceInfo], tokenizer: Tokenizer,
+                     ops_texts: Sequence[str]) -> SampleTransform:
+    """The per-example transform (raw sample -> batch-format example) for the sources ``infos``
+    ({``batch["source"]`` value: source info}) with the image ops ``ops_texts``; every other source
+    value of the mixture has no info."""
+    size = max([len(settings.mixture)] + [i + 1 for i in infos])
     ops = build_ops(ops_texts, OpContext(settings.dims.image_size, settings.dims.num_cameras))
-    return SampleTransform(settings.dims, tokenizer, infos, ops)
+    return SampleTransform(settings.dims, tokenizer, [infos.get(i) for i in range(size)], ops)
+
+
+def dataset_examples(settings: DataSettings, name: str, tokenizer: Tokenizer, *, split: str | None = None,
+                     seed: int = 0, max_records: int | None = None) -> tuple[SourceEntry, grain.MapDataset]:
+    """One dataset's ``split`` (default: its ``eval_split``) as deterministic examples (evaluation ops):
+    (its :class:`SourceEntry`, a grain ``MapDataset`` whose element i is transition / example i in record
+    order, transformed with the augmentation rng of ``seed``). ``max_records``: only the first episodes /
+    examples."""
+    import grain
+
+    index = source_index(settings, name)
+    entry = build_source(settings, name, index, split=split or settings.datasets[name].eval_split,
+                         max_records=max_records)
+    transform = sample_transform(settings, {index: entry.info}, tokenizer, settings.eval_ops)
+    return entry, grain.MapDataset.source(entry.source).random_map(transform, seed=seed)
 
 
 def _ensure_absl_flags_parsed():
@@ -309,7 +346,9 @@ def make_train_iterator(config, *, process_index: int = 0, process_count: int = 
     weights = [shares[entries[i].name] for i in entries]
     ds = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, weights)
     ds = ds.shuffle(seed=seed % 2**32).repeat()
-    ds = ds.random_map(_transform(settings, entries, tokenizer, settings.train_ops), seed=(seed + 1) % 2**32)
+    transform = sample_transform(settings, {i: entry.info for i, entry in entries.items()}, tokenizer,
+                                 settings.train_ops)
+    ds = ds.random_map(transform, seed=(seed + 1) % 2**32)
     per_process = settings.batch_size // process_count
     # Elements read ahead per process (one batch, bounded: 224-px 3-camera examples are ~1.8 MB each).
     buffer = min(max(per_process, 16), 256)
@@ -332,13 +371,7 @@ def make_eval_iterator(config, dataset_name: str, split: str | None = None, *, b
     settings = read_settings(config)
     if dataset_name not in settings.datasets:
         raise DataError(f"unknown dataset '{dataset_name}' (config.data.datasets: {sorted(settings.datasets)})")
-    names = list(settings.mixture)
-    index = names.index(dataset_name) if dataset_name in names else 0
-    split = split or settings.datasets[dataset_name].eval_split
-    tokenizer = load_tokenizer(settings)
-    entry = build_source(settings, dataset_name, index, split=split, max_records=max_episodes)
-    transform = _transform(settings, {index: entry}, tokenizer, settings.eval_ops)
-    ds = grain.MapDataset.source(entry.source).random_map(transform, seed=0)
+    _, ds = dataset_examples(settings, dataset_name, load_tokenizer(settings), split=split, max_records=max_episodes)
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=settings.read_threads, prefetch_buffer_size=64))
     it_ds = it_ds.batch(batch_size or settings.batch_size, drop_remainder=False, batch_fn=_batch_fn)
     return (finalize_batch(batch) for batch in it_ds)

@@ -14,7 +14,7 @@ from vla_jax.data import mixture, stats as stats_lib
 from vla_jax.data.errors import DataError
 from vla_jax.data.settings import read_settings
 from vla_jax.data.specs import get_spec
-from vla_jax.data.transforms import OpContext, RobotSourceInfo, SampleTransform, build_ops, finalize_batch
+from vla_jax.data.transforms import finalize_batch
 
 
 def compute_all_stats(config, *, if_missing: bool = True, log=print) -> dict[str, str]:
@@ -62,19 +62,12 @@ class PolicyIO:
             raise DataError(f"dataset '{dataset_name}' is not a robot dataset of config.data.datasets")
         ds = settings.datasets[dataset_name]
         self.spec = get_spec(ds.spec, dataset_name)
-        _, group = mixture.dataset_stats(settings, dataset_name)
-        self.stats = group
-        self.action_norm = stats_lib.Normalizer(group["action"], self.spec.action_normalization,
-                                                self.spec.normalize_mask("action"))
-        self.state_norm = stats_lib.Normalizer(group["state"], self.spec.state_normalization,
-                                               self.spec.normalize_mask("state"))
-        names = list(settings.mixture)
-        self.source = names.index(dataset_name) if dataset_name in names else 0
-        infos = [None] * max(len(names), self.source + 1)
-        infos[self.source] = RobotSourceInfo(self.action_norm, self.state_norm, self.spec.action_dim, self.spec.state_dim,
-                                              self.spec.action_translation_dims)
-        ops = build_ops(settings.eval_ops, OpContext(settings.dims.image_size, settings.dims.num_cameras))
-        self.transform = SampleTransform(settings.dims, mixture.load_tokenizer(settings), infos, ops)
+        _, self.stats = mixture.dataset_stats(settings, dataset_name)
+        info = mixture.robot_source_info(self.spec, self.stats)
+        self.action_norm, self.state_norm = info.action_norm, info.state_norm
+        self.source = mixture.source_index(settings, dataset_name)
+        self.transform = mixture.sample_transform(settings, {self.source: info}, mixture.load_tokenizer(settings),
+                                                  settings.eval_ops)
         self.dims = settings.dims
         self.action_dim = self.spec.action_dim
         self.control_hz = self.spec.control_hz

@@ -24,6 +24,7 @@ then rerun the sweep without ``--launch_only`` to evaluate and compare).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -33,7 +34,7 @@ import sys
 import time
 
 from vla_jax.eval import offline as offline_lib
-from vla_jax.eval.run import evaluate_checkpoint
+from vla_jax.eval.run import EvalSettings, evaluate_checkpoint
 
 RESULT_FILE = "ablation.json"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -202,15 +203,10 @@ def _summary(sweep: Sweep, name: str, out: str, step: int, payload: dict) -> dic
 
 
 def _evaluate(sweep: Sweep, name: str, out: str, step: int, log) -> dict:
-    e = sweep.eval
     workdir = os.path.join(out, name)
     t0 = time.perf_counter()
-    payload = evaluate_checkpoint(
-        workdir, step=step, ema=bool(e["ema"]), episodes=int(e["episodes"]), families=e["families"],
-        embodiments=e["embodiments"], splits=e["splits"], execute_steps=int(e["execute_steps"]) or None,
-        max_steps=int(e["max_steps"]) or None, num_samples=int(e["num_samples"]), baselines=bool(e["baselines"]),
-        seed=int(e["seed"]), num_envs=int(e["num_envs"]), image_size=int(e["image_size"]), record=int(e["record"]),
-        offline_batches=int(e["offline_batches"]), log=lambda *a: None)
+    settings = dataclasses.replace(EvalSettings.from_config(sweep.eval), step=step)
+    payload = evaluate_checkpoint(workdir, settings, log=lambda *a: None)
     summary = _summary(sweep, name, out, step, payload)
     path = os.path.join(workdir, RESULT_FILE)
     with open(path + ".tmp", "w") as f:

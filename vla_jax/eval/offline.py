@@ -150,23 +150,11 @@ class OfflineEvaluator:
     def _load(self) -> dict[str, _Split]:
         if self._splits is not None:
             return self._splits
-        import grain
+        from vla_jax.data.mixture import dataset_examples
 
-        from vla_jax.data.mixture import build_source
-        from vla_jax.data.transforms import OpContext, SampleTransform, build_ops
-
-        s = self.settings
-        order = list(s.mixture)
-        ops = build_ops(s.eval_ops, OpContext(s.dims.image_size, s.dims.num_cameras))
         out = {}
         for name in self.names:
-            index = order.index(name)
-            split = self.split or s.datasets[name].eval_split
-            entry = build_source(s, name, index, split=split)
-            infos = [None] * len(order)
-            infos[index] = entry.info
-            ds = grain.MapDataset.source(entry.source).random_map(
-                SampleTransform(s.dims, self.tokenizer, infos, ops), seed=self.seed)
+            entry, ds = dataset_examples(self.settings, name, self.tokenizer, split=self.split, seed=self.seed)
             total = len(entry.source)
             want = total if self.max_batches is None else min(total, self.max_batches * self.batch_size)
             indices = (np.arange(want, dtype=np.int64) * total) // max(want, 1)  # evenly spread, increasing

@@ -3,7 +3,8 @@
 ``write_report(results, out_dir)`` writes everything for one policy or several side by side
 (a Results, a list of them, or {label: Results}):
 
-- ``results.json``: Results.to_dict() (one policy) or {"policies": {label: Results.to_dict()}};
+- ``results.json``: Results.to_dict() (one policy) or {"policies": {label: Results.to_dict()}}, and the
+  caller's ``extra`` entries;
 - ``summary.md``: the Markdown tables;
 - ``summary.png``: success rate per (embodiment, family) and overall, one bar per policy, 95% Wilson
   error bars, one panel per split;
@@ -47,13 +48,20 @@ def _slug(label: str) -> str:
 # ----------------------------------------------------------------------------- JSON
 
 
-def write_results_json(results, path: str) -> str:
-    """One Results -> its to_dict(); several -> {"policies": {label: to_dict()}}."""
-    labelled = _labelled(results)
+def results_payload(results, extra: Mapping | None = None) -> dict:
+    """One Results -> its to_dict(); several -> {"policies": {label: to_dict()}}; followed by the
+    top-level entries of ``extra``."""
     if isinstance(results, Results):
         payload = results.to_dict()
     else:
-        payload = {"policies": {label: r.to_dict() for label, r in labelled.items()}}
+        payload = {"policies": {label: r.to_dict() for label, r in _labelled(results).items()}}
+    payload.update(extra or {})
+    return payload
+
+
+def write_results_json(results, path: str, extra: Mapping | None = None) -> str:
+    """Writes :func:`results_payload` to ``path`` (atomically); returns ``path``."""
+    payload = results_payload(results, extra)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(payload, f, indent=1)
@@ -268,15 +276,17 @@ def write_gif(rollouts, path: str, *, max_episodes: int = 4, cameras: Sequence[s
 # ----------------------------------------------------------------------------- everything
 
 
-def write_report(results, out_dir: str, *, filmstrip: bool = True, gif: bool = True, title: str | None = None) -> dict[str, str]:
-    """Writes results.json, summary.md, summary.png and, for policies with recorded rollouts, their
-    filmstrip PNG and GIF into ``out_dir``; returns {what: path}."""
+def write_report(results, out_dir: str, *, filmstrip: bool = True, gif: bool = True, title: str | None = None,
+                 extra: Mapping | None = None, markdown_head: str = "", markdown_tail: str = "") -> dict[str, str]:
+    """Writes results.json (with the top-level entries of ``extra``), summary.md (the per-policy tables
+    between ``markdown_head`` and ``markdown_tail``), summary.png and, for policies with recorded rollouts,
+    their filmstrip PNG and GIF into ``out_dir``; returns {what: path}."""
     os.makedirs(out_dir, exist_ok=True)
     labelled = _labelled(results)
-    paths = {"json": write_results_json(results, os.path.join(out_dir, "results.json"))}
+    paths = {"json": write_results_json(results, os.path.join(out_dir, "results.json"), extra)}
     md = os.path.join(out_dir, "summary.md")
     with open(md, "w") as f:
-        f.write("\n".join(r.summary_table() for r in labelled.values()))
+        f.write(markdown_head + "\n".join(r.summary_table() for r in labelled.values()) + markdown_tail)
     paths["markdown"] = md
     paths["summary_png"] = plot_summary(labelled, os.path.join(out_dir, "summary.png"), title=title)
     for label, r in labelled.items():

@@ -9,7 +9,10 @@ training preprocessing / normalization (``make_model_policy``), evaluates every 
 family x split cell in the simulator, runs the offline validation metrics (vla_jax/eval/offline.py)
 and, with ``baselines``, the scripted expert (ceiling), uniform random actions and the dataset's
 mean action. Everything goes into ``<workdir>/eval/<step>[-ema]/`` (or ``out``): ``results.json``,
-``summary.md``, ``summary.png``, ``filmstrip_model.png``, ``rollouts_model.gif``.
+``summary.md``, ``summary.png``, ``filmstrip_model.png``, ``rollouts_model.gif``. What it evaluates and
+how is an :class:`EvalSettings` (the flags of tools/evaluate.py)::
+
+    evaluate_checkpoint("runs/debug", EvalSettings(step=200, ema=True, families="pick", episodes=20))
 
 :class:`PeriodicEvaluator` is the trainer's hook (``config.eval``, see configs/pretrain.py): every
 ``config.eval.every`` steps, process 0 evaluates the current (EMA) parameters closed-loop and offline
@@ -19,11 +22,11 @@ iterator depend on, so resumed runs stay bitwise identical.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
 import time
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -137,60 +140,170 @@ def _check_stats(ck_stats: dict | None, io, dataset: str, log) -> None:
             return
 
 
-# ---------------------------------------------------------------------------------------------- checkpoint
-def evaluate_checkpoint(
-    workdir: str,
-    *,
-    step: int | None = None,
-    ema: bool = False,
-    episodes: int = 50,
-    families="all",
-    embodiments="all",
-    splits=SPLITS,
-    execute_steps: int | None = None,
-    max_steps: int | None = None,
-    num_samples: int = 1,
-    baselines: bool = False,
-    out: str | None = None,
-    seed: int = 0,
-    num_envs: int = 16,
-    image_size: int = 96,
-    record: int = 1,
-    offline_batches: int | None = offline_lib.DEFAULT_MAX_BATCHES,
-    grounding_scenes: int = 20,
-    data_dir: str | None = None,
-    progress: bool = False,
-    log=print,
-) -> dict:
-    """Evaluates a checkpoint of ``workdir`` and writes the report; returns the results.json payload.
+# ---------------------------------------------------------------------------------------------- settings
+_NAMED_FIELDS = {"families": (FAMILIES, "--tasks"), "splits": (SPLITS, "--splits"),
+                 "embodiments": (tuple(EMBODIMENTS), "--embodiments")}  # field: (allowed names, flag)
 
-    ``families`` / ``embodiments`` / ``splits``: "all", "a,b" or sequences. ``offline_batches``: 0 skips
-    the offline metrics, None uses the whole validation splits. ``grounding_scenes``: fresh scenes per
-    (embodiment, split, family) for the first-frame grounding probe (vla_jax/eval/grounding.py; 0 skips it).
-    ``data_dir`` replaces the saved ``config.data.data_dir`` (runs trained from another working directory).
-    ``num_samples``: flow samples averaged per chunk (vla_jax.eval.policies.make_sampler).
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """What :func:`evaluate_checkpoint` evaluates and how (the flags of tools/evaluate.py).
+
+    ``families`` / ``embodiments`` / ``splits``: "all", "a,b" or sequences. ``execute_steps``: actions
+    executed per chunk (None: the whole chunk). ``max_steps``: episode step limit (None: the embodiment's).
+    ``num_samples``: flow samples averaged per chunk (vla_jax.eval.policies.make_sampler). ``record``:
+    episodes per cell kept for the filmstrip / GIF. ``offline_batches``: 0 skips the offline metrics, None
+    uses the whole validation splits. ``grounding_scenes``: fresh scenes per (embodiment, split, family)
+    for the first-frame grounding probe (vla_jax/eval/grounding.py; 0 skips it). ``data_dir`` replaces
+    the saved ``config.data.data_dir`` (runs trained from another working directory). ``out``: default
+    ``<workdir>/eval/<step>[-ema]``.
     """
+
+    step: int | None = None
+    ema: bool = False
+    episodes: int = 50
+    families: str | Sequence[str] = "all"
+    embodiments: str | Sequence[str] = "all"
+    splits: str | Sequence[str] = SPLITS
+    execute_steps: int | None = None
+    max_steps: int | None = None
+    num_samples: int = 1
+    baselines: bool = False
+    out: str | None = None
+    seed: int = 0
+    num_envs: int = 16
+    image_size: int = 96
+    record: int = 1
+    offline_batches: int | None = offline_lib.DEFAULT_MAX_BATCHES
+    grounding_scenes: int = 20
+    data_dir: str | None = None
+    progress: bool = False
+
+    @classmethod
+    def from_config(cls, values: Mapping) -> EvalSettings:
+        """Settings from config-style values (``config.eval``, an ablation sweep's ``eval``): 0 stands for an
+        unset ``execute_steps`` / ``max_steps``; keys that name no field (``every``) are ignored, missing
+        fields keep their defaults."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in values.items() if k in fields}
+        for k in kwargs.keys() & {"episodes", "num_samples", "seed", "num_envs", "image_size", "record",
+                                  "offline_batches", "grounding_scenes"}:
+            kwargs[k] = int(kwargs[k])
+        for k in kwargs.keys() & {"execute_steps", "max_steps"}:
+            kwargs[k] = int(kwargs[k]) or None
+        for k in kwargs.keys() & {"ema", "baselines"}:
+            kwargs[k] = bool(kwargs[k])
+        return cls(**kwargs)
+
+    def names(self, field: str) -> tuple[str, ...]:
+        """The names the ``families`` / ``splits`` / ``embodiments`` value stands for (EvalError naming
+        the flag if one is unknown)."""
+        allowed, flag = _NAMED_FIELDS[field]
+        return parse_names(getattr(self, field), allowed, flag)
+
+    @property
+    def explicit_embodiments(self) -> bool:
+        """Whether ``embodiments`` names embodiments (each must then have a dataset) rather than "all"."""
+        return not (isinstance(self.embodiments, str) and self.embodiments.strip().lower() in ("", "all"))
+
+    def validate(self) -> None:
+        """Raises a one-line :class:`EvalError` naming the flag of the first bad value."""
+        for field in _NAMED_FIELDS:
+            self.names(field)
+        if self.episodes < 1:
+            raise EvalError(f"--episodes={self.episodes} must be >= 1")
+        if self.execute_steps is not None and self.execute_steps < 1:
+            raise EvalError(f"--execute_steps={self.execute_steps} must be >= 1")
+        if self.num_samples < 1:
+            raise EvalError(f"--num_samples={self.num_samples} must be >= 1")
+
+    def rollout_kwargs(self, embodiments: Sequence[str]) -> dict:
+        """Keyword arguments of vla_jax.eval.rollout.evaluate for ``embodiments`` (all but ``record``)."""
+        return dict(embodiments=tuple(embodiments), families=self.names("families"),
+                    episodes_per_cell=self.episodes, split=self.names("splits"), seed=self.seed,
+                    execute_steps=self.execute_steps, max_steps=self.max_steps, num_envs=self.num_envs,
+                    image_size=self.image_size, progress=self.progress)
+
+    def report_dict(self, embodiments: Sequence[str]) -> dict:
+        """The ``eval_settings`` entry of results.json (``embodiments``: those evaluated)."""
+        return {"episodes": self.episodes, "families": list(self.names("families")),
+                "embodiments": list(embodiments), "splits": list(self.names("splits")), "seed": self.seed,
+                "execute_steps": self.execute_steps, "max_steps": self.max_steps, "num_samples": self.num_samples,
+                "offline_batches": self.offline_batches, "baselines": self.baselines,
+                "grounding_scenes": self.grounding_scenes}
+
+
+def _embodiment_datasets(settings: EvalSettings, config) -> dict[str, str]:
+    """{embodiment: its dataset} of the wanted embodiments the run's config has a simulator dataset for."""
+    wanted = settings.names("embodiments")
+    available = embodiment_datasets(config)
+    missing = [e for e in wanted if e not in available]
+    if missing and settings.explicit_embodiments:
+        raise EvalError(f"--embodiments={','.join(wanted)}: the run's config.data.datasets has no dataset for "
+                        f"{', '.join(missing)} (needs the spec {EMBODIMENT_SPECS[missing[0]]})")
+    chosen = {e: available[e] for e in wanted if e in available}
+    if not chosen:
+        raise EvalError("the run's config.data.datasets has no simulator dataset "
+                        f"({', '.join(EMBODIMENT_SPECS.values())}); nothing to evaluate closed-loop")
+    return chosen
+
+
+def _baselines(config, ck_stats: dict | None, ios: Mapping, datasets: Mapping[str, str], seed: int) -> tuple:
+    """The scripted expert (ceiling), uniform random actions and the mean action of each embodiment's
+    dataset (the checkpoint's statistics, the data directory's where it has none)."""
+    from vla_jax.eval.policies import ExpertPolicy, MeanActionPolicy, RandomPolicy
+
+    horizon = int(config.model.action_horizon)
+    means = {}
+    for e, name in datasets.items():
+        stats = (ck_stats or {}).get(name)
+        means[e] = stats if isinstance(stats, dict) and "action" in stats else ios[e].stats
+    return (ExpertPolicy(), RandomPolicy(seed=seed, horizon=horizon),
+            MeanActionPolicy.from_stats(means, horizon=horizon, name="mean"))
+
+
+def _markdown_head(ck, settings: EvalSettings, table: str) -> str:
+    return (f"# Evaluation of `{ck.path}` ({'EMA' if settings.ema else 'raw'} parameters)\n\n"
+            f"Closed loop: {settings.episodes} episodes per cell, seed {settings.seed}; success rate "
+            f"[95% Wilson interval].\n\n```\n{table}```\n\n")
+
+
+def _markdown_tail(grounding: dict, offline: dict) -> str:
+    from vla_jax.eval.grounding import format_grounding
+
+    tail = ""
+    if grounding:
+        tail += ("\n## First-frame grounding (the decoded answer to the instruction, before the arm moves)\n\n"
+                 + format_grounding(grounding))
+    if offline:
+        tail += "\n## Offline metrics (validation splits)\n\n" + offline_lib.format_table(offline)
+        for name, m in offline.items():
+            for s in m.get("samples", []):
+                tail += f"\n- {name}: `{s['prompt']}` -> `{s['prediction']}` (reference `{s['reference']}`)"
+        tail += "\n"
+    return tail
+
+
+# ---------------------------------------------------------------------------------------------- checkpoint
+def evaluate_checkpoint(workdir: str, settings: EvalSettings = EvalSettings(), *,
+                        log: Callable[[str], None] = print) -> dict:
+    """Evaluates a checkpoint of ``workdir`` as ``settings`` say and writes the report; returns the
+    results.json payload (``policies``, ``checkpoint``, ``eval_settings``, ``offline``, ``grounding``)
+    with ``paths`` ({what: file}) added."""
     from vla_jax.data.errors import DataError
     from vla_jax.data.policy import make_policy_io
-    from vla_jax.eval.policies import ExpertPolicy, MeanActionPolicy, ModelPolicy, RandomPolicy, make_sampler
+    from vla_jax.eval.policies import ModelPolicy, make_sampler
     from vla_jax.eval.grounding import first_frame_grounding, format_grounding
-    from vla_jax.eval.report import write_report
+    from vla_jax.eval.report import results_payload, write_report
     from vla_jax.eval.rollout import evaluate
     from vla_jax.export.package import load_params
     from vla_jax.models.vla import VLA, make_config
 
-    families = parse_names(families, FAMILIES, "--tasks")
-    splits = parse_names(splits, SPLITS, "--splits")
-    wanted = parse_names(embodiments, tuple(EMBODIMENTS), "--embodiments")
-    if episodes < 1:
-        raise EvalError(f"--episodes={episodes} must be >= 1")
-    if execute_steps is not None and execute_steps < 1:
-        raise EvalError(f"--execute_steps={execute_steps} must be >= 1")
-    if num_samples < 1:
-        raise EvalError(f"--num_samples={num_samples} must be >= 1")
+    s = settings
+    s.validate()
     t0 = time.perf_counter()
-    ck = load_params(workdir, step, ema)  # ExportError (one line) for missing checkpoints / steps / EMA
-    config = _config_dict(ck.config, data_dir)
+    ck = load_params(workdir, s.step, s.ema)  # ExportError (one line) for missing checkpoints / steps / EMA
+    config = _config_dict(ck.config, s.data_dir)
     if config.data.get("kind", "mixture") == "synthetic":
         raise EvalError(f"{workdir} was trained on synthetic data (config.data.kind='synthetic'): no simulator "
                         "embodiment, statistics or tokenizer to evaluate it with")
@@ -198,97 +311,57 @@ def evaluate_checkpoint(
         model = VLA(make_config(config.model))
     except ValueError as e:
         raise EvalError(f"checkpoint {ck.path}: {e}") from None
-    available = embodiment_datasets(config)
-    explicit = not (isinstance(embodiments, str) and embodiments.strip().lower() in ("", "all"))
-    missing = [e for e in wanted if e not in available]
-    if missing and explicit:
-        raise EvalError(f"--embodiments={','.join(wanted)}: the run's config.data.datasets has no dataset for "
-                        f"{', '.join(missing)} (needs the spec {EMBODIMENT_SPECS[missing[0]]})")
-    chosen = tuple(e for e in wanted if e in available)
-    if not chosen:
-        raise EvalError("the run's config.data.datasets has no simulator dataset "
-                        f"({', '.join(EMBODIMENT_SPECS.values())}); nothing to evaluate closed-loop")
-    out = out or os.path.join(workdir, "eval", f"{ck.step}-ema" if ema else str(ck.step))
-    log(f"[eval] {ck.path} ({'EMA' if ema else 'raw'} params, preset {config.get('preset', '?')}, "
-        f"head {config.model.action_head}): {episodes} episodes x {len(chosen)} embodiments x {len(families)} "
-        f"tasks x {len(splits)} splits -> {out}")
-    kwargs = dict(embodiments=chosen, families=families, episodes_per_cell=episodes, split=splits, seed=seed,
-                  execute_steps=execute_steps, max_steps=max_steps, num_envs=num_envs, image_size=image_size,
-                  progress=progress)
+    datasets = _embodiment_datasets(s, config)
+    families, splits = s.names("families"), s.names("splits")
+    out = s.out or os.path.join(workdir, "eval", f"{ck.step}-ema" if s.ema else str(ck.step))
+    log(f"[eval] {ck.path} ({'EMA' if s.ema else 'raw'} params, preset {config.get('preset', '?')}, "
+        f"head {config.model.action_head}): {s.episodes} episodes x {len(datasets)} embodiments x "
+        f"{len(families)} tasks x {len(splits)} splits -> {out}")
+    kwargs = s.rollout_kwargs(datasets)
     try:
-        datasets = {e: available[e] for e in chosen}
         ios = {e: make_policy_io(config, name) for e, name in datasets.items()}  # as make_model_policy
         for e, name in datasets.items():
             _check_stats(ck.norm_stats, ios[e], name, log)
-        policy = ModelPolicy.from_policy_io(make_sampler(model, ck.params, seed, num_samples), ios, name="model")
-        results = {"model": evaluate(policy, record=record, **kwargs)}
+        policy = ModelPolicy.from_policy_io(make_sampler(model, ck.params, s.seed, s.num_samples), ios, name="model")
+        results = {"model": evaluate(policy, record=s.record, **kwargs)}
         log(f"[eval] model: {results['model'].timing['wall_s']:.1f}s")
-        if baselines:
-            horizon = int(config.model.action_horizon)
-            means = {}
-            for e, name in datasets.items():
-                stats = (ck.norm_stats or {}).get(name)
-                if not (isinstance(stats, dict) and "action" in stats):
-                    stats = ios[e].stats
-                means[e] = stats
-            for p in (ExpertPolicy(), RandomPolicy(seed=seed, horizon=horizon),
-                      MeanActionPolicy.from_stats(means, horizon=horizon, name="mean")):
+        if s.baselines:
+            for p in _baselines(config, ck.norm_stats, ios, datasets, s.seed):
                 results[p.name] = evaluate(p, record=0, **kwargs)
                 log(f"[eval] {p.name}: {results[p.name].timing['wall_s']:.1f}s")
         grounding = {}
-        if grounding_scenes > 0:
+        if s.grounding_scenes > 0:
             t1 = time.perf_counter()
-            grounding = {e: {s: first_frame_grounding(model, ck.params, ios[e], e, scenes=grounding_scenes,
-                                                      families=families, split=s, seed=seed, image_size=image_size)
-                             for s in splits} for e in chosen}
+            grounding = {e: {split: first_frame_grounding(model, ck.params, ios[e], e, scenes=s.grounding_scenes,
+                                                          families=families, split=split, seed=s.seed,
+                                                          image_size=s.image_size)
+                             for split in splits} for e in datasets}
             log(f"[eval] first-frame grounding: {time.perf_counter() - t1:.1f}s")
         offline = {}
-        if offline_batches is None or offline_batches > 0:
+        if s.offline_batches is None or s.offline_batches > 0:
             t1 = time.perf_counter()
-            offline = offline_lib.offline_metrics(config, model, ck.params, max_batches=offline_batches, seed=seed)
+            offline = offline_lib.offline_metrics(config, model, ck.params, max_batches=s.offline_batches,
+                                                  seed=s.seed)
             log(f"[eval] offline metrics: {time.perf_counter() - t1:.1f}s")
     except DataError as e:
         raise EvalError(str(e)) from None
 
-    paths = write_report(results, out, title=f"{os.path.basename(os.path.abspath(workdir))} step {ck.step}"
-                         f"{' (EMA)' if ema else ''}: closed-loop success")
-    with open(paths["json"]) as f:
-        payload = json.load(f)
-    payload.update(
-        checkpoint={"workdir": os.path.abspath(workdir), "path": ck.path, "step": ck.step, "ema": ema,
-                    "preset": config.get("preset"), "action_head": str(config.model.action_head),
-                    "mixture": {k: float(v) for k, v in config.data.mixture.items()}},
-        eval_settings={"episodes": episodes, "families": list(families), "embodiments": list(chosen),
-                       "splits": list(splits), "seed": seed, "execute_steps": execute_steps, "max_steps": max_steps,
-                       "num_samples": num_samples,
-                       "offline_batches": offline_batches, "baselines": baselines,
-                       "grounding_scenes": grounding_scenes},
-        offline=offline, grounding=grounding)
-    tmp = paths["json"] + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, paths["json"])
+    extra = {
+        "checkpoint": {"workdir": os.path.abspath(workdir), "path": ck.path, "step": ck.step, "ema": s.ema,
+                       "preset": config.get("preset"), "action_head": str(config.model.action_head),
+                       "mixture": {k: float(v) for k, v in config.data.mixture.items()}},
+        "eval_settings": s.report_dict(datasets),
+        "offline": offline,
+        "grounding": grounding,
+    }
     table = compact_table(results)
-    with open(paths["markdown"]) as f:
-        body = f.read()
-    with open(paths["markdown"], "w") as f:
-        f.write(f"# Evaluation of `{ck.path}` ({'EMA' if ema else 'raw'} parameters)\n\n"
-                f"Closed loop: {episodes} episodes per cell, seed {seed}; success rate [95% Wilson interval].\n\n"
-                f"```\n{table}```\n\n" + body)
-        if grounding:
-            f.write("\n## First-frame grounding (the decoded answer to the instruction, before the arm moves)\n\n"
-                    + format_grounding(grounding))
-        if offline:
-            f.write("\n## Offline metrics (validation splits)\n\n" + offline_lib.format_table(offline))
-            for name, m in offline.items():
-                for s in m.get("samples", []):
-                    f.write(f"\n- {name}: `{s['prompt']}` -> `{s['prediction']}` (reference `{s['reference']}`)")
-            f.write("\n")
+    paths = write_report(results, out, title=f"{os.path.basename(os.path.abspath(workdir))} step {ck.step}"
+                         f"{' (EMA)' if s.ema else ''}: closed-loop success", extra=extra,
+                         markdown_head=_markdown_head(ck, s, table), markdown_tail=_markdown_tail(grounding, offline))
     log("\n" + table + ("\n" + compact_offline_table(offline) if offline else "")
         + ("\nfirst-frame grounding:\n" + format_grounding(grounding) if grounding else ""))
     log(f"[eval] wrote {out} in {time.perf_counter() - t0:.1f}s")
-    payload["paths"] = paths
-    return payload
+    return {**results_payload(results, extra), "paths": paths}
 
 
 # ---------------------------------------------------------------------------------------------- training hook
@@ -306,42 +379,38 @@ class PeriodicEvaluator:
         self.every = int(e.every)
         self.enabled, self.log = enabled, log
         try:
-            self.families = parse_names(e.families, FAMILIES, "config.eval.families")
-            self.splits = parse_names(e.splits, SPLITS, "config.eval.splits")
+            parse_names(e.families, FAMILIES, "config.eval.families")
+            parse_names(e.splits, SPLITS, "config.eval.splits")
             wanted = parse_names(e.embodiments, tuple(EMBODIMENTS), "config.eval.embodiments")
         except EvalError as err:
             raise ConfigError(str(err)) from None
         if self.every < 0 or int(e.episodes) < 0 or int(e.offline_batches) < 0:
             raise ConfigError("config.eval.every, config.eval.episodes and config.eval.offline_batches must be >= 0")
-        num_samples = int(e.get("num_samples", 1))
-        if num_samples < 1:
-            raise ConfigError(f"config.eval.num_samples={num_samples} must be >= 1 (flow samples averaged per chunk)")
-        self.episodes = int(e.episodes)
-        self.use_ema = bool(e.ema)
-        self.kwargs = dict(families=self.families, episodes_per_cell=self.episodes, split=self.splits,
-                           seed=int(e.seed), execute_steps=int(e.execute_steps) or None,
-                           max_steps=int(e.max_steps) or None, num_envs=int(e.num_envs), image_size=int(e.image_size))
+        self.settings = EvalSettings.from_config(e)
+        if self.settings.num_samples < 1:
+            raise ConfigError(f"config.eval.num_samples={self.settings.num_samples} must be >= 1 "
+                              "(flow samples averaged per chunk)")
         self.policy, self.offline = None, None
         if not enabled:
             return
+        s = self.settings
         synthetic = config.data.get("kind", "mixture") == "synthetic"
         available = {} if synthetic else embodiment_datasets(config)
         self.embodiments = tuple(x for x in wanted if x in available)
-        if self.episodes and self.embodiments:
+        if s.episodes and self.embodiments:
             from vla_jax.eval.policies import make_model_policy
 
             self.policy = make_model_policy(config, model, None, datasets={x: available[x] for x in self.embodiments},
-                                            seed=int(e.seed), num_samples=num_samples, name="model")
-        elif self.episodes:
+                                            seed=s.seed, num_samples=s.num_samples, name="model")
+        elif s.episodes:
             log("eval: no simulator dataset in config.data.datasets; closed-loop evaluation is off")
-        if int(e.offline_batches) and not synthetic:
-            self.offline = offline_lib.OfflineEvaluator(config, model, max_batches=int(e.offline_batches),
-                                                        seed=int(e.seed))
+        if s.offline_batches and not synthetic:
+            self.offline = offline_lib.OfflineEvaluator(config, model, max_batches=s.offline_batches, seed=s.seed)
 
     def __call__(self, state, step: int) -> dict[str, float]:
         import jax
 
-        params = state.ema_params if self.use_ema and state.ema_params is not None else state.params
+        params = state.ema_params if self.settings.ema and state.ema_params is not None else state.params
         if jax.process_count() > 1:  # collective: every process takes part, process 0 evaluates
             from jax.experimental import multihost_utils
             params = multihost_utils.process_allgather(params, tiled=True)
@@ -353,7 +422,7 @@ class PeriodicEvaluator:
         scalars = {}
         if self.policy is not None:
             self.policy.predict.params = params
-            results = evaluate(self.policy, embodiments=self.embodiments, **self.kwargs)
+            results = evaluate(self.policy, **self.settings.rollout_kwargs(self.embodiments))
             self.policy.predict.params = None  # never hold on to (donated) training buffers
             scalars.update(closed_loop_scalars(results))
         if self.offline is not None:
