@@ -49,7 +49,7 @@ def parse(argv):
 def main(argv=None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     from vla_jax.eval.run import EvalError, evaluate_checkpoint
-    from vla_jax.export.package import ExportError
+    from vla_jax.train.checkpoint import CheckpointError
 
     try:
         evaluate_checkpoint(
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
             offline_batches=None if args.offline_batches < 0 else args.offline_batches,
             grounding_scenes=args.grounding_scenes, data_dir=args.data_dir,
             progress=sys.stderr.isatty())
-    except (EvalError, ExportError) as e:
+    except (EvalError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
     return 0

@@ -3,7 +3,7 @@
     python tools/evaluate.py --workdir=runs/debug --episodes=50 --baselines
     python tools/evaluate.py --workdir=runs/debug --step=200 --ema --tasks=pick,place --embodiments=single_arm
 
-:func:`evaluate_checkpoint` reads the parameters with ``vla_jax.export.package.load_params`` (any
+:func:`evaluate_checkpoint` reads the parameters with ``vla_jax.train.checkpoint.load_params`` (any
 sharding), rebuilds the model from the saved config, wraps it as a closed-loop policy with the
 training preprocessing / normalization (``make_model_policy``), evaluates every embodiment x task
 family x split cell in the simulator, runs the offline validation metrics (vla_jax/eval/offline.py)
@@ -176,8 +176,8 @@ def evaluate_checkpoint(
     from vla_jax.eval.grounding import first_frame_grounding, format_grounding
     from vla_jax.eval.report import write_report
     from vla_jax.eval.rollout import evaluate
-    from vla_jax.export.package import load_params
     from vla_jax.models.vla import VLA, make_config
+    from vla_jax.train.checkpoint import load_params
 
     families = parse_names(families, FAMILIES, "--tasks")
     splits = parse_names(splits, SPLITS, "--splits")
@@ -189,7 +189,7 @@ def evaluate_checkpoint(
     if num_samples < 1:
         raise EvalError(f"--num_samples={num_samples} must be >= 1")
     t0 = time.perf_counter()
-    ck = load_params(workdir, step, ema)  # ExportError (one line) for missing checkpoints / steps / EMA
+    ck = load_params(workdir, step, ema)  # CheckpointError (one line) for missing checkpoints / steps / EMA
     config = _config_dict(ck.config, data_dir)
     if config.data.get("kind", "mixture") == "synthetic":
         raise EvalError(f"{workdir} was trained on synthetic data (config.data.kind='synthetic'): no simulator "
