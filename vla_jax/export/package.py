@@ -294,9 +294,10 @@ See `docs/export.md` in vla_jax: `VLAPolicy.from_pretrained(folder)` (needs only
 
 # ----------------------------------------------------------------------------------------- import
 def import_torch(folder: str, workdir: str, config_spec: str | None = None, log=print) -> str:
-    """Exported folder -> a params-only JAX checkpoint at step 0 in ``workdir`` (:func:`write_checkpoint`), which
-    a new run starts from with ``config.init.from_checkpoint=WORKDIR``. The training config is ``config_spec``
-    (``configs/pretrain.py:ARG``) or the one stored in config.json at export time."""
+    """Exported folder -> a params-only JAX checkpoint at step 0 in ``workdir``
+    (``vla_jax.train.checkpoint.write_checkpoint``), which a new run starts from with
+    ``config.init.from_checkpoint=WORKDIR``. The training config is ``config_spec`` (``configs/pretrain.py:ARG``)
+    or the one stored in config.json at export time."""
     import ml_collections
     from safetensors.numpy import load_file
 
