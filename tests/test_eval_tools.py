@@ -100,7 +100,7 @@ def test_offline_metrics_on_a_trained_checkpoint(trained):
     import ml_collections
 
     from vla_jax.eval.offline import OfflineEvaluator, flatten, format_table
-    from vla_jax.export.package import load_params
+    from vla_jax.train.checkpoint import load_params
     from vla_jax.models.vla import VLA, make_config
 
     ck = load_params(trained)
@@ -292,7 +292,7 @@ def test_eval_settings_from_config_values():
 
 # ---------------------------------------------------------------------------------------------- training hook
 def test_periodic_eval_is_logged_and_leaves_training_unchanged(trained, sweep):
-    from vla_jax.export.package import load_params
+    from vla_jax.train.checkpoint import load_params
     from vla_jax.train.metrics import read_metrics
 
     rows = [r for r in read_metrics(trained) if "eval/success" in r]

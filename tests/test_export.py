@@ -19,7 +19,8 @@ from test_export_helpers import (DATASET, ROOT, STEPS, exported, make_run, model
 
 from vla_jax.export import parity, to_onnx, to_torch
 from vla_jax.export import torch_port as tp
-from vla_jax.export.package import ExportError, import_torch, load_params
+from vla_jax.export.package import ExportError, import_torch
+from vla_jax.train.checkpoint import load_params
 
 TOL = 1e-4
 
@@ -192,7 +193,7 @@ def test_torch_policy_runs_without_jax(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- round trip
-def test_round_trip_and_trainer_restore():
+def test_round_trip_and_import_for_init_from_checkpoint():
     folder, _ = exported("flow")
     _, saved = make_run("flow")
     params, cfg, _ = to_torch.load_torch(folder)
@@ -206,30 +207,22 @@ def test_round_trip_and_trainer_restore():
     flat_equal(ck.params, saved["params"])
     flat_equal(load_params(run, ema=True).params, saved["params"])
 
-    # the trainer itself restores it (its abstract TrainState for the same config, on its own mesh)
-    from vla_jax.train import sharding as sh, state as state_lib
-    from vla_jax.train.checkpoint import Checkpointer
-    from vla_jax.train.optimizer import make_optimizer
-    from vla_jax.models.vla import VLA
-    import ml_collections
+    # a params-only checkpoint (no optimizer state) that a new run starts from with config.init.from_checkpoint
+    import flax.linen as nn
+    import orbax.checkpoint as ocp
+    from etils import epath
 
-    config = ml_collections.ConfigDict(json.load(open(os.path.join(folder, "config.json")))["export"]["train_config"])
-    tx, _ = make_optimizer(config.optimizer, config.num_steps)
-    mesh = sh.make_mesh(config.mesh.shape)
-    abstract, shardings = state_lib.state_shardings(VLA(cfg), tx, mesh, sh.get_rules(config.sharding), config.seed,
-                                                    True)
-    checkpointer = Checkpointer(run, every=1, async_save=False)
-    assert checkpointer.latest_step() == 0
-    state, _, stats = checkpointer.restore(0, state_lib.with_shardings(abstract, shardings), config.to_dict())
-    checkpointer.close()
-    flat_equal(jax_to_numpy(state.params), saved["params"])
-    assert int(state.step) == 0 and DATASET in stats
+    from vla_jax.models import summary
+    from vla_jax.train import init_from
 
-
-def jax_to_numpy(tree):
-    import jax
-
-    return jax.tree.map(np.asarray, tree)
+    step_dir = os.path.join(run, "checkpoints", "0")
+    assert sorted(n for n in os.listdir(step_dir) if not n.startswith(("_", "commit"))) == \
+        ["config", "norm_stats", "params"]
+    tree = ocp.PyTreeCheckpointHandler().metadata(epath.Path(step_dir).absolute() / "params").tree
+    assert sorted(tree) == ["ema_params", "params"]  # no opt_state, step or rng
+    overrides, report = init_from.load_checkpoint(run, nn.unbox(summary.param_shapes(cfg)))
+    assert not report.fresh and not report.mismatched and not report.unused and report.loaded
+    flat_equal(to_torch.unflatten_params({k[len("params/"):]: v for k, v in overrides.items()}), saved["params"])
 
 
 def test_unscanned_layout_round_trip():
@@ -276,6 +269,29 @@ def test_cli_ema_step_bfloat16(tmp_path):
     policy = tp.VLAPolicy.from_pretrained(str(out))
     assert policy.compute_dtype == torch.bfloat16
     assert tp.VLAPolicy.from_pretrained(str(out), dtype=torch.float32).llm.embedding.weight.dtype == torch.float32
+
+
+def test_cli_reads_params_item_and_state_only_steps_without_orbax_warnings(tmp_path):
+    """tools/export.py reads a trainer step (params item beside the state) and a step with the state item only
+    (make_run's layout); stderr carries no orbax warning about step metadata."""
+    from vla_jax.train.checkpoint import Checkpointer
+
+    old, saved = make_run("flow")
+    new = tmp_path / "run"
+    state = {"step": np.int32(STEPS[-1]), **saved, "opt_state": {"mu": saved["params"]}, "rng": np.zeros(2, np.uint32)}
+    checkpointer = Checkpointer(str(new), every=1, async_save=False)
+    checkpointer.save(STEPS[-1], state, data_state=None, config=train_config("flow").to_dict(), norm_stats=norm_stats())
+    checkpointer.close()
+    assert (new / "checkpoints" / str(STEPS[-1]) / "params" / "_METADATA").exists()
+    assert not os.path.exists(os.path.join(old, "checkpoints", str(STEPS[-1]), "params"))
+    for name, workdir in (("new", new), ("old", old)):
+        proc = subprocess.run([sys.executable, "tools/export.py", f"--workdir={workdir}", f"--out={tmp_path / name}",
+                               "--format=pytorch"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, JAX_PLATFORMS="cpu"))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "Metadata file does not exist" not in proc.stderr and "absl" not in proc.stderr, proc.stderr[-2000:]
+        params, _, _ = to_torch.load_torch(str(tmp_path / name))
+        flat_equal(params, saved["params"])
 
 
 def run_cli(capsys, argv):

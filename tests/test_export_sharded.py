@@ -13,7 +13,8 @@ import numpy as np
 from test_export_helpers import ROOT, make_run, model_cfg, norm_stats
 
 from vla_jax.export import to_torch
-from vla_jax.export.package import export, load_params
+from vla_jax.export.package import export
+from vla_jax.train.checkpoint import load_params
 
 WRITER = textwrap.dedent("""
     import json, sys

@@ -22,7 +22,7 @@ def test_relative_workdir_saves_resumes_and_exports(tmp_path):
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        from vla_jax.export.package import load_params
+        from vla_jax.train.checkpoint import load_params
         loaded = load_params("runs/rel")
     finally:
         os.chdir(cwd)

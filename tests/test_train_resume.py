@@ -123,6 +123,18 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(preempted):
     assert "init from npz: 26 loaded" in out
 
 
+def test_every_save_writes_a_params_item_the_tools_read(preempted):
+    workdir, _, _, _ = preempted
+    step = complete_steps(workdir)[-1]
+    assert (workdir / "checkpoints" / str(step) / "params" / "_METADATA").exists()
+    state = restore(workdir, step)
+    for ema, want in ((False, state.params), (True, state.ema_params)):
+        got = ckpt_lib.load_params(str(workdir), step, ema=ema).params
+        assert jax.tree.structure(got) == jax.tree.structure(want)
+        assert all(np.array_equal(np.asarray(x, np.float32), y) for x, y in zip(jax.tree.leaves(want),
+                                                                                jax.tree.leaves(got)))
+
+
 def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(preempted, tmp_path):
     source, _, _, _ = preempted
     workdir = tmp_path / "nan"

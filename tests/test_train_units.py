@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import PartitionSpec as P
 
@@ -177,6 +178,44 @@ def test_incomplete_checkpoint_is_never_latest(tmp_path):
     _save_dummy(ck, 6, 6.0, config)  # the quarantined step number can be saved again
     ck.close()
     assert ckpt_lib.Checkpointer(str(tmp_path), every=2).latest_step() == 6
+
+
+def test_save_writes_a_params_item_that_the_tools_read(tmp_path):
+    """Every save writes a params-only item beside the full state; the tools read it, and read the state item of
+    steps without one; the trainer refuses to resume a params-only step in one line."""
+    params = {"params": {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}}
+    ema = {"params": {"w": np.full((2, 3), 0.5, np.float32)}}
+    state = {"step": jnp.int32(2), "params": params, "opt_state": {"mu": params}, "ema_params": ema,
+             "rng": np.zeros(2, np.uint32)}
+    config = {"model": {"max_action_dim": 6}}
+    ck = ckpt_lib.Checkpointer(str(tmp_path), every=2)
+    ck.save(2, state, data_state={"next_index": 2}, config=config, norm_stats={"a": [1.0]})
+    ck.close()
+    step_dir = tmp_path / "checkpoints" / "2"
+    assert sorted(ocp.PyTreeCheckpointHandler().metadata(step_dir / "params").tree) == ["ema_params", "params"]
+    loaded = ckpt_lib.load_params(str(tmp_path))
+    assert loaded.step == 2 and loaded.config == config and loaded.norm_stats == {"a": [1.0]}
+    assert np.array_equal(loaded.params["params"]["w"], params["params"]["w"])
+    assert np.array_equal(ckpt_lib.load_params(str(tmp_path), ema=True).params["params"]["w"], ema["params"]["w"])
+
+    shutil.rmtree(step_dir / "params")  # a step with the state item only
+    assert ckpt_lib.is_complete(step_dir) and ckpt_lib.available_steps(str(tmp_path)) == [2]
+    assert np.array_equal(ckpt_lib.load_params(str(tmp_path), ema=True).params["params"]["w"], ema["params"]["w"])
+
+    shutil.rmtree(step_dir / "state")  # no parameters left: not a checkpoint
+    assert not ckpt_lib.is_complete(step_dir)
+
+    run = tmp_path / "imported"
+    ck = ckpt_lib.Checkpointer(str(run), every=1, async_save=False)
+    ck.save_params(0, {"params": params}, config=config, norm_stats=None)
+    ck.wait()
+    assert ck.latest_step() == 0
+    with pytest.raises(ckpt_lib.CheckpointError, match="holds parameters only") as e:
+        ck.restore(0, {"w": jax.ShapeDtypeStruct((2, 3), jnp.float32)}, config)
+    assert "\n" not in str(e.value) and f"config.init.from_checkpoint={run}" in str(e.value)
+    ck.close()
+    with pytest.raises(ckpt_lib.CheckpointError, match="has no EMA parameters"):
+        ckpt_lib.load_params(str(run), ema=True)
 
 
 def test_checkpoint_config_mismatch_is_one_line_naming_the_field(tmp_path):

@@ -34,11 +34,11 @@ def main(argv=None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     from vla_jax.eval.ablate import AblateError, run_sweep
     from vla_jax.eval.run import EvalError
-    from vla_jax.export.package import ExportError
+    from vla_jax.train.checkpoint import CheckpointError
 
     try:
         run_sweep(args.config, args.out, launch_only=args.launch_only, variants=args.variants)
-    except (AblateError, EvalError, ExportError) as e:
+    except (AblateError, EvalError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
     return 0

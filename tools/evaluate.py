@@ -49,7 +49,7 @@ def parse(argv):
 def main(argv=None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     from vla_jax.eval.run import EvalError, EvalSettings, evaluate_checkpoint
-    from vla_jax.export.package import ExportError
+    from vla_jax.train.checkpoint import CheckpointError
 
     settings = EvalSettings(
         step=args.step, ema=args.ema, episodes=args.episodes, families=args.tasks, embodiments=args.embodiments,
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         grounding_scenes=args.grounding_scenes, data_dir=args.data_dir, progress=sys.stderr.isatty())
     try:
         evaluate_checkpoint(args.workdir, settings)
-    except (EvalError, ExportError) as e:
+    except (EvalError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
     return 0

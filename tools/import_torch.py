@@ -1,10 +1,12 @@
 """Imports an exported PyTorch folder back into a JAX checkpoint the trainer can start from.
 
-    python tools/import_torch.py exports/debug --out=runs/debug_ft [--config=configs/pretrain.py:debug]
-    python -m vla_jax.train --config=configs/pretrain.py:debug --workdir=runs/debug_ft
+    python tools/import_torch.py exports/debug --out=runs/debug_import [--config=configs/pretrain.py:debug]
+    python -m vla_jax.train --config=configs/pretrain.py:debug --config.init.from_checkpoint=runs/debug_import \
+        --workdir=runs/debug_ft
 
-Writes ``<out>/checkpoints/0/`` (params from model.safetensors, fresh optimizer state, EMA = params) with
-the training config stored at export time (or --config) and the folder's norm_stats.json.
+Writes ``<out>/checkpoints/0/``, a params-only checkpoint (params from model.safetensors, EMA = params when
+the config uses EMA, no optimizer state) with the training config stored at export time (or --config) and
+the folder's norm_stats.json; a new run starts from it with ``config.init.from_checkpoint``.
 """
 
 from __future__ import annotations

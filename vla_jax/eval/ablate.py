@@ -137,7 +137,7 @@ def _flag(v) -> str:
 
 # ---------------------------------------------------------------------------------------------- running
 def _complete_steps(workdir: str) -> list[int]:
-    from vla_jax.export.package import available_steps
+    from vla_jax.train.checkpoint import available_steps
 
     return available_steps(workdir)
 

@@ -3,7 +3,7 @@
     python tools/evaluate.py --workdir=runs/debug --episodes=50 --baselines
     python tools/evaluate.py --workdir=runs/debug --step=200 --ema --tasks=pick,place --embodiments=single_arm
 
-:func:`evaluate_checkpoint` reads the parameters with ``vla_jax.export.package.load_params`` (any
+:func:`evaluate_checkpoint` reads the parameters with ``vla_jax.train.checkpoint.load_params`` (any
 sharding), rebuilds the model from the saved config, wraps it as a closed-loop policy with the
 training preprocessing / normalization (``make_model_policy``), evaluates every embodiment x task
 family x split cell in the simulator, runs the offline validation metrics (vla_jax/eval/offline.py)
@@ -296,13 +296,13 @@ def evaluate_checkpoint(workdir: str, settings: EvalSettings = EvalSettings(), *
     from vla_jax.eval.grounding import first_frame_grounding, format_grounding
     from vla_jax.eval.report import results_payload, write_report
     from vla_jax.eval.rollout import evaluate
-    from vla_jax.export.package import load_params
     from vla_jax.models.vla import VLA, make_config
+    from vla_jax.train.checkpoint import load_params
 
     s = settings
     s.validate()
     t0 = time.perf_counter()
-    ck = load_params(workdir, s.step, s.ema)  # ExportError (one line) for missing checkpoints / steps / EMA
+    ck = load_params(workdir, s.step, s.ema)  # CheckpointError (one line) for missing checkpoints / steps / EMA
     config = _config_dict(ck.config, s.data_dir)
     if config.data.get("kind", "mixture") == "synthetic":
         raise EvalError(f"{workdir} was trained on synthetic data (config.data.kind='synthetic'): no simulator "

@@ -4,8 +4,9 @@
 * ``to_torch``     — JAX params <-> ``model.safetensors`` (PyTorch names) + ``config.json``, exact both ways.
 * ``to_onnx``      — ``policy.onnx`` (whole sampling path, dynamic batch) and the opset checks.
 * ``parity``       — the same inputs through JAX, PyTorch and onnxruntime; max abs action difference.
-* ``package``      — :func:`load_params` (the one checkpoint reader), :func:`export` (folder + model card),
-                     :func:`import_torch` (folder -> a checkpoint the trainer starts from).
+* ``package``      — :func:`export` (checkpoint -> folder + model card), :func:`import_torch` (folder -> a
+                     params-only checkpoint a new run starts from). Checkpoints are read and written by
+                     ``vla_jax.train.checkpoint`` (``load_params``, ``write_checkpoint``).
 
 Command lines: ``tools/export.py`` and ``tools/import_torch.py``; usage in ``docs/export.md``.
 Nothing here is imported eagerly, so ``import vla_jax.export.torch_port`` works without JAX installed.
@@ -18,10 +19,8 @@ import importlib
 _LAZY = {
     "VLAPolicy": ("torch_port", "VLAPolicy"),
     "ExportError": ("package", "ExportError"),
-    "load_params": ("package", "load_params"),
     "export": ("package", "export"),
     "import_torch": ("package", "import_torch"),
-    "write_checkpoint": ("package", "write_checkpoint"),
 }
 
 

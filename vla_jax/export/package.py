@@ -10,30 +10,24 @@ Folder layout (``--format=all``)::
     tokenizer.model     the SentencePiece tokenizer the model was trained with (when found)
     README.md           model card: preset, training steps, data mixture, parity figures
 
-Checkpoint reading lives in ONE function, :func:`load_params`; writing a checkpoint the trainer can
-start from in :func:`write_checkpoint`. Both follow ``vla_jax/train/checkpoint.py``: orbax
-``CheckpointManager`` steps ``<workdir>/checkpoints/<step>/`` with items ``state`` (TrainState: params,
-opt_state, ema_params, step, rng; ``params`` = ``{"params": ...}``), ``config`` and ``norm_stats`` (JSON).
+Checkpoints are read and written by ``vla_jax/train/checkpoint.py``: :func:`export` reads the parameters of
+one step with its ``load_params``, :func:`import_torch` writes a params-only step with its ``write_checkpoint``
+(a new run starts from it with ``config.init.from_checkpoint``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import os
 import shutil
 import time
-from typing import Any
-
-import numpy as np
 
 from vla_jax.export import parity as parity_lib
 from vla_jax.export import to_torch
 from vla_jax.export import torch_port as tp
 
 FORMATS = ("pytorch", "onnx", "all")
-STATE_ITEMS = ("state", "default")  # trainer layout, plain CheckpointManager(StandardSave) layout
 TOKENIZER_FILE = "tokenizer.model"
 MAX_ONNX_DECODE_STEPS = 512  # the discrete ONNX graph unrolls H * A greedy steps (debug: 112, pi0: 1600)
 
@@ -52,98 +46,13 @@ class ExportError(ValueError):
     """A checkpoint, flag or model that cannot be exported; the message is one line."""
 
 
-# ----------------------------------------------------------------------------------------- reading
-@dataclasses.dataclass
-class Checkpoint:
-    params: dict            # {"params": nested numpy float32}
-    step: int
-    config: dict            # the training config as saved (JSON)
-    norm_stats: dict | None
-    path: str               # the step directory
-    ema: bool
-
-
-def checkpoint_dir(workdir: str) -> str:
-    sub = os.path.join(workdir, "checkpoints")
-    return sub if os.path.isdir(sub) else workdir
-
-
-def available_steps(workdir: str) -> list[int]:
-    """Complete steps (a step directory with a restorable ``state``/``default`` item)."""
-    root = checkpoint_dir(workdir)
-    if not os.path.isdir(root):
-        return []
-    steps = []
-    for name in os.listdir(root):
-        if name.isdigit() and any(os.path.isfile(os.path.join(root, name, item, "_METADATA")) for item in STATE_ITEMS):
-            steps.append(int(name))
-    return sorted(steps)
-
-
-def _read_json_item(step_dir: str, item: str, fallback: str | None) -> Any:
-    for path in (os.path.join(step_dir, item, "metadata"), fallback):
-        if path and os.path.isfile(path):
-            with open(path) as f:
-                return json.load(f)
-    return None
-
-
-def load_params(workdir: str, step: int | None = None, ema: bool = False) -> Checkpoint:
-    """Reads the parameters (only: no optimizer state, no mesh) of a checkpoint onto host numpy.
-
-    Works on checkpoints saved sharded over any number of devices: every array is restored as a full
-    ``np.ndarray``. ``step=None`` takes the newest; ``ema=True`` the EMA parameters.
-    """
-    import orbax.checkpoint as ocp
-
-    if not os.path.isdir(workdir):
-        raise ExportError(f"--workdir={workdir} does not exist")
-    steps = available_steps(workdir)
-    if not steps:
-        raise ExportError(f"no checkpoint in {workdir} (expected {os.path.join(workdir, 'checkpoints', '<step>')} "
-                          "written by python -m vla_jax.train)")
-    if step is None:
-        step = steps[-1]
-    elif step not in steps:
-        raise ExportError(f"step {step} does not exist in {checkpoint_dir(workdir)}; available steps: "
-                          f"{', '.join(map(str, steps))}")
-    step_dir = os.path.abspath(os.path.join(checkpoint_dir(workdir), str(step)))  # orbax needs absolute paths
-    item_dir = next(os.path.join(step_dir, i) for i in STATE_ITEMS if os.path.isfile(os.path.join(step_dir, i, "_METADATA")))
-    checkpointer = ocp.PyTreeCheckpointer()
-    meta = checkpointer.metadata(item_dir)
-    tree = getattr(meta, "item_metadata", meta)
-    tree = getattr(tree, "tree", tree)
-    key = "ema_params" if ema else "params"
-    if not isinstance(tree, dict) or tree.get(key) is None:
-        which = "EMA parameters (config.optimizer.ema_decay was off?)" if ema else "parameters"
-        raise ExportError(f"checkpoint {step_dir} has no {which}; top-level keys: "
-                          f"{sorted(tree) if isinstance(tree, dict) else type(tree).__name__}")
-    import jax
-
-    item = {key: jax.tree.map(lambda _: 0, tree[key])}
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-    restored = checkpointer.restore(item_dir, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
-                                                                           partial_restore=True))
-    params = jax.tree.map(lambda x: np.asarray(x, np.float32), restored[key])
-    if set(params) != {"params"}:
-        params = {"params": params}
-    config = _read_json_item(step_dir, "config", os.path.join(workdir, "config.json"))
-    if not config or "model" not in config:
-        raise ExportError(f"checkpoint {step_dir} has no config (neither {step_dir}/config nor "
-                          f"{workdir}/config.json); cannot rebuild the model")
-    norm_stats = _read_json_item(step_dir, "norm_stats", os.path.join(workdir, "norm_stats.json"))
-    return Checkpoint(params=params, step=int(step), config=config, norm_stats=norm_stats or None, path=step_dir,
-                      ema=ema)
-
-
 def model_config(config: dict):
     """The VLAConfig of a saved training config; ExportError for models the PyTorch module does not support."""
     import ml_collections
 
-    from vla_jax.models.legacy import upgrade_model_config
     from vla_jax.models.vla import make_config
 
-    model = upgrade_model_config(config["model"])
+    model = config["model"]
     preset = config.get("preset", "?")
     for section, fields in SUPPORTED_MODEL_FIELDS.items():
         node = model if not section else model.get(section, {})
@@ -216,6 +125,7 @@ def export(workdir: str, out: str, *, step: int | None = None, ema: bool = False
     import torch
 
     from vla_jax.export import to_onnx
+    from vla_jax.train.checkpoint import CheckpointError, load_params
 
     if fmt not in FORMATS:
         raise ExportError(f"--format={fmt} must be one of {', '.join(FORMATS)}")
@@ -232,7 +142,10 @@ def export(workdir: str, out: str, *, step: int | None = None, ema: bool = False
         raise ExportError(f"--out={out} exists and is not an exported folder; choose an empty or new directory")
 
     t0 = time.perf_counter()
-    ck = load_params(workdir, step, ema)
+    try:
+        ck = load_params(workdir, step, ema)
+    except CheckpointError as e:
+        raise ExportError(str(e)) from None
     cfg = model_config(ck.config)
     if want_onnx and cfg.action_head == "discrete" and cfg.num_action_tokens > MAX_ONNX_DECODE_STEPS:
         raise ExportError(f"preset {ck.config.get('preset')!r}: the discrete-head ONNX graph unrolls "
@@ -380,40 +293,17 @@ the `torch_port` package is in this folder) or `onnxruntime.InferenceSession(fol
 
 
 # ----------------------------------------------------------------------------------------- import
-def write_checkpoint(workdir: str, params: dict, config, norm_stats: dict | None, step: int = 0) -> str:
-    """Writes ``params`` as a fresh TrainState checkpoint (new optimizer state, EMA = params) in the
-    trainer's layout, so ``python -m vla_jax.train --config=... --workdir=WORKDIR`` starts from it."""
-    import jax
-    import jax.numpy as jnp
-
-    from vla_jax.train.checkpoint import Checkpointer
-    from vla_jax.train.optimizer import make_optimizer
-    from vla_jax.train.state import TrainState
-
-    params = jax.tree.map(jnp.asarray, params)
-    tx, _ = make_optimizer(config.optimizer, config.num_steps)
-    use_ema = bool(config.optimizer.get("ema_decay"))
-    state = TrainState(step=jnp.asarray(step, jnp.int32), params=params, opt_state=tx.init(params),
-                       ema_params=jax.tree.map(jnp.copy, params) if use_ema else None,
-                       rng=jax.random.key_data(jax.random.split(jax.random.key(config.seed))[1]))
-    ck = config.checkpoint
-    checkpointer = Checkpointer(workdir, every=ck.every, keep_last=ck.keep_last, keep_every=ck.keep_every,
-                                async_save=False)
-    checkpointer.save(step, state, data_state=None, config=config.to_dict(), norm_stats=norm_stats)
-    checkpointer.close()
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    return os.path.join(workdir, "checkpoints", str(step))
-
-
 def import_torch(folder: str, workdir: str, config_spec: str | None = None, log=print) -> str:
-    """Exported folder -> a JAX checkpoint at step 0 in ``workdir``. The training config is ``config_spec``
-    (``configs/pretrain.py:ARG``) or the one stored in config.json at export time."""
+    """Exported folder -> a params-only JAX checkpoint at step 0 in ``workdir``
+    (``vla_jax.train.checkpoint.write_checkpoint``), which a new run starts from with
+    ``config.init.from_checkpoint=WORKDIR``. The training config is ``config_spec`` (``configs/pretrain.py:ARG``)
+    or the one stored in config.json at export time."""
     import ml_collections
     from safetensors.numpy import load_file
 
     from vla_jax.config import load_config
     from vla_jax.models.vla import make_config
+    from vla_jax.train.checkpoint import available_steps, write_checkpoint
 
     if not os.path.isfile(os.path.join(folder, tp.CONFIG_FILE)) or \
             not os.path.isfile(os.path.join(folder, tp.WEIGHTS_FILE)):

@@ -43,6 +43,7 @@ from typing import Callable
 import jax
 import numpy as np
 
+from vla_jax.train import checkpoint as ckpt_lib
 from vla_jax.train.sharding import path_str
 
 _VIT = "img/Transformer/encoderblock/"
@@ -186,12 +187,10 @@ def load_checkpoint(spec: str, abstract_params, ema: bool = False) -> tuple[dict
     """``spec`` = ``WORKDIR`` (newest step) or ``WORKDIR:STEP`` of a vla_jax training run. Loads its parameters
     (``ema``: the EMA ones) wherever name and shape match ``abstract_params``; the rest keeps its fresh init.
     Returns ``({"params/...": float32 array}, report)`` like :func:`load_paligemma`."""
-    from vla_jax.export.package import ExportError, load_params
-
     workdir, _, step = spec.rpartition(":") if re.fullmatch(r".+:\d+", spec) else (spec, "", "")
     try:
-        theirs_tree = load_params(workdir, int(step) if step else None, ema=ema).params
-    except ExportError as e:
+        theirs_tree = ckpt_lib.load_params(workdir, int(step) if step else None, ema=ema).params
+    except ckpt_lib.CheckpointError as e:
         raise InitFromError(f"config.init.from_checkpoint={spec!r}: {e}") from None
     theirs = {path_str(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(theirs_tree)[0]}
     out: dict[str, np.ndarray] = {}
