@@ -4,7 +4,7 @@
         [--config.model.addons="('conv_stem',)"] [--scenes=12000] [--eval_every=250]
 
 Trains the model's text loss alone on first frames of fresh single-arm scenes: the overhead image (one
-camera) and the task instruction, answered by the target's ``<locRC>`` cell (vla_jax/sim/grounding.py), the
+camera) and the task instruction, answered by the target's ``<locRC>`` cell (vla_jax/sim/grounding_answers.py), the
 skill closed-loop picking needs first (docs/experiments.md). Every ``--eval_every`` steps it prints the
 validation accuracy (held-out scenes): the exact cell and within one cell. Scenes are rendered once
 (about 1 s per 1,000) with the tokenizer of ``config.data``; AdamW with the config's lr, a warm-up of
@@ -18,6 +18,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from vla_jax.platform import default_platform  # noqa: E402
+
+default_platform()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
@@ -40,7 +43,7 @@ def render_scenes(count: int, first_seed: int, image_size: int):
     from PIL import Image
 
     from vla_jax.sim import TabletopEnv, sample_task
-    from vla_jax.sim.grounding import object_location
+    from vla_jax.sim.grounding_answers import object_location
 
     env = TabletopEnv("single_arm", 96)
     camera = env.spec.cameras[0]
@@ -67,7 +70,7 @@ def main(argv):
     from vla_jax.data.transforms import build_tokens
     from vla_jax.models.vla import VLA, make_config
     from vla_jax.models.summary import dummy_batch
-    from vla_jax.sim.grounding import GRID
+    from vla_jax.sim.grounding_answers import GRID
 
     config = FLAGS.config
     config.model.num_cameras = 1  # the overhead camera: the only view that shows every object

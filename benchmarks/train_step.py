@@ -16,10 +16,14 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
-from ml_collections import config_flags
+from vla_jax.platform import default_platform
 
-from vla_jax.config import flags_parser
+default_platform()
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from vla_jax.config import flags_parser  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].", lock_config=True)
 _DEVICES = flags.DEFINE_string("devices", "1,8", "Comma-separated device counts (one subprocess each).")

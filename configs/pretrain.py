@@ -137,7 +137,7 @@ def get_config(arg=None):
         seed=0,                   # episode seeds, flow-sampling noise, validation sample choice
         max_steps=0,              # episode step limit; 0: the embodiment's
         execute_steps=0,          # actions executed per chunk; 0: the whole chunk
-        num_samples=1,            # flow samples averaged into each chunk (vla_jax.eval.policies.make_sampler)
+        num_samples=1,            # flow samples averaged into each chunk (vla_jax.eval.agents.ActionSampler)
         num_envs=16,              # parallel simulator environments
         image_size=96,            # rendered camera resolution (the generated data's)
     ))

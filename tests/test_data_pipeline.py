@@ -31,7 +31,7 @@ def test_train_batches_follow_the_batch_format(tabletop_dir):  # noqa: F811
     # Robot: the prompt, then (until a gripper reaches the target) the grounding answer: one location
     # token + eos, causal with loss; real state / action dims per embodiment.
     from vla_jax.data import Tokenizer
-    from vla_jax.sim.grounding import LOCATION_TOKENS
+    from vla_jax.sim.grounding_answers import LOCATION_TOKENS
 
     tok = Tokenizer(os.path.join(tabletop_dir, "tokenizer.model"))
     answered = batch["token_ar"][robot].sum(axis=1)

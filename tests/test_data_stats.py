@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from data_fixtures import tabletop_dir  # noqa: F401  (fixture)
 
-from vla_jax.data import DataError, Normalizer, SPECS, combine_stats, load_stats, stats
-from vla_jax.data.stats import compute_stats
+from vla_jax.data import DataError, Normalizer, SPECS, combine_stats, load_stats, norm_stats as stats
+from vla_jax.data.norm_stats import compute_stats
 
 
 def _block(x):

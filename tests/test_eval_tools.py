@@ -163,7 +163,7 @@ def test_offline_metrics_on_a_trained_checkpoint(trained):
     assert o["tabletop_single_arm"]["loss/flow"] == m["tabletop_single_arm"]["loss/flow"]  # same val loss
     # ... a wrong word in every answer gives 0, and a +0.1 shift of normalized actions gives exactly the
     # un-normalized error of 0.1 (per dimension, through the dataset's statistics)
-    from vla_jax.data.policy import make_policy_io
+    from vla_jax.data.policy_io import make_policy_io
 
     word = ev.tokenizer.encode("red")[-1]
     shifted = OfflineEvaluator(config, VLA(make_config(config.model)), max_batches=1, batch_size=8,
@@ -383,6 +383,6 @@ def test_launch_only_prints_one_command_per_variant(tmp_path, capsys):
 
 
 def test_grounding_probe_reads_location_tokens():
-    from vla_jax.eval.grounding import _cell
+    from vla_jax.eval.grounding_probe import _cell
 
     assert _cell("<loc37>") == (3, 7) and _cell("<loc3>") is None and _cell("red") is None and _cell("") is None

@@ -145,7 +145,7 @@ BLOCKER = textwrap.dedent("""
 
 def test_torch_policy_runs_without_jax(tmp_path):
     from vla_jax.data.specs import get_spec
-    from vla_jax.data.stats import Normalizer
+    from vla_jax.data.norm_stats import Normalizer
 
     folder, _ = exported("flow")
     _, saved = make_run("flow")

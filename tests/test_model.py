@@ -64,19 +64,19 @@ def test_shapes_every_preset(arg):
 
 
 def test_sampler_averages_independent_flow_samples():
-    from vla_jax.eval.policies import make_sampler
+    from vla_jax.eval.agents import ActionSampler
 
     cfg, model, params, batch = init()
     obs = {k: batch[k] for k in OBSERVATION_KEYS}
     key = jax.random.fold_in(jax.random.PRNGKey(3), 0)  # the sampler's first call
-    single = make_sampler(model, params, seed=3)(obs)
+    single = ActionSampler(model, params, seed=3)(obs)
     np.testing.assert_allclose(single, vla.sample(model, params, obs, key), atol=1e-6)
-    mean = make_sampler(model, params, seed=3, num_samples=3)(obs)
+    mean = ActionSampler(model, params, seed=3, num_samples=3)(obs)
     parts = [vla.sample(model, params, obs, k) for k in jax.random.split(key, 3)]
     np.testing.assert_allclose(mean, np.mean(parts, axis=0), atol=1e-5)
     assert np.abs(np.asarray(parts[0]) - np.asarray(parts[1])).max() > 1e-2  # the samples differ: a real average
     with pytest.raises(ValueError, match="num_samples=0"):
-        make_sampler(model, params, num_samples=0)
+        ActionSampler(model, params, num_samples=0)
 
 
 def test_sincos2d_position_embedding_init():

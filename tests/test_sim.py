@@ -297,7 +297,7 @@ def test_web_answers_are_consistent():
 
 def _cell_colors(image: np.ndarray, token: str) -> np.ndarray:
     """The pixels [N, 3] of the grid cell named by a location token."""
-    from vla_jax.sim.grounding import GRID
+    from vla_jax.sim.grounding_answers import GRID
 
     row, col = int(token[4]), int(token[5])
     step = image.shape[0] // GRID
@@ -305,7 +305,7 @@ def _cell_colors(image: np.ndarray, token: str) -> np.ndarray:
 
 
 def test_location_tokens_name_the_cell_where_the_target_is_drawn():
-    from vla_jax.sim.grounding import GRID, LOCATION_TOKENS, location_token
+    from vla_jax.sim.grounding_answers import GRID, LOCATION_TOKENS, location_token
 
     assert len(LOCATION_TOKENS) == GRID * GRID == len(set(LOCATION_TOKENS))
     assert location_token(0.0, 0.0) == "<loc00>" and location_token(0.99, 0.5) == f"<loc{GRID // 2}{GRID - 1}>"
@@ -330,7 +330,7 @@ def test_location_tokens_name_the_cell_where_the_target_is_drawn():
 
 
 def test_web_where_questions_answer_with_the_drawn_cell():
-    from vla_jax.sim.grounding import LOCATION_TOKENS
+    from vla_jax.sim.grounding_answers import LOCATION_TOKENS
 
     rng = np.random.default_rng(11)
     asked = 0

@@ -5,10 +5,14 @@ per-device memory, FLOPs and the compiler's step-time estimate.
         --config.mesh.shape.data=1 --config.mesh.shape.fsdp=-1 --config.sharding=fsdp
 """
 
-from absl import app, flags
-from ml_collections import config_flags
+from vla_jax.platform import default_platform
 
-from vla_jax.config import flags_parser
+default_platform()
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from vla_jax.config import flags_parser  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].", lock_config=True)
 _TOPOLOGY = flags.DEFINE_string("topology", "v5p:2x2x2", "[platform:]topology, e.g. v5p:4x4x4.")

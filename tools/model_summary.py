@@ -3,12 +3,16 @@
     python tools/model_summary.py --config=configs/pretrain.py:pi0
 """
 
-from absl import app
-from ml_collections import config_flags
+from vla_jax.platform import default_platform
 
-from vla_jax.config import flags_parser
-from vla_jax.models.summary import summary_table
-from vla_jax.models.vla import make_config
+default_platform()
+
+from absl import app  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from vla_jax.config import flags_parser  # noqa: E402
+from vla_jax.models.summary import summary_table  # noqa: E402
+from vla_jax.models.vla import make_config  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].", lock_config=True)
 

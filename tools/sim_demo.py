@@ -13,7 +13,11 @@ import argparse
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vla_jax.sim import EMBODIMENTS, FAMILIES, collect_episode, sample_task
+from vla_jax.platform import default_platform
+
+default_platform()
+
+from vla_jax.sim import EMBODIMENTS, FAMILIES, collect_episode, sample_task  # noqa: E402
 
 _LABEL_H = 14
 _GAP = 4

@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from vla_jax.data import tokenizer  # noqa: E402
-from vla_jax.sim.grounding import LOCATION_TOKENS  # noqa: E402
+from vla_jax.sim.grounding_answers import LOCATION_TOKENS  # noqa: E402
 
 
 def main():

@@ -33,7 +33,7 @@ def jpeg_bytes(image: np.ndarray, quality: int = 92) -> bytes:
 def rlds_features(cameras: dict, state_dim: int, action_dim: int, metadata: dict | None = None,
                   state_key: str = "state", step_texts: tuple[str, ...] = ()):
     """FeaturesDict of an RLDS episode. ``cameras``: name -> (H, W); ``metadata``: name -> feature;
-    ``step_texts``: extra per-step text features (e.g. "target_location", see vla_jax.sim.grounding)."""
+    ``step_texts``: extra per-step text features (e.g. "target_location", see vla_jax.sim.grounding_answers)."""
     import tensorflow_datasets as tfds
 
     observation = {name: tfds.features.Image(shape=(h, w, 3), encoding_format="jpeg") for name, (h, w) in cameras.items()}

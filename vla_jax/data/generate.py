@@ -26,7 +26,7 @@ import numpy as np
 
 from vla_jax.data import builders
 from vla_jax.data.tokenizer import CORPUS_FILE, train_tokenizer
-from vla_jax.sim.grounding import LOCATION_TOKENS
+from vla_jax.sim.grounding_answers import LOCATION_TOKENS
 
 ROBOT_DATASETS = {"tabletop_single_arm": "single_arm", "tabletop_bimanual": "bimanual"}
 WEB_DATASET = "tabletop_web_vl"

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from vla_jax.data import sources, stats as stats_lib
+from vla_jax.data import norm_stats as stats_lib, sources
 from vla_jax.data.errors import DataError
 from vla_jax.data.settings import DataSettings, read_settings
 from vla_jax.data.specs import RobotSpec, get_spec

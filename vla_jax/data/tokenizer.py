@@ -100,7 +100,7 @@ def check_tokenizer(tokenizer: Tokenizer, vocab_size: int, action_head: str,
 def train_tokenizer(texts, out_path: str, vocab_size: int = 500, symbols=(), log=print) -> str:
     """Trains a SentencePiece unigram model on ``texts``; writes ``out_path`` atomically.
 
-    ``symbols`` become single pieces (e.g. the ``<locRC>`` location tokens of vla_jax.sim.grounding).
+    ``symbols`` become single pieces (e.g. the ``<locRC>`` location tokens of vla_jax.sim.grounding_answers).
     ``hard_vocab_limit=False`` lets a small corpus produce fewer pieces than asked instead of failing.
     No dummy "▁" prefix, so an answer that is one symbol encodes to exactly that one piece.
     """

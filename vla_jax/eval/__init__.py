@@ -6,7 +6,7 @@
     write_report([results, evaluate(RandomPolicy())], "runs/eval")
 """
 
-from vla_jax.eval.policies import (
+from vla_jax.eval.agents import (
     ExpertPolicy,
     MeanActionPolicy,
     ModelPolicy,
@@ -14,7 +14,7 @@ from vla_jax.eval.policies import (
     RandomPolicy,
     action_bounds,
     make_model_policy,
-    make_sampler,
+    ActionSampler,
 )
 from vla_jax.eval.report import (
     load_results_json,
@@ -24,8 +24,8 @@ from vla_jax.eval.report import (
     write_report,
     write_results_json,
 )
-from vla_jax.eval.rollout import EpisodeResult, Results, Rollout, episode_seed, evaluate
-from vla_jax.eval.stats import CellStats, aggregate, summarize, wilson_interval
+from vla_jax.eval.closed_loop import EpisodeResult, Results, Rollout, episode_seed, evaluate
+from vla_jax.eval.success_stats import CellStats, aggregate, summarize, wilson_interval
 
 __all__ = [
     "CellStats",
@@ -43,7 +43,7 @@ __all__ = [
     "evaluate",
     "load_results_json",
     "make_model_policy",
-    "make_sampler",
+    "ActionSampler",
     "plot_summary",
     "summarize",
     "wilson_interval",

@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from vla_jax.eval.rollout import Results, Rollout
+from vla_jax.eval.closed_loop import Results, Rollout
 from vla_jax.sim import EMBODIMENTS, FAMILIES, SPLITS
 
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")

@@ -151,10 +151,10 @@ class EvalSettings:
 
     ``families`` / ``embodiments`` / ``splits``: "all", "a,b" or sequences. ``execute_steps``: actions
     executed per chunk (None: the whole chunk). ``max_steps``: episode step limit (None: the embodiment's).
-    ``num_samples``: flow samples averaged per chunk (vla_jax.eval.policies.make_sampler). ``record``:
+    ``num_samples``: flow samples averaged per chunk (vla_jax.eval.agents.ActionSampler). ``record``:
     episodes per cell kept for the filmstrip / GIF. ``offline_batches``: 0 skips the offline metrics, None
     uses the whole validation splits. ``grounding_scenes``: fresh scenes per (embodiment, split, family)
-    for the first-frame grounding probe (vla_jax/eval/grounding.py; 0 skips it). ``data_dir`` replaces
+    for the first-frame grounding probe (vla_jax/eval/grounding_probe.py; 0 skips it). ``data_dir`` replaces
     the saved ``config.data.data_dir`` (runs trained from another working directory). ``out``: default
     ``<workdir>/eval/<step>[-ema]``.
     """
@@ -218,7 +218,7 @@ class EvalSettings:
             raise EvalError(f"--num_samples={self.num_samples} must be >= 1")
 
     def rollout_kwargs(self, embodiments: Sequence[str]) -> dict:
-        """Keyword arguments of vla_jax.eval.rollout.evaluate for ``embodiments`` (all but ``record``)."""
+        """Keyword arguments of vla_jax.eval.closed_loop.evaluate for ``embodiments`` (all but ``record``)."""
         return dict(embodiments=tuple(embodiments), families=self.names("families"),
                     episodes_per_cell=self.episodes, split=self.names("splits"), seed=self.seed,
                     execute_steps=self.execute_steps, max_steps=self.max_steps, num_envs=self.num_envs,
@@ -251,7 +251,7 @@ def _embodiment_datasets(settings: EvalSettings, config) -> dict[str, str]:
 def _baselines(config, ck_stats: dict | None, ios: Mapping, datasets: Mapping[str, str], seed: int) -> tuple:
     """The scripted expert (ceiling), uniform random actions and the mean action of each embodiment's
     dataset (the checkpoint's statistics, the data directory's where it has none)."""
-    from vla_jax.eval.policies import ExpertPolicy, MeanActionPolicy, RandomPolicy
+    from vla_jax.eval.agents import ExpertPolicy, MeanActionPolicy, RandomPolicy
 
     horizon = int(config.model.action_horizon)
     means = {}
@@ -269,7 +269,7 @@ def _markdown_head(ck, settings: EvalSettings, table: str) -> str:
 
 
 def _markdown_tail(grounding: dict, offline: dict) -> str:
-    from vla_jax.eval.grounding import format_grounding
+    from vla_jax.eval.grounding_probe import format_grounding
 
     tail = ""
     if grounding:
@@ -291,11 +291,11 @@ def evaluate_checkpoint(workdir: str, settings: EvalSettings = EvalSettings(), *
     results.json payload (``policies``, ``checkpoint``, ``eval_settings``, ``offline``, ``grounding``)
     with ``paths`` ({what: file}) added."""
     from vla_jax.data.errors import DataError
-    from vla_jax.data.policy import make_policy_io
-    from vla_jax.eval.policies import ModelPolicy, make_sampler
-    from vla_jax.eval.grounding import first_frame_grounding, format_grounding
+    from vla_jax.data.policy_io import make_policy_io
+    from vla_jax.eval.agents import ModelPolicy, ActionSampler
+    from vla_jax.eval.grounding_probe import first_frame_grounding, format_grounding
     from vla_jax.eval.report import results_payload, write_report
-    from vla_jax.eval.rollout import evaluate
+    from vla_jax.eval.closed_loop import evaluate
     from vla_jax.models.vla import VLA, make_config
     from vla_jax.train.checkpoint import load_params
 
@@ -322,7 +322,7 @@ def evaluate_checkpoint(workdir: str, settings: EvalSettings = EvalSettings(), *
         ios = {e: make_policy_io(config, name) for e, name in datasets.items()}  # as make_model_policy
         for e, name in datasets.items():
             _check_stats(ck.norm_stats, ios[e], name, log)
-        policy = ModelPolicy.from_policy_io(make_sampler(model, ck.params, s.seed, s.num_samples), ios, name="model")
+        policy = ModelPolicy.from_policy_io(ActionSampler(model, ck.params, s.seed, s.num_samples), ios, name="model")
         results = {"model": evaluate(policy, record=s.record, **kwargs)}
         log(f"[eval] model: {results['model'].timing['wall_s']:.1f}s")
         if s.baselines:
@@ -398,7 +398,7 @@ class PeriodicEvaluator:
         available = {} if synthetic else embodiment_datasets(config)
         self.embodiments = tuple(x for x in wanted if x in available)
         if s.episodes and self.embodiments:
-            from vla_jax.eval.policies import make_model_policy
+            from vla_jax.eval.agents import make_model_policy
 
             self.policy = make_model_policy(config, model, None, datasets={x: available[x] for x in self.embodiments},
                                             seed=s.seed, num_samples=s.num_samples, name="model")
@@ -416,7 +416,7 @@ class PeriodicEvaluator:
             params = multihost_utils.process_allgather(params, tiled=True)
         if not self.enabled:
             return {}
-        from vla_jax.eval.rollout import evaluate
+        from vla_jax.eval.closed_loop import evaluate
 
         t0 = time.perf_counter()
         scalars = {}

@@ -61,7 +61,7 @@ def analytic_counts(cfg: VLAConfig) -> dict[str, int]:
     v, d = cfg.vit, cfg.decoder
     w, f = v.width, v.mlp_dim
     vit_block = 4 * w + (3 * w * w + 3 * w) + (w * w + w) + (w * f + f) + (f * w + w)
-    vision = v.patch_size**2 * 3 * w + w + v.num_patches * w + v.depth * vit_block + 2 * w
+    vision = v.pixel_patch**2 * v.pixel_channels * w + w + v.num_patches * w + v.depth * vit_block + 2 * w
     qkv_out = lambda e: e.width * d.num_heads * d.head_dim * 2 + 2 * e.width * d.num_kv_heads * d.head_dim
     layer = lambda e: 2 * e.width + qkv_out(e) + 3 * e.width * e.mlp_dim
     backbone = d.experts[0]

@@ -8,7 +8,7 @@ from vla_jax.sim.embodiments import EMBODIMENTS, Embodiment
 from vla_jax.sim.env import TabletopEnv
 from vla_jax.sim.expert import ScriptedExpert
 from vla_jax.sim.render import CameraSpec, render
-from vla_jax.sim.rollout import collect_episode
+from vla_jax.sim.demonstrations import collect_episode
 from vla_jax.sim.tasks import (
     DIRECTIONS,
     FAMILIES,

@@ -6,7 +6,7 @@ Tabletop pictures use every color/kind combination, including the robot tasks' h
 so web data can teach what the robot data never shows. Answers are short: a color, a kind, a digit
 count ("3"), "yes" / "no", an object name ("red cup") / "nothing", or for "where is the red cup?"
 (asked in every example about a uniquely named object) a location token ``<locRC>``
-(vla_jax.sim.grounding), which grounds names in image positions.
+(vla_jax.sim.grounding_answers), which grounds names in image positions.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from vla_jax.sim.grounding import location_token, object_location
+from vla_jax.sim.grounding_answers import location_token, object_location
 from vla_jax.sim.render import RGB, CameraSpec, fill_disc, fill_polygon, fill_rect, render
 from vla_jax.sim.tasks import make_scene, make_task
 from vla_jax.sim.world import COLOR_NAMES, GRASPABLE_KINDS, OBJECT_KINDS, Arm, World

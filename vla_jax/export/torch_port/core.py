@@ -54,7 +54,7 @@ FORMAT_VERSION = 2  # 2: add-ons listed in config.json's "addons"
 NUM_BINS = 256  # discrete head: the last 256 vocabulary ids are action bins
 ACTION_HEADS = ("flow", "discrete")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-_STATS_EPS = 1e-8  # vla_jax.data.stats._EPS
+_STATS_EPS = 1e-8  # vla_jax.data.norm_stats._EPS
 
 KVCache = list  # per layer: (keys [B, S, K, h], values [B, S, K, h])
 
@@ -482,7 +482,7 @@ class VLAPolicy(nn.Module):
 
     def unnormalize_actions(self, actions, dataset: str) -> np.ndarray:
         """Normalized model actions [..., H, A] -> robot units [..., H, action_dim] for ``dataset``
-        (the inverse of vla_jax.data.stats.Normalizer: ``bounds_q99`` or ``normal``; unnormalized dims kept)."""
+        (the inverse of vla_jax.data.norm_stats.Normalizer: ``bounds_q99`` or ``normal``; unnormalized dims kept)."""
         st = self._stats(dataset)
         block = st["action"]
         dim = len(block["mean"])

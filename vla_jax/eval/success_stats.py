@@ -1,7 +1,7 @@
 """Success-rate statistics: Wilson score intervals and aggregation of episode outcomes.
 
 Episodes are anything with the attributes ``embodiment``, ``family``, ``split``, ``success``
-(bool), ``steps`` (int) and ``failure`` (str or None), e.g. :class:`vla_jax.eval.rollout.EpisodeResult`.
+(bool), ``steps`` (int) and ``failure`` (str or None), e.g. :class:`vla_jax.eval.closed_loop.EpisodeResult`.
 """
 
 from __future__ import annotations

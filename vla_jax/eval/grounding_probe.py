@@ -3,7 +3,7 @@
 For ``scenes`` fresh scenes per task family (seeded, so every run sees the same ones), with an
 instruction of the given split (vla_jax.sim.SPLITS), the model reads the first observation and the
 instruction and decodes one token greedily; the answer is compared with
-the target's ``<locRC>`` cell in camera 0 (vla_jax.sim.grounding). This is the moment that needs the
+the target's ``<locRC>`` cell in camera 0 (vla_jax.sim.grounding_answers). This is the moment that needs the
 binding of words to image regions: once the gripper is at the target, "where the gripper is" answers
 as well (docs/experiments.md). Reported per family:
 
@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from vla_jax.sim import FAMILIES, TabletopEnv, sample_task
-from vla_jax.sim.grounding import object_location, object_uv
+from vla_jax.sim.grounding_answers import object_location, object_uv
 
 SEED_OFFSET = 10_000  # scene seeds: SEED_OFFSET + 1000 * seed + index (apart from rollout seeds)
 
@@ -39,7 +39,7 @@ def first_frame_grounding(model, params, io, embodiment: str, *, scenes: int = 2
     """{family: {"exact", "near", "other": fractions, "n": scenes[, "keypoint_error"]}} plus "all" over the
     families.
 
-    ``io``: the dataset's PolicyIO (vla_jax.data.policy.make_policy_io); ``params``: {"params": ...}."""
+    ``io``: the dataset's PolicyIO (vla_jax.data.policy_io.make_policy_io); ``params``: {"params": ...}."""
     import jax
 
     from vla_jax.models import addons

@@ -6,7 +6,7 @@ import numpy as np
 
 from vla_jax.sim.env import TabletopEnv
 from vla_jax.sim.expert import ScriptedExpert
-from vla_jax.sim.grounding import grounding_answer
+from vla_jax.sim.grounding_answers import grounding_answer
 from vla_jax.sim.tasks import Task
 
 _PERTURB_STREAM = 3  # independent of the scene's (1) and the expert's (2) streams
@@ -37,7 +37,7 @@ def collect_episode(
     [R, R, 3], "state": float32 [S]}), "action" float32 [A] (the expert's, as recorded),
     "language_instruction", "reward" float32 (1.0 on the step whose action first achieves success),
     "discount" float32 1.0, "target_location" (the target object's location token in the primary
-    camera at o_t, "" while a gripper has reached it; vla_jax.sim.grounding), "is_first", "is_last"
+    camera at o_t, "" while a gripper has reached it; vla_jax.sim.grounding_answers), "is_first", "is_last"
     and "is_terminal" (last step of a successful episode). The episode ends ``hold_steps`` steps after
     the success step, so the last observations show the final hold, or after ``max_steps`` steps.
     """

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from vla_jax.eval.stats import CellStats, aggregate, summarize
+from vla_jax.eval.success_stats import CellStats, aggregate, summarize
 from vla_jax.sim import EMBODIMENTS, FAMILIES, SPLITS, TabletopEnv, sample_task
 
 _TERMINAL_FAILURES = ("off_table",)
@@ -197,7 +197,7 @@ def evaluate(
     record: int = 0,
     progress: bool = False,
 ) -> Results:
-    """Evaluates ``policy`` (vla_jax.eval.policies.Policy) on every embodiment x family x split cell.
+    """Evaluates ``policy`` (vla_jax.eval.agents.Policy) on every embodiment x family x split cell.
 
     split: one split or several (e.g. vla_jax.sim.SPLITS). execute_steps: actions executed per chunk
     (None: the whole chunk). max_steps: episode step limit (None: the embodiment's

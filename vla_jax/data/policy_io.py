@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from vla_jax.batch import OBSERVATION_KEYS
-from vla_jax.data import mixture, stats as stats_lib
+from vla_jax.data import mixture, norm_stats as stats_lib
 from vla_jax.data.errors import DataError
 from vla_jax.data.settings import read_settings
 from vla_jax.data.specs import get_spec

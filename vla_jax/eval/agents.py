@@ -2,7 +2,7 @@
 
 A policy maps a batch of observations to a chunk of actions in the embodiment's real units
 (see vla_jax.sim.embodiments): ``act(observations, instructions, embodiment) -> [B, H, action_dim]``.
-The harness (vla_jax.eval.rollout) executes the first ``execute_steps`` actions of each chunk.
+The harness (vla_jax.eval.closed_loop) executes the first ``execute_steps`` actions of each chunk.
 
 Observations are the sim's dicts ``{"images": {camera: uint8 [R, R, 3]}, "state": float32 [S]}``
 plus ``"meta"``: {"slot": batch slot, "episode_id": unique per evaluation, "step": env steps taken
@@ -114,7 +114,7 @@ class MeanActionPolicy:
 
     @classmethod
     def from_stats(cls, stats: Mapping[str, dict | str], horizon: int = 1, name: str = "mean") -> "MeanActionPolicy":
-        """From dataset statistics (vla_jax.data.stats format: a dict or the path of its JSON file) per
+        """From dataset statistics (vla_jax.data.norm_stats format: a dict or the path of its JSON file) per
         embodiment: replays ``stats["action"]["mean"]``."""
         means = {}
         for embodiment, s in stats.items():
@@ -176,7 +176,7 @@ class ModelPolicy:
 
     - ``predict(obs_batch) -> [B, H, A_model]`` normalized action chunk; obs_batch is the model's
       observation dict (vla_jax/batch.py, keys OBSERVATION_KEYS) with a leading batch axis.
-      If it has a ``reset()`` method it is called by :meth:`reset` (see :func:`make_sampler`).
+      If it has a ``reset()`` method it is called by :meth:`reset` (see :func:`ActionSampler`).
     - ``preprocess(obs, instruction, embodiment) -> dict`` one example's observation dict with a
       leading axis of 1 (e.g. ``PolicyIO.observation``), or a mapping {embodiment: f(obs, instruction)}.
     - ``unnormalize(chunk [B, H, A_model], embodiment) -> [B, H, action_dim]`` real units (e.g.
@@ -194,7 +194,7 @@ class ModelPolicy:
 
     @classmethod
     def from_policy_io(cls, predict: Callable, ios: Mapping[str, object], **kwargs) -> "ModelPolicy":
-        """``ios``: {embodiment: vla_jax.data.policy.PolicyIO} (anything with .observation / .actions)."""
+        """``ios``: {embodiment: vla_jax.data.policy_io.PolicyIO} (anything with .observation / .actions)."""
         return cls(predict, {k: io.observation for k, io in ios.items()}, {k: io.actions for k, io in ios.items()}, **kwargs)
 
     def _pick(self, fn, embodiment):
@@ -223,7 +223,7 @@ class ModelPolicy:
         return np.asarray(un(chunk, embodiment) if with_emb else un(chunk), np.float32)
 
 
-class make_sampler:  # noqa: N801 (used like a function)
+class ActionSampler:
     """``predict`` for :class:`ModelPolicy` from a vla_jax.models.vla model: jitted ``vla.sample``
     with a fresh noise key per call, folded from ``seed`` and a call counter that ``reset`` rewinds,
     so an evaluation is reproducible.
@@ -268,9 +268,9 @@ DEFAULT_DATASETS = {"single_arm": "tabletop_single_arm", "bimanual": "tabletop_b
 def make_model_policy(config, model, params, *, datasets: Mapping[str, str] | None = None, seed: int = 0,
                       num_samples: int = 1, name: str = "model") -> ModelPolicy:
     """The model as a policy, with the training preprocessing and normalization of ``config``
-    (vla_jax.data.policy.make_policy_io) for each embodiment's dataset (default: the tabletop ones)."""
-    from vla_jax.data.policy import make_policy_io
+    (vla_jax.data.policy_io.make_policy_io) for each embodiment's dataset (default: the tabletop ones)."""
+    from vla_jax.data.policy_io import make_policy_io
 
     datasets = dict(DEFAULT_DATASETS if datasets is None else datasets)
     ios = {emb: make_policy_io(config, ds) for emb, ds in datasets.items()}
-    return ModelPolicy.from_policy_io(make_sampler(model, params, seed, num_samples), ios, name=name)
+    return ModelPolicy.from_policy_io(ActionSampler(model, params, seed, num_samples), ios, name=name)
