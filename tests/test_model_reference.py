@@ -69,3 +69,19 @@ def test_same_numbers_as_the_stored_reference(data, name):
     if f"{name}/decoded" in data.files:
         decoded = jax.jit(lambda p, o: vla.greedy_decode(model, p, o, 4, actions_only=False))(params, obs)
         np.testing.assert_array_equal(np.asarray(decoded), data[f"{name}/decoded"])
+
+
+def test_flat_layout_config_upgrades_to_the_debug_preset():
+    """A training config saved by the flat layout (the debug preset's add-ons as model fields) rebuilds the same
+    model as today's debug preset; a layout without them is pi0's."""
+    config = load_config("configs/pretrain.py:debug")
+    flat = {k: v for k, v in config.model.to_dict().items() if k != "addons"}
+    flat.update(readout=True, location_grid=8, location_first_id=4)
+    flat["vit"] = {**flat["vit"], "stem": [16, 32, 64, 128], "keypoints": 32}  # as JSON stores it
+    assert legacy.is_flat(flat)
+    config.model.addons = legacy.upgrade_model_config(flat)["addons"]
+    assert vla.make_config(config.model) == vla.make_config(load_config("configs/pretrain.py:debug").model)
+    assert legacy.upgrade_model_config({**flat, "readout": False, "location_grid": 0,
+                                        "vit": {**flat["vit"], "stem": [], "keypoints": 0}})["addons"] == ()
+    assert legacy.rename("img/stem/keypoint_query") == "keypoints/query"
+    assert legacy.rename("img/blocks/qkv/w") == "img/blocks/qkv/w"  # the core's names stay
