@@ -3,6 +3,8 @@
     python tools/model_summary.py --config=configs/pretrain.py:pi0
 """
 
+import sys
+
 from vla_jax.platform import default_platform
 
 default_platform()
@@ -20,7 +22,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 def main(argv):
     del argv
     config = _CONFIG.value
-    cfg = make_config(config.model)
+    try:
+        cfg = make_config(config.model)
+    except ValueError as e:  # ConfigError included: one line naming the field
+        sys.exit(f"error: {e}")
     table, total, derived = summary_table(cfg)
     print(f"preset={config.preset} action_head={cfg.action_head} dtype={cfg.decoder.dtype}")
     print(table)
