@@ -84,13 +84,11 @@ def loss_names(model_cfg) -> tuple[str, ...]:
 
 def required_tokens(model) -> dict[str, int]:
     """What the data layer needs from the model config: ``{piece: id}`` for every SentencePiece piece the
-    add-ons of ``model`` (config.model, a ConfigDict) expect at a fixed vocabulary id."""
-    from vla_jax.models.vla import make_config
-
-    cfg = make_config(model)
+    add-ons of ``model`` (config.model, a ConfigDict; only its ``addons`` are read) expect at a fixed vocabulary
+    id."""
     out: dict[str, int] = {}
-    for spec in cfg.addons:
-        out.update(spec.build(cfg).required_tokens())
+    for spec in parse_specs(model.get("addons", ())):
+        out.update(spec.build(None).required_tokens())
     return out
 
 

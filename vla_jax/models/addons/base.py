@@ -48,7 +48,8 @@ class Addon(nn.Module):
         return self.LOSS_NAMES
 
     def required_tokens(self) -> dict[str, int]:
-        """``{piece: id}`` the tokenizer must encode as exactly that single id."""
+        """``{piece: id}`` the tokenizer must encode as exactly that single id (reads only the add-on's own
+        fields: the data layer calls it without a core config)."""
         return {}
 
     def need(self, cond: bool, msg: str) -> None:
