@@ -12,6 +12,7 @@ Encoded image bytes may be passed instead of arrays (cheaper: workers encode in 
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import uuid
@@ -142,8 +143,6 @@ def write_dataset(out_dir: str, name: str, features, splits: dict, description: 
 
 def is_complete(out_dir: str, name: str, splits=("train", "val")) -> bool:
     """True if ``out_dir/name`` holds a finished dataset with all ``splits`` (what write_dataset renames in)."""
-    import json
-
     info_file = os.path.join(out_dir, name, DATASET_VERSION, "dataset_info.json")
     if not os.path.isfile(info_file):
         return False

@@ -23,10 +23,13 @@ import threading
 import time
 
 import numpy as np
+from tqdm import tqdm
 
 from vla_jax.data import builders
 from vla_jax.data.tokenizer import CORPUS_FILE, train_tokenizer
+from vla_jax.sim import EMBODIMENTS, collect_episode, make_web_example, sample_task, tasks
 from vla_jax.sim.grounding_answers import LOCATION_TOKENS
+from vla_jax.sim.world import COLOR_NAMES, GRASPABLE_KINDS
 
 ROBOT_DATASETS = {"tabletop_single_arm": "single_arm", "tabletop_bimanual": "bimanual"}
 WEB_DATASET = "tabletop_web_vl"
@@ -42,8 +45,6 @@ _DATASET_SEED_OFFSET = {"tabletop_single_arm": 0, "tabletop_bimanual": 1_000_000
 
 def _robot_episode(args):
     embodiment, index, seed, image_size, max_steps, perturb = args
-    from vla_jax.sim import collect_episode, sample_task
-
     task = sample_task(np.random.default_rng(seed), split="train")
     episode = collect_episode(embodiment, task, seed=seed, max_steps=max_steps, image_size=image_size, perturb=perturb)
     steps = []
@@ -67,8 +68,6 @@ def _robot_episode(args):
 
 def _web_example(args):
     index, seed, image_size = args
-    from vla_jax.sim import make_web_example
-
     ex = make_web_example(np.random.default_rng(seed), image_size=image_size)
     qa = list(ex.get("qa", ()))
     return index, {
@@ -80,9 +79,6 @@ def _web_example(args):
 
 def all_instructions() -> list[str]:
     """Every instruction the simulator can write: all families, paraphrases (held-out ones too) and objects."""
-    from vla_jax.sim import tasks
-    from vla_jax.sim.world import COLOR_NAMES, GRASPABLE_KINDS
-
     texts = []
     for family in tasks.FAMILIES:
         for p in range(len(tasks.PARAPHRASES[family])):
@@ -109,8 +105,6 @@ def _map(pool, fn, items):
 def _progress(iterable, total, desc, enabled):
     if not enabled:
         return iterable
-    from tqdm import tqdm
-
     return tqdm(iterable, total=total, desc=desc, unit="ex", dynamic_ncols=True)
 
 
@@ -148,8 +142,6 @@ def generate_datasets(
     are kept as is.
     """
     import tensorflow_datasets as tfds
-
-    from vla_jax.sim import EMBODIMENTS
 
     os.makedirs(out_dir, exist_ok=True)
     tfds.disable_progress_bar()

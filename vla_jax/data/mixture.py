@@ -20,9 +20,11 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import weakref
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
+import grain
 import numpy as np
+from absl import flags
 
 from vla_jax.data import norm_stats as stats_lib, sources
 from vla_jax.data.errors import DataError
@@ -37,9 +39,6 @@ from vla_jax.data.transforms import (
     build_ops,
     finalize_batch,
 )
-
-if TYPE_CHECKING:
-    import grain
 
 SourceInfo = RobotSourceInfo | WebSourceInfo
 
@@ -250,8 +249,6 @@ def dataset_examples(settings: DataSettings, name: str, tokenizer: Tokenizer, *,
     (its :class:`SourceEntry`, a grain ``MapDataset`` whose element i is transition / example i in record
     order, transformed with the augmentation rng of ``seed``). ``max_records``: only the first episodes /
     examples."""
-    import grain
-
     index = source_index(settings, name)
     entry = build_source(settings, name, index, split=split or settings.datasets[name].eval_split,
                          max_records=max_records)
@@ -261,8 +258,6 @@ def dataset_examples(settings: DataSettings, name: str, tokenizer: Tokenizer, *,
 
 def _ensure_absl_flags_parsed():
     """grain's multiprocessing reads absl flags; outside an absl app (tests, notebooks) use their defaults."""
-    from absl import flags
-
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
 
@@ -325,8 +320,6 @@ def make_train_iterator(config, *, process_index: int = 0, process_count: int = 
     ``get_state()`` / ``set_state(state)`` replay exactly (each process checkpoints its own state;
     keep ``config.data.num_workers`` fixed across a restore); ``close()`` stops worker processes.
     """
-    import grain
-
     settings = read_settings(config)
     if settings.batch_size % process_count:
         raise DataError(f"config.batch_size={settings.batch_size} is not divisible by process_count={process_count}")
@@ -366,8 +359,6 @@ def make_eval_iterator(config, dataset_name: str, split: str | None = None, *, b
     """Finite, deterministic (no augmentation: ``config.data.eval_ops``) iterator over one dataset's
     ``split`` (default: its ``eval_split``, "val"). Every transition / example appears once, in record
     order; the last batch may be smaller. ``source`` is the dataset's index in ``config.data.mixture``."""
-    import grain
-
     settings = read_settings(config)
     if dataset_name not in settings.datasets:
         raise DataError(f"unknown dataset '{dataset_name}' (config.data.datasets: {sorted(settings.datasets)})")

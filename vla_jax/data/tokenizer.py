@@ -10,6 +10,7 @@ import glob
 import os
 from typing import Sequence
 
+from vla_jax.data import sources
 from vla_jax.data.errors import DataError
 
 DISCRETE_ACTION_BINS = 256  # the last 256 ids of the model vocabulary are action bins (OpenVLA / RT-2)
@@ -139,8 +140,6 @@ def train_tokenizer(texts, out_path: str, vocab_size: int = 500, symbols=(), log
 def corpus_from_dir(data_dir: str) -> list[str]:
     """Text for a tokenizer: the corpus file written by generation (all instruction paraphrases,
     captions, QA) if present, plus the instructions / captions / QA found in TFDS datasets under ``data_dir``."""
-    from vla_jax.data import sources
-
     texts: list[str] = []
     corpus = os.path.join(data_dir, CORPUS_FILE)
     if os.path.isfile(corpus):

@@ -33,8 +33,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
+from vla_jax.config import ConfigError, load_config
 from vla_jax.eval import offline as offline_lib
+from vla_jax.eval.report import load_results_json
 from vla_jax.eval.run import EvalSettings, evaluate_checkpoint
+from vla_jax.train.checkpoint import available_steps
 
 RESULT_FILE = "ablation.json"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -66,8 +71,6 @@ class Sweep:
     """A loaded sweep config: ``names``, ``overrides(name)``, ``train_config(name)``, ``command(...)``."""
 
     def __init__(self, spec: str):
-        from vla_jax.config import ConfigError, load_config
-
         self.spec = resolve_spec(spec)
         try:
             cfg = load_config(self.spec)
@@ -101,8 +104,6 @@ class Sweep:
     def train_config(self, name: str):
         """The variant's resolved training config (unknown keys / bad values: AblateError naming the variant)."""
         if name not in self._configs:
-            from vla_jax.config import ConfigError, load_config
-
             try:
                 self._configs[name] = load_config(self.base, self.overrides(name))
             except ConfigError as e:
@@ -136,21 +137,15 @@ def _flag(v) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- running
-def _complete_steps(workdir: str) -> list[int]:
-    from vla_jax.train.checkpoint import available_steps
-
-    return available_steps(workdir)
-
-
 def _train(sweep: Sweep, name: str, out: str, log) -> int:
     """Trains (or resumes) a variant; returns its final step."""
     workdir = os.path.join(out, name)
     steps = int(sweep.train_config(name).num_steps)
-    if steps in _complete_steps(workdir):
+    if steps in available_steps(workdir):
         log(f"[ablate] {name}: trained ({steps} steps)")
         return steps
     os.makedirs(workdir, exist_ok=True)
-    done = _complete_steps(workdir)
+    done = available_steps(workdir)
     log_path = os.path.join(workdir, "train.log")
     log(f"[ablate] {name}: training {'from step ' + str(done[-1]) if done else 'from scratch'} -> {steps} "
         f"(log: {log_path})")
@@ -161,7 +156,7 @@ def _train(sweep: Sweep, name: str, out: str, log) -> int:
         f.write(f"\n$ {shlex.join(sweep.command(name, out))}\n")
         f.flush()
         proc = subprocess.run(sweep.command(name, out), stdout=f, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0 or steps not in _complete_steps(workdir):
+    if proc.returncode != 0 or steps not in available_steps(workdir):
         with open(log_path) as f:
             lines = [ln.strip() for ln in f.read().replace("\r", "\n").splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("error:")] or lines[-1:] or ["(no output)"]
@@ -172,8 +167,6 @@ def _train(sweep: Sweep, name: str, out: str, log) -> int:
 
 
 def _summary(sweep: Sweep, name: str, out: str, step: int, payload: dict) -> dict:
-    from vla_jax.eval.report import load_results_json
-
     results = load_results_json(payload["paths"]["json"])
     model = results["model"]
 
@@ -381,8 +374,6 @@ def write_comparison(summaries: list[dict], out: str, varied: str | None = None)
 
 def _xs(rows: list[dict]):
     """x positions: numeric varied values; off-axis variants get a small offset so markers do not overlap."""
-    import numpy as np
-
     numeric = [float(s["x"]) for s in rows if isinstance(s.get("x"), (int, float)) and not isinstance(s["x"], bool)]
     span = (max(numeric) - min(numeric)) if len(numeric) > 1 else 1.0
     xs, k = [], 0
@@ -404,7 +395,6 @@ def plot_comparison(rows: list[dict], out: str, varied: str, splits: list[str], 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     xs = _xs(rows)
     axis = np.array([bool(s.get("on_axis")) for s in rows])

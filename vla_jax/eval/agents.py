@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 from typing import Callable, Mapping, Protocol, Sequence, runtime_checkable
 
+import jax
 import numpy as np
 
-from vla_jax.sim import EMBODIMENTS, ScriptedExpert, TabletopEnv
+from vla_jax.data.policy_io import make_policy_io
+from vla_jax.models import vla
+from vla_jax.sim import EMBODIMENTS, ScriptedExpert, TabletopEnv, sample_task
 
 
 @runtime_checkable
@@ -139,8 +142,6 @@ class MeanActionPolicy:
         """Mean action of scripted-expert demonstrations on random ``train`` tasks (no dataset needed):
         the per-step mean trajectory [T, A] over episodes (with ``per_step``; an ended episode repeats
         a zero action with its final gripper command), else the overall mean [A] as in dataset stats."""
-        from vla_jax.sim import sample_task
-
         means = {}
         for embodiment in embodiments:
             spec = EMBODIMENTS[embodiment]
@@ -235,10 +236,6 @@ class ActionSampler:
     """
 
     def __init__(self, model, params, seed: int = 0, num_samples: int = 1):
-        import jax
-
-        from vla_jax.models import vla
-
         if num_samples < 1:
             raise ValueError(f"num_samples={num_samples} must be >= 1")
 
@@ -247,7 +244,6 @@ class ActionSampler:
                 return vla.sample(model, p, obs, rng)
             return jax.vmap(lambda key: vla.sample(model, p, obs, key))(jax.random.split(rng, num_samples)).mean(0)
 
-        self._jax = jax
         self._key = jax.random.PRNGKey(seed)
         self._fn = jax.jit(predict)
         self.params = params
@@ -257,7 +253,7 @@ class ActionSampler:
         self.calls = 0
 
     def __call__(self, obs: dict) -> np.ndarray:
-        rng = self._jax.random.fold_in(self._key, self.calls)
+        rng = jax.random.fold_in(self._key, self.calls)
         self.calls += 1
         return np.asarray(self._fn(self.params, obs, rng))
 
@@ -269,8 +265,6 @@ def make_model_policy(config, model, params, *, datasets: Mapping[str, str] | No
                       num_samples: int = 1, name: str = "model") -> ModelPolicy:
     """The model as a policy, with the training preprocessing and normalization of ``config``
     (vla_jax.data.policy_io.make_policy_io) for each embodiment's dataset (default: the tabletop ones)."""
-    from vla_jax.data.policy_io import make_policy_io
-
     datasets = dict(DEFAULT_DATASETS if datasets is None else datasets)
     ios = {emb: make_policy_io(config, ds) for emb, ds in datasets.items()}
     return ModelPolicy.from_policy_io(ActionSampler(model, params, seed, num_samples), ios, name=name)

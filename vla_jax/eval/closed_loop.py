@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from vla_jax.eval.success_stats import CellStats, aggregate, summarize
 from vla_jax.sim import EMBODIMENTS, FAMILIES, SPLITS, TabletopEnv, sample_task
@@ -226,8 +227,6 @@ def evaluate(
     start = time.perf_counter()
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(embodiments) * len(families) * len(splits) * episodes_per_cell, desc=f"eval {name}",
                    unit="ep", dynamic_ncols=True)
     for embodiment in embodiments:

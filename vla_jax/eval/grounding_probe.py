@@ -19,8 +19,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import jax
 import numpy as np
 
+from vla_jax.models import addons
+from vla_jax.models.vla import VLA, greedy_decode
 from vla_jax.sim import FAMILIES, TabletopEnv, sample_task
 from vla_jax.sim.grounding_answers import object_location, object_uv
 
@@ -40,11 +43,6 @@ def first_frame_grounding(model, params, io, embodiment: str, *, scenes: int = 2
     families.
 
     ``io``: the dataset's PolicyIO (vla_jax.data.policy_io.make_policy_io); ``params``: {"params": ...}."""
-    import jax
-
-    from vla_jax.models import addons
-    from vla_jax.models.vla import VLA, greedy_decode
-
     decode = jax.jit(lambda p, o: greedy_decode(model, p, o, 1, actions_only=False))
     keypoints = None
     if addons.has(model.cfg, "keypoints") and addons.has(model.cfg, "location_tokens"):  # the trained keypoint

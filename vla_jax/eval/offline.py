@@ -63,9 +63,15 @@ import functools
 import math
 from typing import Callable, Mapping, Sequence
 
+import jax
 import numpy as np
 
 from vla_jax.batch import OBSERVATION_KEYS
+from vla_jax.data.mixture import dataset_examples, load_tokenizer
+from vla_jax.data.settings import read_settings
+from vla_jax.data.transforms import finalize_batch
+from vla_jax.models import action_tokens, vla
+from vla_jax.models.vla import VLA, make_config
 
 DEFAULT_MAX_BATCHES = 4
 NUM_SAMPLES = 3  # (prompt, reference, prediction) triples kept per web dataset
@@ -123,10 +129,6 @@ class OfflineEvaluator:
         if config.data.get("kind", "mixture") == "synthetic":
             raise OfflineError("offline metrics need real datasets with validation splits; "
                                "config.data.kind='synthetic' has none")
-        from vla_jax.data.mixture import load_tokenizer
-        from vla_jax.data.settings import read_settings
-        from vla_jax.models.vla import VLA, make_config
-
         self.config = config
         self.model = model if model is not None else VLA(make_config(config.model))
         self.settings = read_settings(config)
@@ -150,8 +152,6 @@ class OfflineEvaluator:
     def _load(self) -> dict[str, _Split]:
         if self._splits is not None:
             return self._splits
-        from vla_jax.data.mixture import dataset_examples
-
         out = {}
         for name in self.names:
             entry, ds = dataset_examples(self.settings, name, self.tokenizer, split=self.split, seed=self.seed)
@@ -184,10 +184,6 @@ class OfflineEvaluator:
     # ------------------------------------------------------------------------------------------ metrics
     def __call__(self, params) -> dict[str, dict]:
         """{dataset: {metric: value}} (see the module doc) for ``params`` ({"params": ...})."""
-        import jax
-
-        from vla_jax.data.transforms import finalize_batch
-
         self._fns()
         key = jax.random.PRNGKey(self.seed)
         results = {}
@@ -232,10 +228,6 @@ def _observation(batch: dict) -> dict:
 @functools.lru_cache(maxsize=16)
 def _jitted(model, what: str, num_tokens: int = 0):
     """Jitted model functions shared by evaluators of equal models (compiled once per process)."""
-    import jax
-
-    from vla_jax.models import vla
-
     if what == "loss":
         return jax.jit(lambda p, b, r: model.apply(p, b, r, method=vla.VLA.compute_loss))
     if what == "sample":
@@ -288,8 +280,6 @@ class _Accumulator:
             gap = np.linalg.norm(err[:, :, list(dims)].sum(axis=1), axis=-1)
             self.translation_errors.extend(gap[steps.any(axis=1)].tolist())
         if self.head == "discrete":
-            from vla_jax.models import action_tokens
-
             # token ids relative to a 256-id vocabulary: the same bins as the model's last 256 ids
             bins = lambda x: np.asarray(action_tokens.encode(x, action_tokens.NUM_BINS))  # noqa: E731
             right = (bins(pred[..., :a]) == bins(target[..., :a])) & mask

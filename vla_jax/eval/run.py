@@ -28,10 +28,29 @@ import os
 import time
 from typing import Callable, Mapping, Sequence
 
+import jax
+import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
+from vla_jax.config import ConfigError
+from vla_jax.data.errors import DataError
+from vla_jax.data.policy_io import make_policy_io
 from vla_jax.eval import offline as offline_lib
+from vla_jax.eval.agents import (
+    ActionSampler,
+    ExpertPolicy,
+    MeanActionPolicy,
+    ModelPolicy,
+    RandomPolicy,
+    make_model_policy,
+)
+from vla_jax.eval.closed_loop import evaluate
+from vla_jax.eval.grounding_probe import first_frame_grounding, format_grounding
+from vla_jax.eval.report import results_payload, write_report
+from vla_jax.models.vla import VLA, make_config
 from vla_jax.sim import EMBODIMENTS, FAMILIES, SPLITS
+from vla_jax.train.checkpoint import load_params
 
 EMBODIMENT_SPECS = {"single_arm": "tabletop_single_arm", "bimanual": "tabletop_bimanual"}
 
@@ -119,8 +138,6 @@ def compact_offline_table(metrics: dict) -> str:
 
 
 def _config_dict(saved: dict, data_dir: str | None):
-    import ml_collections
-
     config = ml_collections.ConfigDict(saved)
     if data_dir:
         config.data.data_dir = data_dir
@@ -251,8 +268,6 @@ def _embodiment_datasets(settings: EvalSettings, config) -> dict[str, str]:
 def _baselines(config, ck_stats: dict | None, ios: Mapping, datasets: Mapping[str, str], seed: int) -> tuple:
     """The scripted expert (ceiling), uniform random actions and the mean action of each embodiment's
     dataset (the checkpoint's statistics, the data directory's where it has none)."""
-    from vla_jax.eval.agents import ExpertPolicy, MeanActionPolicy, RandomPolicy
-
     horizon = int(config.model.action_horizon)
     means = {}
     for e, name in datasets.items():
@@ -269,8 +284,6 @@ def _markdown_head(ck, settings: EvalSettings, table: str) -> str:
 
 
 def _markdown_tail(grounding: dict, offline: dict) -> str:
-    from vla_jax.eval.grounding_probe import format_grounding
-
     tail = ""
     if grounding:
         tail += ("\n## First-frame grounding (the decoded answer to the instruction, before the arm moves)\n\n"
@@ -290,15 +303,6 @@ def evaluate_checkpoint(workdir: str, settings: EvalSettings = EvalSettings(), *
     """Evaluates a checkpoint of ``workdir`` as ``settings`` say and writes the report; returns the
     results.json payload (``policies``, ``checkpoint``, ``eval_settings``, ``offline``, ``grounding``)
     with ``paths`` ({what: file}) added."""
-    from vla_jax.data.errors import DataError
-    from vla_jax.data.policy_io import make_policy_io
-    from vla_jax.eval.agents import ModelPolicy, ActionSampler
-    from vla_jax.eval.grounding_probe import first_frame_grounding, format_grounding
-    from vla_jax.eval.report import results_payload, write_report
-    from vla_jax.eval.closed_loop import evaluate
-    from vla_jax.models.vla import VLA, make_config
-    from vla_jax.train.checkpoint import load_params
-
     s = settings
     s.validate()
     t0 = time.perf_counter()
@@ -373,8 +377,6 @@ class PeriodicEvaluator:
     """
 
     def __init__(self, config, model, *, enabled: bool = True, log=print):
-        from vla_jax.config import ConfigError
-
         e = config.eval
         self.every = int(e.every)
         self.enabled, self.log = enabled, log
@@ -398,8 +400,6 @@ class PeriodicEvaluator:
         available = {} if synthetic else embodiment_datasets(config)
         self.embodiments = tuple(x for x in wanted if x in available)
         if s.episodes and self.embodiments:
-            from vla_jax.eval.agents import make_model_policy
-
             self.policy = make_model_policy(config, model, None, datasets={x: available[x] for x in self.embodiments},
                                             seed=s.seed, num_samples=s.num_samples, name="model")
         elif s.episodes:
@@ -408,16 +408,11 @@ class PeriodicEvaluator:
             self.offline = offline_lib.OfflineEvaluator(config, model, max_batches=s.offline_batches, seed=s.seed)
 
     def __call__(self, state, step: int) -> dict[str, float]:
-        import jax
-
         params = state.ema_params if self.settings.ema and state.ema_params is not None else state.params
         if jax.process_count() > 1:  # collective: every process takes part, process 0 evaluates
-            from jax.experimental import multihost_utils
             params = multihost_utils.process_allgather(params, tiled=True)
         if not self.enabled:
             return {}
-        from vla_jax.eval.closed_loop import evaluate
-
         t0 = time.perf_counter()
         scalars = {}
         if self.policy is not None:

@@ -23,9 +23,15 @@ import os
 import shutil
 import time
 
+import ml_collections
+
+from vla_jax.config import load_config
+from vla_jax.data.specs import get_spec
 from vla_jax.export import parity as parity_lib
-from vla_jax.export import to_torch
+from vla_jax.export import to_onnx, to_torch
 from vla_jax.export import torch_port as tp
+from vla_jax.models.vla import make_config
+from vla_jax.train.checkpoint import CheckpointError, available_steps, load_params, write_checkpoint
 
 FORMATS = ("pytorch", "onnx", "all")
 TOKENIZER_FILE = "tokenizer.model"
@@ -48,10 +54,6 @@ class ExportError(ValueError):
 
 def model_config(config: dict):
     """The VLAConfig of a saved training config; ExportError for models the PyTorch module does not support."""
-    import ml_collections
-
-    from vla_jax.models.vla import make_config
-
     model = config["model"]
     preset = config.get("preset", "?")
     for section, fields in SUPPORTED_MODEL_FIELDS.items():
@@ -99,8 +101,6 @@ def enrich_norm_stats(norm_stats: dict | None, config: dict) -> dict | None:
     for name, stats in norm_stats.items():
         if isinstance(stats, dict) and "action" in stats and name in datasets:
             try:
-                from vla_jax.data.specs import get_spec
-
                 spec = get_spec(str(datasets[name]["spec"]), name)
                 stats = {**stats, "action_normalization": spec.action_normalization,
                          "state_normalization": spec.state_normalization,
@@ -123,9 +123,6 @@ def export(workdir: str, out: str, *, step: int | None = None, ema: bool = False
     The folder is written to ``out.tmp-<pid>`` and renamed into place only if every float32 parity
     figure is within ``tolerance``."""
     import torch
-
-    from vla_jax.export import to_onnx
-    from vla_jax.train.checkpoint import CheckpointError, load_params
 
     if fmt not in FORMATS:
         raise ExportError(f"--format={fmt} must be one of {', '.join(FORMATS)}")
@@ -298,12 +295,7 @@ def import_torch(folder: str, workdir: str, config_spec: str | None = None, log=
     (``vla_jax.train.checkpoint.write_checkpoint``), which a new run starts from with
     ``config.init.from_checkpoint=WORKDIR``. The training config is ``config_spec`` (``configs/pretrain.py:ARG``)
     or the one stored in config.json at export time."""
-    import ml_collections
     from safetensors.numpy import load_file
-
-    from vla_jax.config import load_config
-    from vla_jax.models.vla import make_config
-    from vla_jax.train.checkpoint import available_steps, write_checkpoint
 
     if not os.path.isfile(os.path.join(folder, tp.CONFIG_FILE)) or \
             not os.path.isfile(os.path.join(folder, tp.WEIGHTS_FILE)):

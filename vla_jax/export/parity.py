@@ -12,9 +12,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vla_jax.export import torch_port as tp
+from vla_jax.export.to_onnx import run_onnx
+from vla_jax.models import vla
 
 OBS_KEYS = ("images", "image_mask", "tokens", "token_mask", "state", "state_mask", "action_dim_mask")
 DEFAULT_INSTRUCTION = "pick up the red block and place it in the bowl"
@@ -71,10 +75,6 @@ def with_dtype(cfg, dtype: str):
 
 @functools.lru_cache(maxsize=8)
 def _jax_sampler(cfg, num_steps: int):
-    import jax
-
-    from vla_jax.models import vla
-
     model = vla.VLA(cfg)
     if cfg.action_head == "flow":
         return jax.jit(lambda p, o, n: vla.sample_actions(model, p, o, n, num_steps))
@@ -91,10 +91,6 @@ def jax_actions(cfg, params, inputs: dict, num_steps: int | None = None, dtype: 
 
 def jax_prefix_logits(cfg, params, inputs: dict) -> np.ndarray:
     """float32 logits [B, vocab] at the last real prefix token (what greedy decoding starts from)."""
-    from vla_jax.models import vla
-
-    import jax
-
     model = vla.VLA(with_dtype(cfg, "float32"))
     obs = {k: inputs[k] for k in OBS_KEYS}
     fn = jax.jit(lambda p, o: model.apply(p, o, method=vla.VLA.encode_prefix).last_logits)
@@ -107,8 +103,6 @@ def torch_actions(policy: tp.VLAPolicy, inputs: dict, num_steps: int | None = No
 
 
 def onnx_actions(session, inputs: dict) -> np.ndarray:
-    from vla_jax.export.to_onnx import run_onnx
-
     return run_onnx(session, inputs)
 
 
@@ -145,9 +139,6 @@ def measure(cfg, params, *, torch_policy: tp.VLAPolicy | None = None, onnx_sessi
 
 def _bf16_params(params):
     """The float32 params rounded to bfloat16 (what the bf16 export stores), back in float32."""
-    import jax
-    import jax.numpy as jnp
-
     return jax.tree.map(lambda x: jnp.asarray(x, jnp.bfloat16).astype(jnp.float32), params)
 
 

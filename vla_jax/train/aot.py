@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import jax
+from jax.experimental import topologies
 
 from vla_jax.models.summary import count_by_component, dummy_batch
 from vla_jax.models.vla import VLA, make_config
@@ -82,8 +82,6 @@ class CompileReport:
 
 def topology_devices(topology: str) -> list:
     """``'v5p:4x4x4'`` or ``'tpu:v5p:4x4x4'`` -> the slice's (abstract) devices."""
-    from jax.experimental import topologies
-
     # Only compiling: several processes may load libtpu at once (its lockfile guards real chips).
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     platform, name = ("tpu", topology) if topology.count(":") == 1 else topology.split(":", 1)

@@ -39,6 +39,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 from vla_jax.models import legacy
 
@@ -196,7 +197,6 @@ class Checkpointer:
                 logging.warning("checkpoint %s is incomplete; moving it to %s", p, target)
                 shutil.move(os.fspath(p), os.fspath(target))
         if jax.process_count() > 1:  # every process, whatever it saw: process 0 may have moved them already
-            from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices("vla_jax_checkpoint_quarantine")
 
     def latest_step(self) -> int | None:

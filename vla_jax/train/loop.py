@@ -21,11 +21,15 @@ import jax
 import numpy as np
 import tqdm
 from absl import flags, logging
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
+from vla_jax import data as data_lib
 from vla_jax.batch import check_batch
 from vla_jax.config import ConfigError
 from vla_jax.data.errors import DataError
+from vla_jax.data.settings import read_settings
+from vla_jax.eval.run import PeriodicEvaluator
 from vla_jax.models import addons, summary
 from vla_jax.models.vla import CORE_LOSSES, VLA, make_config
 from vla_jax.train import checkpoint as ckpt_lib
@@ -34,6 +38,7 @@ from vla_jax.train import metrics as metrics_lib
 from vla_jax.train import sharding as sh
 from vla_jax.train import state as state_lib
 from vla_jax.train import step as step_lib
+from vla_jax.train import synthetic
 from vla_jax.train.optimizer import OptimizerError, make_optimizer, trainable_count
 
 FLAGS = flags.FLAGS
@@ -82,12 +87,8 @@ def make_data(config, process_index: int, process_count: int):
     ``batch["source"] == i``; ``norm_stats`` (JSON-able) goes into every checkpoint.
     """
     if config.data.get("kind", "mixture") == "synthetic":
-        from vla_jax.train import synthetic
         it = synthetic.make_synthetic_iterator(config, process_index=process_index, process_count=process_count)
         return it, synthetic.source_names(config), {"kind": "synthetic (unnormalized)"}
-
-    from vla_jax import data as data_lib
-    from vla_jax.data.settings import read_settings
 
     it = data_lib.make_train_iterator(config, process_index=process_index, process_count=process_count)
     names = data_lib.source_names(config)
@@ -249,7 +250,6 @@ def train(config, workdir: str) -> dict:
     # it reads neither the train state's rng nor the data iterator, so resuming stays exact.
     evaluator = None
     if "eval" in config and config.eval.every:
-        from vla_jax.eval.run import PeriodicEvaluator
         evaluator = PeriodicEvaluator(config, model, enabled=lead, log=log)
 
     # ====================================================================== signals
@@ -263,7 +263,6 @@ def train(config, workdir: str) -> dict:
     def stop_requested() -> bool:
         flag = stop["signal"] is not None
         if nproc > 1:  # every process must stop at the same step (saving is collective)
-            from jax.experimental import multihost_utils
             flag = bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
         return flag
 

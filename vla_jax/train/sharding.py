@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 from flax.core import meta
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -101,7 +102,6 @@ def make_mesh(shape_cfg, devices=None) -> Mesh:
     dims = tuple(shape[a] for a in MESH_AXES)
     grid = None
     if devices[0].platform == "tpu":
-        from jax.experimental import mesh_utils
         try:
             grid = mesh_utils.create_device_mesh(dims, devices, allow_split_physical_axes=True)
         except (ValueError, NotImplementedError, AssertionError):
