@@ -272,10 +272,19 @@ def test_eval_settings_validation_errors_are_one_line():
                                   ("embodiments", "octopus", "--embodiments=octopus: unknown 'octopus'"),
                                   ("episodes", 0, "--episodes=0 must be >= 1"),
                                   ("execute_steps", 0, "--execute_steps=0 must be >= 1"),
-                                  ("num_samples", 0, "--num_samples=0 must be >= 1")):
+                                  ("num_samples", 0, "--num_samples=0 must be >= 1"),
+                                  ("num_envs", 0, "--num_envs=0 must be >= 1")):
         with pytest.raises(EvalError) as err:
             EvalSettings(**{field: value}).validate()
         assert str(err.value).startswith(message) and "\n" not in str(err.value), (field, str(err.value))
+
+
+def test_evaluate_tool_bad_num_envs_writes_nothing(tmp_path, capsys):
+    tool = load_tool("evaluate")
+    os.makedirs(tmp_path / "run")
+    assert tool.main([f"--workdir={tmp_path / 'run'}", "--num_envs=0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --num_envs=0 must be >= 1"
+    assert os.listdir(tmp_path / "run") == []
 
 
 def test_eval_settings_from_config_values():

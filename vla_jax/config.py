@@ -9,6 +9,7 @@ import sys
 
 import ml_collections
 from absl import flags
+from ml_collections import config_flags
 
 
 class ConfigError(ValueError):
@@ -86,15 +87,41 @@ def _set(config: ml_collections.ConfigDict, dotted: str, value) -> None:
         raise ConfigError(f"config.{dotted}={value!r}: {e}") from None
 
 
+def _unquote(text: str) -> str:
+    """``text`` without quotes that wrap all of it (``"'key'"`` -> ``key``); quotes inside stay."""
+    while len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1].strip()
+    return text
+
+
+def _config_file_error() -> str | None:
+    """The one-line error of a config-file flag whose file failed to load, else None (ml_collections
+    defers that error, with a traceback, to the config's first use)."""
+    for name in flags.FLAGS:
+        try:
+            getattr(flags.FLAGS[name].value, "keys", None)  # a config that failed to load raises on any attribute
+        except OSError as e:
+            path = config_flags.get_config_filename(flags.FLAGS[name]).partition(":")[0]
+            if not pathlib.Path(path).is_file():
+                return f"config file {path!r} (--{name}) does not exist"
+            return f"config file {path!r} (--{name}) cannot be loaded: {str(e).strip().splitlines()[-1].strip()}"
+    return None
+
+
 def flags_parser(argv: list[str]) -> list[str]:
     """``absl.app.run(main, flags_parser=flags_parser)``: flag errors exit with one readable line."""
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
         lines = [ln.strip() for ln in str(e).replace("\\n", "\n").replace("\\'", "'").splitlines() if ln.strip()]
-        msg = lines[-1].strip("'\" ") if "Traceback" in str(e) else " ".join(lines).strip("'\" ")
+        msg = _unquote(lines[-1]) if "Traceback" in str(e) else _unquote(" ".join(lines))
         msg = msg.split("Error: ", 1)[-1] if "Traceback" in str(e) else msg
         if isinstance(e, (AttributeError, KeyError)):
             msg = "unknown config key: " + msg.replace("'", "").replace('"', "'")
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
+    error = _config_file_error()
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    return rest

@@ -233,6 +233,8 @@ class EvalSettings:
             raise EvalError(f"--execute_steps={self.execute_steps} must be >= 1")
         if self.num_samples < 1:
             raise EvalError(f"--num_samples={self.num_samples} must be >= 1")
+        if self.num_envs < 1:
+            raise EvalError(f"--num_envs={self.num_envs} must be >= 1")
 
     def rollout_kwargs(self, embodiments: Sequence[str]) -> dict:
         """Keyword arguments of vla_jax.eval.closed_loop.evaluate for ``embodiments`` (all but ``record``)."""

@@ -38,7 +38,7 @@ from vla_jax.train import metrics as metrics_lib
 from vla_jax.train import sharding as sh
 from vla_jax.train import state as state_lib
 from vla_jax.train import step as step_lib
-from vla_jax.train import synthetic
+from vla_jax.train import synthetic, workdir_lock
 from vla_jax.train.optimizer import OptimizerError, make_optimizer, trainable_count
 
 FLAGS = flags.FLAGS
@@ -131,7 +131,7 @@ def main(argv) -> None:
     if not FLAGS["verbosity"].present:  # orbax logs every save at INFO
         logging.set_verbosity(logging.WARNING)
     errors = (ConfigError, DataError, ckpt_lib.CheckpointError, init_from.InitFromError, OptimizerError,
-              sh.ShardingError, TrainError)
+              sh.ShardingError, TrainError, workdir_lock.WorkdirLockError)
     try:
         train(FLAGS.config, FLAGS.workdir)
     except errors as e:
@@ -146,13 +146,16 @@ def train(config, workdir: str) -> dict:
     if config is None or not workdir:
         raise ConfigError("both --config and --workdir are required")
     check_training_config(config)
+    with workdir_lock.hold(workdir):  # before anything in the workdir is written; released on any exit
+        return _train(config, workdir)
+
+
+def _train(config, workdir: str) -> dict:
+    """:func:`train` while this run holds the workdir lock."""
     pid, nproc = jax.process_index(), jax.process_count()
     lead = pid == 0
     log = (lambda *a: print(*a, flush=True)) if lead else (lambda *a: None)
     os.makedirs(workdir, exist_ok=True)
-    if lead:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     log(f"processes: {nproc}, devices: {jax.device_count()} ({jax.devices()[0].device_kind}), "
         f"local devices: {jax.local_device_count()}")
 
@@ -183,6 +186,11 @@ def train(config, workdir: str) -> dict:
     resume_step = checkpointer.latest_step()
     if resume_step is not None:
         checkpointer.check_config(resume_step, config.to_dict())
+        if resume_step >= config.num_steps:
+            checkpointer.close()
+            log(f"already finished at step {resume_step} (config.num_steps={config.num_steps}); "
+                f"checkpoints in {checkpointer.directory}")
+            return {}
 
     # ====================================================================== data
     data_it, source_names, norm_stats = make_data(config, pid, nproc)
@@ -216,7 +224,9 @@ def train(config, workdir: str) -> dict:
     start_step = int(jax.device_get(state.step))
     n_train, n_total = trainable_count(abstract.params, config.optimizer.freeze)
     log(f"parameters: {n_total:,} ({n_train:,} trainable); step {start_step} -> {config.num_steps}")
-    if lead:
+    if lead:  # the resume checks (config, train state) passed: the workdir's config is now this one
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
         with open(os.path.join(workdir, "sharding.txt"), "w") as f:
             f.write("\n".join(sh.describe(shardings.params, abstract.params)) + "\n")
 
