@@ -1,14 +1,17 @@
-"""Normalization statistics: values, round trips with gripper masks, combining, stale-hash detection."""
+"""Normalization statistics: values, round trips with gripper masks, combining, stale-hash detection
+(spec changes and datasets regenerated in place with the same counts)."""
 
 import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
-from data_fixtures import tabletop_dir  # noqa: F401  (fixture)
+from data_fixtures import make_config, tabletop_dir  # noqa: F401  (fixture)
 
-from vla_jax.data import DataError, Normalizer, SPECS, combine_stats, load_stats, norm_stats as stats
+from vla_jax.data import (DataError, Normalizer, SPECS, combine_stats, compute_all_stats, load_stats,
+                          make_train_iterator, norm_stats as stats, sources, write_tiny_bridge_dataset)
 from vla_jax.data.norm_stats import compute_stats
 
 
@@ -122,3 +125,85 @@ def test_compute_stats_reports_rate(tabletop_dir):  # noqa: F811
     compute_stats(os.path.join(tabletop_dir, "tabletop_single_arm"), "tabletop_single_arm",
                   SPECS["tabletop_single_arm"], log=lines.append)
     assert "transitions/s" in lines[0] and "no image decoding" in lines[0]
+
+
+def _bridge_copy(tabletop_dir, root, seed):  # noqa: F811
+    """Writes the tiny bridge_dataset (6 + 2 episodes) with ``seed`` into ``root`` next to a tokenizer."""
+    write_tiny_bridge_dataset(root, seed=seed)
+    shutil.copy(os.path.join(tabletop_dir, "tokenizer.model"), os.path.join(root, "tokenizer.model"))
+    return make_config(root, "bridge")
+
+
+def test_dataset_regenerated_with_same_counts_makes_stats_stale(tabletop_dir, tmp_path):  # noqa: F811
+    root, name = str(tmp_path / "data"), "bridge_dataset"
+    config = _bridge_copy(tabletop_dir, root, seed=0)
+    stats_dir, spec = os.path.join(root, "stats"), SPECS[name]
+    compute_all_stats(config, log=lambda *a: None)
+    before = load_stats(os.path.join(root, name), name, spec, stats_dir)
+    lines = []
+    compute_all_stats(config, log=lines.append)  # unchanged dataset: the cache is reused
+    assert len(lines) == 1 and "up to date" in lines[0] and before["fingerprint"] in lines[0]
+
+    write_tiny_bridge_dataset(root, seed=1)  # in place: other episodes, same split counts
+    assert len(sources.RecordReader(os.path.join(root, name), "train", name)) == before["num_trajectories"]
+    # The trainer's data hookup (before anything is compiled) stops with one line naming the command.
+    with pytest.raises(DataError, match="normalization stats are stale") as e:
+        make_train_iterator(config)
+    assert "\n" not in str(e.value) and "python tools/compute_stats.py" in str(e.value)
+    lines = []
+    compute_all_stats(config, log=lines.append)
+    assert f"{name}-{before['fingerprint']}.json is stale" in lines[0] and "recomputing" in lines[0]
+    after = load_stats(os.path.join(root, name), name, spec, stats_dir)
+    assert after["fingerprint"] != before["fingerprint"]
+    assert after["episode_lengths"] != before["episode_lengths"]
+    next(iter(make_train_iterator(config)))
+
+
+def test_stats_of_another_fingerprint_format_are_stale_and_recomputed(tabletop_dir, tmp_path):  # noqa: F811
+    root, name = str(tmp_path / "data"), "bridge_dataset"
+    config = _bridge_copy(tabletop_dir, root, seed=0)
+    stats_dir, path, spec = os.path.join(root, "stats"), os.path.join(root, name), SPECS[name]
+    current = stats.stats_path(stats_dir, name, stats.dataset_fingerprint(path, name, spec))
+    compute_all_stats(config, log=lambda *a: None)
+    os.rename(current, stats.stats_path(stats_dir, name, "0123456789ab"))  # as written by an older format
+    with pytest.raises(DataError, match=f"stale \\({name}-0123456789ab.json was computed for") as e:
+        load_stats(path, name, spec, stats_dir)
+    assert "\n" not in str(e.value) and "compute_stats.py --config=<your training config> --if_missing" in str(e.value)
+    compute_all_stats(config, log=lambda *a: None)  # what the quick start's `compute_stats --if_missing` runs
+    assert load_stats(path, name, spec, stats_dir)["dataset"] == name
+
+
+def test_fingerprint_reads_bounded_windows_and_parses_no_record(tabletop_dir, monkeypatch):  # noqa: F811
+    def refuse(*args, **kwargs):
+        raise AssertionError("the fingerprint must not read records")
+
+    for target, attr in ((sources, "parse_record"), (sources, "decode_image"), (sources.RecordReader, "read")):
+        monkeypatch.setattr(target, attr, refuse)
+    read = []
+
+    class CountingFile:
+        def __init__(self, file, mode):
+            self.file = open(file, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def seek(self, offset):
+            self.file.seek(offset)
+
+        def read(self, size=-1):
+            data = self.file.read(size)
+            read.append(len(data))
+            return data
+
+    monkeypatch.setattr(stats, "open", CountingFile, raising=False)
+    name = "tabletop_single_arm"
+    path = os.path.join(tabletop_dir, name)
+    fingerprint = stats.dataset_fingerprint(path, name, SPECS[name])
+    monkeypatch.undo()
+    assert fingerprint == stats.dataset_fingerprint(path, name, SPECS[name])
+    files = stats.sources.open_builder(path, name).info.splits["train"].filepaths
+    assert 0 < sum(read) <= len(files) * (stats.HEAD_BYTES + stats.TAIL_BYTES)

@@ -3,8 +3,9 @@
 Statistics cover the ``train`` split and are read from the records' state and
 action floats only (images are never decoded). They are stored as JSON at
 ``<stats_dir>/<dataset>-<fingerprint>.json``; the fingerprint hashes the dataset's
-identity (resolved path, name, version, split sizes) and its standardization
-spec, so a changed dataset or spec makes the cache stale and :func:`load_stats`
+identity (resolved path, name, version, split sizes), the content of the split's
+record files (:func:`content_digest`) and the standardization spec, so a
+regenerated dataset or a changed spec makes the cache stale and :func:`load_stats`
 says how to refresh it.
 """
 
@@ -15,6 +16,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -24,17 +26,52 @@ from vla_jax.data.errors import DataError
 STAT_KEYS = ("mean", "std", "min", "max", "q01", "q99")
 QUANTILE_SAMPLE_CAP = 2_000_000  # rows kept for quantiles; beyond this a uniform subsample is used
 _EPS = 1e-8
+FINGERPRINT_FORMAT = 2  # what dataset_fingerprint covers; stats files of another format read as stale
+HEAD_BYTES = 64 * 1024  # read from the start of each record file by content_digest
+TAIL_BYTES = 192 * 1024  # read from the end: array_record's index, postscript and block padding
+_STALE_REASON = "other dataset contents, another spec or an older fingerprint format"
+
+
+def content_digest(files: Iterable[str | os.PathLike]) -> str:
+    """Hash of the record files' contents, from a bounded read of each (no record is parsed or decoded).
+
+    Per file: its name, size, first :data:`HEAD_BYTES` and last :data:`TAIL_BYTES`. The tail of an
+    array_record file holds its index (the offset of every record, i.e. every compressed record
+    size, for shards of up to a few thousand records) and its last records, the head its first
+    records, so regenerated episodes change the digest even when the counts stay the same.
+    """
+    digest = hashlib.sha256()
+    for file in files:
+        file = os.fspath(file)
+        size = os.path.getsize(file)
+        digest.update(f"{os.path.basename(file)}:{size}:".encode())
+        with open(file, "rb") as f:
+            digest.update(f.read(HEAD_BYTES))
+            if size > HEAD_BYTES:
+                f.seek(max(size - TAIL_BYTES, HEAD_BYTES))
+                digest.update(f.read())
+    return digest.hexdigest()
 
 
 def dataset_fingerprint(path: str, dataset: str, spec, split: str = "train") -> str:
+    """12 hex digits naming the statistics of ``split``: dataset identity, ``split``'s contents, spec.
+
+    Covers the resolved path, TFDS name and version, every split's size, ``split``'s serialized size
+    (dataset_info.json) and :func:`content_digest` of its files; cheap enough for every trainer start.
+    """
     builder = sources.open_builder(path, dataset)
     info = builder.info
+    split_info = info.splits[split] if split in info.splits else None
+    files = split_info.filepaths if split_info is not None else []
     payload = {
+        "format": FINGERPRINT_FORMAT,
         "path": os.path.abspath(sources.resolve_dataset_dir(path, dataset)),
         "name": info.name,
         "version": str(info.version),
         "split": split,
         "splits": {k: int(v.num_examples) for k, v in sorted(info.splits.items())},
+        "num_bytes": int(split_info.num_bytes) if split_info is not None else 0,
+        "content": content_digest(sorted(files, key=os.fspath)),
         "spec": spec.fingerprint(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
@@ -105,6 +142,14 @@ def save_stats(stats: dict, stats_dir: str, fingerprint: str) -> str:
     return path
 
 
+def stale_stats_files(stats_dir: str, dataset: str, fingerprint: str) -> list[str]:
+    """Stats files of ``dataset`` in ``stats_dir`` made for another fingerprint (other content, spec or
+    format), the most recently written first."""
+    current = stats_path(stats_dir, dataset, fingerprint)
+    files = [f for f in glob.glob(stats_path(stats_dir, dataset, "?" * len(fingerprint))) if f != current]
+    return sorted(files, key=os.path.getmtime, reverse=True)
+
+
 def ensure_stats(path: str, dataset: str, spec, stats_dir: str, *, if_missing: bool = True, log=print) -> str:
     """Computes and saves stats unless a fresh file exists (with ``if_missing``); returns its path."""
     fingerprint = dataset_fingerprint(path, dataset, spec)
@@ -112,6 +157,9 @@ def ensure_stats(path: str, dataset: str, spec, stats_dir: str, *, if_missing: b
     if if_missing and os.path.isfile(out):
         log(f"[stats] {dataset}: up to date ({out})")
         return out
+    stale = stale_stats_files(stats_dir, dataset, fingerprint)
+    if stale and not os.path.isfile(out):
+        log(f"[stats] {dataset}: {os.path.basename(stale[0])} is stale ({_STALE_REASON}), recomputing")
     stats = compute_stats(path, dataset, spec, log=log)
     out = save_stats(stats, stats_dir, fingerprint)
     log(f"[stats] {dataset}: wrote {out}")
@@ -122,13 +170,13 @@ def load_stats(path: str, dataset: str, spec, stats_dir: str) -> dict:
     """Loads the stats of ``dataset``; one clear line if missing or stale."""
     fingerprint = dataset_fingerprint(path, dataset, spec)
     file = stats_path(stats_dir, dataset, fingerprint)
-    hint = "run `python tools/compute_stats.py --config=<your training config>`"
+    hint = "run `python tools/compute_stats.py --config=<your training config> --if_missing`"
     if not os.path.isfile(file):
-        others = sorted(glob.glob(stats_path(stats_dir, dataset, "*")))
-        if others:
+        stale = stale_stats_files(stats_dir, dataset, fingerprint)
+        if stale:
             raise DataError(
-                f"dataset '{dataset}': normalization stats are stale ({os.path.basename(others[0])} was computed for "
-                f"another version of the dataset or spec; expected {os.path.basename(file)}); {hint}"
+                f"dataset '{dataset}': normalization stats are stale ({os.path.basename(stale[0])} was computed "
+                f"for {_STALE_REASON}; expected {os.path.basename(file)}); {hint}"
             )
         raise DataError(f"dataset '{dataset}': normalization stats {file} are missing; {hint}")
     with open(file) as f:
