@@ -1,5 +1,6 @@
 """Checkpoint export: JAX vs PyTorch vs onnxruntime parity, the JAX-free PyTorch module, the exact round
-trip, import back into a trainer checkpoint, and the one-line errors of tools/export.py."""
+trip, import back into a trainer checkpoint, the one-line errors of tools/export.py, and the refusal of
+non-finite parameters and actions."""
 
 from __future__ import annotations
 
@@ -11,16 +12,17 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
 import pytest
 import torch
-from test_export_helpers import (DATASET, ROOT, STEPS, exported, make_run, model_cfg, norm_stats, tmp_root,
-                                 train_config)
+from test_export_helpers import (DATASET, ROOT, STEPS, exported, make_run, model_cfg, norm_stats, save_checkpoint,
+                                 tmp_root, train_config)
 
 from vla_jax.export import parity, to_onnx, to_torch
 from vla_jax.export import torch_port as tp
-from vla_jax.export.package import ExportError, import_torch
-from vla_jax.train.checkpoint import load_params
+from vla_jax.export.package import ExportError, export, import_torch
+from vla_jax.train.checkpoint import load_params, write_checkpoint
 
 TOL = 1e-4
 
@@ -346,6 +348,77 @@ def test_parity_gate_refuses_to_write(tmp_path, capsys):
     rc, err = run_cli(capsys, [f"--workdir={workdir}", f"--out={out}", "--format=pytorch", "--tolerance=1e-12"])
     assert_one_line(rc, err, "parity check failed", "torch_f32=")
     assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.startswith("o.tmp")]
+
+
+def test_parity_check_fails_on_nonfinite_figures():
+    parity.check({"torch_f32": 1e-5, "onnx_f32": 2e-5, "torch_bf16_vs_jax_f32": 0.3, "tolerance_f32": TOL}, TOL)
+    for key in ("torch_f32", "onnx_f32", "torch_bf16_vs_jax_f32", "torch_bf16_vs_jax_bf16"):
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(parity.ParityError, match=f"{key}={bad} is not finite") as e:
+                parity.check({"torch_f32": 0.0, "onnx_f32": 0.0, key: bad}, TOL)
+            assert "\n" not in str(e.value)
+    with pytest.raises(parity.ParityError, match="onnxruntime float32 actions have 2 non-finite values of 6"):
+        parity.finite_actions("onnxruntime float32", np.array([[1.0, np.nan, 0.0], [np.inf, 2.0, 3.0]]), "seed 0")
+
+
+class NaNPolicy:
+    """A PyTorch policy whose every action is NaN."""
+
+    def sample_actions(self, noise, num_steps=None, **obs):
+        return torch.full(noise.shape, float("nan"))
+
+
+def test_parity_measure_raises_on_nonfinite_actions():
+    _, saved = make_run("flow")
+    cfg = model_cfg("flow")
+    with pytest.raises(parity.ParityError, match=r"PyTorch float32 actions have \d+ non-finite values"):
+        parity.measure(cfg, saved["params"], torch_policy=NaNPolicy(), seeds=(0,))
+    nan_params = jax.tree.map(lambda x: np.full_like(x, np.nan), saved["params"])
+    with pytest.raises(parity.ParityError, match="the JAX float32 reference actions have"):
+        parity.measure(cfg, nan_params, torch_policy=NaNPolicy(), seeds=(0,))
+
+
+def nan_run(tmp_path, raw_nan: bool, ema_nan: bool) -> str:
+    """A run whose step-5 params (and/or EMA) have 3 NaN values in the first tensor."""
+    _, saved = make_run("flow")
+    poisoned = {}
+    for key, nan in (("params", raw_nan), ("ema_params", ema_nan)):
+        flat = to_torch.flatten_params(saved[key])
+        first = sorted(flat)[0]
+        tree = jax.tree.map(np.copy, saved[key])
+        if nan:
+            leaf = tree["params"]
+            for part in first.split("/"):
+                leaf = leaf[part]
+            leaf.reshape(-1)[:3] = np.nan
+        poisoned[key] = tree
+    workdir = str(tmp_path / "nan_run")
+    save_checkpoint(workdir, 5, poisoned["params"], poisoned["ema_params"], train_config("flow"), norm_stats())
+    return workdir
+
+
+@pytest.mark.parametrize("ema", [False, True])
+def test_export_refuses_nonfinite_parameters(tmp_path, capsys, ema):
+    workdir = nan_run(tmp_path, raw_nan=not ema, ema_nan=ema)
+    out = tmp_path / "o"
+    rc, err = run_cli(capsys, [f"--workdir={workdir}", f"--out={out}"] + (["--ema"] if ema else []))
+    assert_one_line(rc, err, "(step 5) has 3 non-finite " + ("EMA parameter values" if ema else "parameter values"),
+                    "refusing to export")
+    assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.startswith("o.tmp")]
+    if not ema:  # the other set is finite and exports
+        report = export(workdir, str(tmp_path / "ema"), ema=True, fmt="pytorch", log=lambda *a: None)
+        assert report["parity"]["torch_f32"] <= TOL
+
+
+def test_write_checkpoint_with_nan_params_is_refused(tmp_path):
+    _, saved = make_run("flow")
+    params = jax.tree.map(lambda x: np.full_like(x, np.nan), saved["params"])
+    workdir = str(tmp_path / "nan_params")
+    write_checkpoint(workdir, params, train_config("flow"), norm_stats())
+    total = sum(v.size for v in to_torch.flatten_params(params).values())
+    with pytest.raises(ExportError, match=rf"\(step 0\) has {total:,} non-finite parameter values"):
+        export(workdir, str(tmp_path / "o"), fmt="pytorch", log=lambda *a: None)
+    assert not (tmp_path / "o").exists()
 
 
 def test_import_errors(tmp_path):

@@ -1,5 +1,6 @@
 """End-to-end runs of ``python -m vla_jax.train`` in subprocesses: exact resume after SIGKILL,
-SIGTERM preemption, a non-finite loss, a checkpoint from another model, and the metrics plot."""
+SIGTERM preemption, non-finite steps (loss, gradient norm, parameters), a checkpoint from another model,
+and the metrics plot."""
 
 import os
 import shutil
@@ -135,26 +136,58 @@ def test_every_save_writes_a_params_item_the_tools_read(preempted):
                                                                                 jax.tree.leaves(got)))
 
 
-def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(preempted, tmp_path):
+def assert_all_checkpoints_finite(workdir) -> None:
+    """Every complete checkpoint in ``workdir`` has finite parameters and EMA parameters."""
+    for step in complete_steps(workdir):
+        for ema in (False, True):
+            params = ckpt_lib.load_params(str(workdir), step, ema=ema).params
+            assert all(np.isfinite(np.asarray(x, np.float32)).all() for x in jax.tree.leaves(params)), (step, ema)
+
+
+def nonfinite_error(proc) -> tuple[str, int]:
+    """The run's one error line (exit 1, no traceback) and the step it names."""
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    line = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1]
+    assert line.startswith("error: non-finite ") and "step not applied, stopped without saving" in line, line
+    return line, int(line.split(" at step ")[1].split()[0])
+
+
+# lr = 1e30: the first update blows the parameters up (finite), the next loss is not finite;
+# lr = 1e9: the parameters grow large but finite, then the loss is finite and its gradient norm is not;
+# lr = 1e39 (inf in float32): the first update makes the parameters non-finite.
+@pytest.mark.parametrize("lr,quantity", [(1e30, "loss"), pytest.param(1e9, "gradient norm", marks=pytest.mark.slow),
+                                         pytest.param(1e39, "parameters", marks=pytest.mark.slow)])
+def test_nonfinite_step_stops_naming_step_and_quantity_and_keeps_last_good_checkpoint(preempted, tmp_path, lr,
+                                                                                      quantity):
     source, _, _, _ = preempted
     workdir = tmp_path / "nan"
     shutil.copytree(source, workdir)
     start_step = complete_steps(workdir)[-1]
-    # lr = 1e30: the first update blows the parameters up, the next loss is not finite
     proc = testing.run_train(workdir, {"num_steps": start_step + 6, "checkpoint.every": 1, "log_every": 1,
-                                       "optimizer.lr": 1e30})
-    assert proc.returncode == 1
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    assert "Traceback" not in proc.stderr
-    assert lines[-1].startswith("error: non-finite loss at step "), lines[-3:]
-    bad_step = int(lines[-1].split("at step ")[1].split()[0])
+                                       "optimizer.lr": lr})
+    line, bad_step = nonfinite_error(proc)
+    assert line.startswith(f"error: non-finite {quantity} at step {bad_step} "), line
     assert start_step < bad_step <= start_step + 6
     steps = complete_steps(workdir)
     assert max(steps) == bad_step - 1, (steps, bad_step)  # nothing at or after the bad step
-    assert f"last good checkpoint: {workdir / 'checkpoints' / str(bad_step - 1)}" in lines[-1]
+    assert f"last good checkpoint: {workdir / 'checkpoints' / str(bad_step - 1)}" in line
+    assert_all_checkpoints_finite(workdir)
     good = restore(workdir, bad_step - 1)
     assert int(good.step) == bad_step - 1
-    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(good.params))
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(good.opt_state))
+
+
+@pytest.mark.slow  # ~30-40 s on 2 cores: compiles a model with keypoints
+def test_adam_eps_zero_nan_parameters_are_never_saved(tmp_path):
+    # eps = 0: Adam divides 0 by 0 for the keypoint parameters that get no gradient, at the first step
+    addons = ("conv_stem(channels=(8, 8))", "location_tokens(grid=8, first_id=4)", "keypoints(num=4)",
+              "prefix_readout")
+    proc = testing.run_train(tmp_path, {"num_steps": 6, "checkpoint.every": 1, "optimizer.eps": 0,
+                                        "model.addons": addons})
+    line, _ = nonfinite_error(proc)
+    assert line.startswith("error: non-finite parameters at step 1 ") and line.endswith("last good checkpoint: none")
+    assert complete_steps(tmp_path) == [] and "done at step" not in proc.stdout
 
 
 def test_checkpoint_of_another_model_fails_with_one_line(preempted, tmp_path):

@@ -1,5 +1,6 @@
 """Trainer building blocks in-process (1 CPU device): mesh shapes, sharding fallbacks, optimizer
-masks / freezing / accumulation / schedule, metric logging, checkpoint discovery and config checks."""
+masks / freezing / accumulation / schedule, the step's non-finite guard, metric logging, checkpoint discovery
+and config checks."""
 
 import json
 import os
@@ -19,7 +20,9 @@ from vla_jax.train import checkpoint as ckpt_lib
 from vla_jax.train import metrics as metrics_lib
 from vla_jax.train import optimizer as opt_lib
 from vla_jax.train import sharding as sh
+from vla_jax.train import step as step_lib
 from vla_jax.train import testing
+from vla_jax.train.state import TrainState
 
 
 # ----------------------------------------------------------------------------- mesh
@@ -123,6 +126,56 @@ def test_schedule_warmup_then_cosine():
     o.schedule = "linear"
     with pytest.raises(opt_lib.OptimizerError, match="config.optimizer.schedule"):
         opt_lib.make_schedule(o, 10)
+
+
+# ----------------------------------------------------------------------------- non-finite guard
+class _SqrtModel:
+    """Stands in for VLA in ``make_train_step``: one ``flow`` term, ``sum(sqrt(w * x))`` per example; ``u`` is
+    unused (its gradient is 0)."""
+
+    def apply(self, params, batch, rng, method=None):
+        del rng, method
+        sums = jnp.sqrt(params["params"]["w"] * batch["x"]).sum(-1)
+        return {"flow": (sums, jnp.ones_like(sums))}
+
+
+def _guarded_step(x, w=1.0, eps=1e-8, ema=0.5):
+    """One jitted step of :class:`_SqrtModel` (Adam, EMA decay 0.9): (old state, new state, host metrics)."""
+    params = {"params": {"w": jnp.full((3,), w, jnp.float32), "u": jnp.ones((2,), jnp.float32)}}
+    tx = optax.adam(0.1, eps=eps)
+    state = TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
+                                ema_params=jax.tree.map(lambda p: jnp.full_like(p, ema), params),
+                                rng=jax.random.key_data(jax.random.key(0)))
+    train_step = step_lib.make_train_step(_SqrtModel(), tx, optax.constant_schedule(0.1), loss_weights={},
+                                          num_sources=1, ema_decay=0.9)
+    batch = {"x": jnp.full((2, 3), x, jnp.float32), "source": jnp.zeros((2,), jnp.int32)}
+    new, metrics = jax.jit(train_step)(state, batch)
+    return state, new, jax.device_get(metrics)
+
+
+@pytest.mark.parametrize("case,quantity", [
+    (dict(x=1.0), None),
+    (dict(x=float("nan")), "loss"),
+    (dict(x=1.0, w=0.0), "gradient norm"),  # sqrt'(0) = inf; the loss is 0
+    (dict(x=1.0, eps=0.0), "parameters"),  # Adam: 0 / 0 for the unused u
+    (dict(x=1.0, ema=float("inf")), "EMA parameters"),
+])
+def test_guard_rejects_a_step_that_makes_any_guarded_quantity_nonfinite(case, quantity):
+    old, new, metrics = _guarded_step(**case)
+    assert step_lib.nonfinite_quantity(metrics) == quantity
+    assert int(new.step) == 1
+    for kept, before in ((new.params, old.params), (new.opt_state, old.opt_state), (new.ema_params, old.ema_params)):
+        same = all(np.array_equal(a, b, equal_nan=True) for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(before)))
+        assert same == (quantity is not None)
+    if quantity not in (None, "EMA parameters"):  # a rejected step leaves finite params finite
+        assert all(np.isfinite(x).all() for x in jax.tree.leaves(new.params) + jax.tree.leaves(new.ema_params))
+
+
+def test_all_finite_reduces_every_leaf():
+    tree = {"a": jnp.ones((2, 3)), "b": [jnp.zeros(4), jnp.arange(3)]}
+    assert bool(step_lib.all_finite(tree)) and bool(step_lib.all_finite(None))
+    for bad in (np.nan, np.inf, -np.inf):
+        assert not bool(jax.jit(step_lib.all_finite)({**tree, "c": jnp.array([1.0, bad])}))
 
 
 # ----------------------------------------------------------------------------- metrics

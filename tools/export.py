@@ -4,8 +4,8 @@
     python tools/export.py --workdir=runs/small --step=20000 --ema --out=exports/small --dtype=bfloat16
 
 Reads parameters only (no optimizer state, no device mesh), so checkpoints saved sharded over any number
-of devices export on one CPU. The folder is written only if the exported model reproduces the JAX
-actions within --tolerance (float32). Errors are one line on stderr, exit code 2.
+of devices export on one CPU. The folder is written only if every parameter is finite and the exported
+model reproduces the (finite) JAX actions within --tolerance (float32). Errors are one line on stderr, exit code 2.
 """
 
 from __future__ import annotations

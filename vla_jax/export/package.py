@@ -24,6 +24,7 @@ import shutil
 import time
 
 import ml_collections
+import numpy as np
 
 from vla_jax.config import load_config
 from vla_jax.data.specs import get_spec
@@ -31,7 +32,7 @@ from vla_jax.export import parity as parity_lib
 from vla_jax.export import to_onnx, to_torch
 from vla_jax.export import torch_port as tp
 from vla_jax.models.vla import make_config
-from vla_jax.train.checkpoint import CheckpointError, available_steps, load_params, write_checkpoint
+from vla_jax.train.checkpoint import Checkpoint, CheckpointError, available_steps, load_params, write_checkpoint
 
 FORMATS = ("pytorch", "onnx", "all")
 TOKENIZER_FILE = "tokenizer.model"
@@ -69,6 +70,18 @@ def model_config(config: dict):
     except (ValueError, KeyError) as e:
         raise ExportError(f"preset {preset!r} is not supported by the PyTorch module: {e}") from None
     return cfg
+
+
+def check_finite(ck: Checkpoint) -> None:
+    """ExportError (one line) naming the step, the count and the first tensor if the checkpoint's parameters hold
+    a non-finite value: such a checkpoint is refused before anything is converted."""
+    counts = {name: int(v.size - np.count_nonzero(np.isfinite(v)))
+              for name, v in to_torch.flatten_params(ck.params).items()}
+    bad = sum(counts.values())
+    if bad:
+        first = next(name for name, n in counts.items() if n)
+        raise ExportError(f"checkpoint {ck.path} (step {ck.step}) has {bad:,} non-finite {'EMA ' if ck.ema else ''}"
+                          f"parameter values (first in {first}); refusing to export")
 
 
 def find_tokenizer(workdir: str, config: dict, explicit: str | None = None) -> str | None:
@@ -120,8 +133,9 @@ def export(workdir: str, out: str, *, step: int | None = None, ema: bool = False
            log=print) -> dict:
     """Exports a checkpoint to ``out``; returns the export report (also in config.json["export"]).
 
-    The folder is written to ``out.tmp-<pid>`` and renamed into place only if every float32 parity
-    figure is within ``tolerance``."""
+    Non-finite parameters are refused before converting (:func:`check_finite`). The folder is written to
+    ``out.tmp-<pid>`` and renamed into place only if every action is finite and every float32 parity figure
+    is within ``tolerance``."""
     import torch
 
     if fmt not in FORMATS:
@@ -143,6 +157,7 @@ def export(workdir: str, out: str, *, step: int | None = None, ema: bool = False
         ck = load_params(workdir, step, ema)
     except CheckpointError as e:
         raise ExportError(str(e)) from None
+    check_finite(ck)
     cfg = model_config(ck.config)
     if want_onnx and cfg.action_head == "discrete" and cfg.num_action_tokens > MAX_ONNX_DECODE_STEPS:
         raise ExportError(f"preset {ck.config.get('preset')!r}: the discrete-head ONNX graph unrolls "
@@ -192,14 +207,14 @@ def export(workdir: str, out: str, *, step: int | None = None, ema: bool = False
         if dtype == "bfloat16" and want_torch:
             bf16 = tp.VLAPolicy.from_pretrained(tmp)  # the bf16 weights exactly as written
         t1 = time.perf_counter()
-        figures = parity_lib.measure(cfg, ck.params, torch_policy=policy32, onnx_session=session, bf16_policy=bf16,
-                                     num_steps=num_steps, tokenizer_path=tok, seeds=seeds)
-        figures["tolerance_f32"] = tolerance
-        report["parity"] = figures
-        log("[export] parity (max abs action diff vs JAX f32): " + ", ".join(
-            f"{k}={v:.2e}" for k, v in figures.items() if k.startswith(("torch", "onnx")))
-            + f" over {figures['cases']} cases ({time.perf_counter() - t1:.1f}s)")
         try:
+            figures = parity_lib.measure(cfg, ck.params, torch_policy=policy32, onnx_session=session,
+                                         bf16_policy=bf16, num_steps=num_steps, tokenizer_path=tok, seeds=seeds)
+            figures["tolerance_f32"] = tolerance
+            report["parity"] = figures
+            log("[export] parity (max abs action diff vs JAX f32): " + ", ".join(
+                f"{k}={v:.2e}" for k, v in figures.items() if k.startswith(("torch", "onnx")))
+                + f" over {figures['cases']} cases ({time.perf_counter() - t1:.1f}s)")
             parity_lib.check(figures, tolerance)
         except parity_lib.ParityError as e:
             raise ExportError(str(e)) from None
@@ -274,7 +289,7 @@ Un-normalize with `norm_stats.json` (`VLAPolicy.unnormalize_actions(actions, dat
 Max abs difference of sampled actions vs the JAX model in float32, same inputs (random images,
 {'a tokenized instruction' if par.get('tokenizer') else 'random token ids'}, random state, fixed noise),
 {par['cases']} cases, {par['num_steps']} flow steps; largest |action| {par.get('max_abs_action', 0):.2f}.
-The export is refused above {par['tolerance_f32']:.0e} in float32.
+The export is refused above {par['tolerance_f32']:.0e} in float32 and on any non-finite parameter or action.
 
 | runtime | max abs diff |
 |---|---|

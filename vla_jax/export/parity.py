@@ -5,6 +5,9 @@ a random state, fixed noise. The figure is the max abs difference of the sampled
 units) against the JAX ``vla.sample_actions`` / ``vla.sample_actions_discrete`` reference run in float32.
 For a bfloat16 export two more figures: PyTorch-bf16 vs the JAX float32 reference (what deployment in
 bf16 costs) and PyTorch-bf16 vs JAX run in bf16 (implementation agreement at that precision).
+
+NaN-safe: a non-finite action from any runtime (the JAX references included) raises ParityError at once,
+and a non-finite difference fails :func:`check` whatever the tolerance (a NaN never compares greater than it).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from vla_jax.models import vla
 OBS_KEYS = ("images", "image_mask", "tokens", "token_mask", "state", "state_mask", "action_dim_mask")
 DEFAULT_INSTRUCTION = "pick up the red block and place it in the bowl"
 TOLERANCE_F32 = 1e-4
+GATED = ("torch_f32", "onnx_f32")  # figures held to the tolerance
+DIFFERENCES = GATED + ("torch_bf16_vs_jax_f32", "torch_bf16_vs_jax_bf16")  # figures that must be finite
 
 
 class ParityError(ValueError):
@@ -113,28 +118,44 @@ def measure(cfg, params, *, torch_policy: tp.VLAPolicy | None = None, onnx_sessi
     """Max abs action differences vs the JAX float32 reference over ``seeds`` x ``batch_sizes``.
 
     Returns {"torch_f32": x, "onnx_f32": x, "torch_bf16_vs_jax_f32": x, "torch_bf16_vs_jax_bf16": x,
-    "max_abs_action": x, "cases": n, "tokenizer": bool} (keys present for what was given)."""
+    "max_abs_action": x, "cases": n, "tokenizer": bool} (keys present for what was given). ParityError (one line)
+    as soon as a runtime's actions hold a non-finite value."""
     out: dict = {"cases": 0, "tokenizer": bool(tokenizer_path), "num_steps": int(num_steps or cfg.num_flow_steps)}
+
+    def worst(key: str, value: float) -> None:  # np.maximum keeps a NaN (the builtin max may drop it)
+        out[key] = float(np.maximum(out.get(key, 0.0), value))
+
     for seed in seeds:
         for b in batch_sizes:
             inputs = make_inputs(cfg, b, seed, tokenizer_path)
-            ref = jax_actions(cfg, params, inputs, num_steps)
-            out["max_abs_action"] = max(out.get("max_abs_action", 0.0), float(np.abs(ref).max()))
+            case = f"seed {seed}, batch {b}"
+            ref = finite_actions("the JAX float32 reference", jax_actions(cfg, params, inputs, num_steps), case)
+            worst("max_abs_action", np.abs(ref).max())
             figures = {}
             if torch_policy is not None:
-                figures["torch_f32"] = torch_actions(torch_policy, inputs, num_steps)
+                figures["torch_f32"] = finite_actions("PyTorch float32", torch_actions(torch_policy, inputs, num_steps),
+                                                      case)
             if onnx_session is not None:
-                figures["onnx_f32"] = onnx_actions(onnx_session, inputs)
+                figures["onnx_f32"] = finite_actions("onnxruntime float32", onnx_actions(onnx_session, inputs), case)
             if bf16_policy is not None:
-                bf = torch_actions(bf16_policy, inputs, num_steps)
+                bf = finite_actions("PyTorch bfloat16", torch_actions(bf16_policy, inputs, num_steps), case)
                 figures["torch_bf16_vs_jax_f32"] = bf
-                ref16 = jax_actions(cfg, _bf16_params(params), inputs, num_steps, dtype="bfloat16")
-                out["torch_bf16_vs_jax_bf16"] = max(out.get("torch_bf16_vs_jax_bf16", 0.0),
-                                                    float(np.abs(bf - ref16).max()))
+                ref16 = finite_actions("the JAX bfloat16 reference", jax_actions(
+                    cfg, _bf16_params(params), inputs, num_steps, dtype="bfloat16"), case)
+                worst("torch_bf16_vs_jax_bf16", np.abs(bf - ref16).max())
             for name, actions in figures.items():
-                out[name] = max(out.get(name, 0.0), float(np.abs(actions - ref).max()))
+                worst(name, np.abs(actions - ref).max())
             out["cases"] += 1
     return out
+
+
+def finite_actions(what: str, actions: np.ndarray, case: str) -> np.ndarray:
+    """``actions``, or ParityError naming ``what`` produced non-finite values (and how many) in ``case``."""
+    bad = int(actions.size - np.count_nonzero(np.isfinite(actions)))
+    if bad:
+        raise ParityError(f"parity check failed: {what} actions have {bad} non-finite values of {actions.size} "
+                          f"({case}); the folder was not written")
+    return actions
 
 
 def _bf16_params(params):
@@ -143,9 +164,14 @@ def _bf16_params(params):
 
 
 def check(figures: dict, tolerance: float = TOLERANCE_F32) -> None:
-    """Raises ParityError (one line) if a float32 figure exceeds ``tolerance``."""
-    bad = {k: v for k, v in figures.items() if k.endswith("_f32") and not k.startswith("torch_bf16")
-           and v > tolerance}
+    """Raises ParityError (one line) if a difference figure is not finite or a float32 one (:data:`GATED`)
+    exceeds ``tolerance``."""
+    nonfinite = {k: figures[k] for k in DIFFERENCES if k in figures and not np.isfinite(figures[k])}
+    if nonfinite:
+        desc = ", ".join(f"{k}={v}" for k, v in nonfinite.items())
+        raise ParityError(f"parity check failed: max abs action difference vs JAX {desc} is not finite; "
+                          "the folder was not written")
+    bad = {k: figures[k] for k in GATED if k in figures and not figures[k] <= tolerance}
     if bad:
         desc = ", ".join(f"{k}={v:.2e}" for k, v in bad.items())
         raise ParityError(f"parity check failed: max abs action difference vs JAX {desc} > {tolerance:.0e} "

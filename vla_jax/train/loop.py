@@ -285,17 +285,18 @@ def _train(config, workdir: str) -> dict:
     def finish(step: int, device_metrics) -> dict:
         """Host-side handling of one step's metrics: NaN check, logging, progress bar."""
         m = jax.device_get(device_metrics)
-        if not bool(m["finite"]):
+        bad = step_lib.nonfinite_quantity(m)
+        if bad is not None:  # the step was not applied and nothing after it is saved
             checkpointer.wait()  # let in-flight (good) saves land before naming the latest
             good = checkpointer.latest_step()
-            raise TrainError(f"non-finite loss at step {step} (loss={float(m['loss'])}, grad_norm="
-                             f"{float(m['grad_norm'])}); stopped without saving; last good checkpoint: "
-                             f"{'none' if good is None else checkpointer.directory / str(good)}")
+            raise TrainError(f"non-finite {bad} at step {step} (loss={float(m['loss'])}, grad_norm="
+                             f"{float(m['grad_norm'])}); step not applied, stopped without saving; last good "
+                             f"checkpoint: {'none' if good is None else checkpointer.directory / str(good)}")
         perf.tick()
         bar.update(step - bar.n)
         bar.set_postfix(loss=f"{float(m['loss']):.4f}", lr=f"{float(m['lr']):.2e}", refresh=False)
         if step % config.log_every == 0 or step == config.num_steps:
-            scalars = {k: float(v) for k, v in m.items() if np.ndim(v) == 0 and k != "finite"}
+            scalars = {k: float(v) for k, v in m.items() if np.ndim(v) == 0 and not k.startswith("finite/")}
             for key, value in m.items():
                 if key.startswith("source_loss/"):
                     head = key.split("/", 1)[1]

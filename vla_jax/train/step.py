@@ -1,5 +1,11 @@
 """The jitted train step: loss, gradients, optimizer update, EMA, metrics, non-finite guard.
 
+The guard: a step whose loss, gradient norm, updated parameters or updated EMA parameters hold a
+non-finite value is not applied (params, optimizer state and EMA keep their previous values, picked
+with one ``jnp.where`` per leaf after a per-leaf all-finite reduction, so it shards like the state),
+and ``metrics["finite/<quantity>"]`` says which quantity failed; the loop stops on it
+(:func:`nonfinite_quantity`).
+
 Loss = sum over heads of ``loss_weights[head] * (sum of per-example sums / sum of counts)``, heads
 being ``flow`` or ``discrete`` plus ``text`` (see ``VLA.compute_loss``). Per-data-source losses use
 segment sums over ``batch["source"]`` with the same (sum / count) definition.
@@ -11,6 +17,7 @@ context so the model's activation constraints apply; the state argument is donat
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -47,6 +54,23 @@ def make_loss_fn(model: VLA, loss_weights: dict[str, float], num_sources: int) -
     return loss_fn
 
 
+# The guarded quantities, in the order a non-finite value propagates: metrics key suffix -> name in messages.
+GUARDED = {"loss": "loss", "grad_norm": "gradient norm", "params": "parameters", "ema_params": "EMA parameters"}
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """Scalar bool: every element of every leaf of ``tree`` is finite (True for an empty tree or None).
+
+    One all-reduction per leaf, then a scalar AND: sharded leaves reduce locally plus one scalar collective."""
+    return functools.reduce(jnp.logical_and, [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)], jnp.bool_(True))
+
+
+def nonfinite_quantity(metrics: dict) -> str | None:
+    """The first quantity of :data:`GUARDED` that a step's (host) metrics flag as non-finite, by its message name
+    (``"gradient norm"``, ...); None when the step was applied."""
+    return next((name for key, name in GUARDED.items() if not bool(metrics[f"finite/{key}"])), None)
+
+
 def step_rng(state: TrainState) -> jax.Array:
     return jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
@@ -56,8 +80,9 @@ def make_train_step(model: VLA, tx: optax.GradientTransformation, schedule: opta
                     grad_accum_steps: int = 1) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """The un-jitted step ``(state, batch) -> (state, metrics)``.
 
-    If the loss or the gradient norm is not finite, params / opt_state / EMA are left unchanged
-    (``metrics['finite'] == False``) so a NaN never reaches a checkpoint; the loop then stops.
+    If the loss, the gradient norm, the updated params or the updated EMA hold a non-finite value,
+    params / opt_state / EMA are left unchanged and ``metrics["finite/<quantity>"]`` (one bool per
+    quantity in :data:`GUARDED`) records which, so a NaN never reaches a checkpoint; the loop then stops.
     """
     loss_fn = make_loss_fn(model, loss_weights, num_sources)
 
@@ -74,7 +99,9 @@ def make_train_step(model: VLA, tx: optax.GradientTransformation, schedule: opta
                 new_ema = jax.tree.map(lambda n, o: jnp.where(applied, n, o), new_ema, ema)
             ema = new_ema
         grad_norm = optax.tree.norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        checks = {"loss": jnp.isfinite(loss), "grad_norm": jnp.isfinite(grad_norm), "params": all_finite(params),
+                  "ema_params": all_finite(ema)}
+        finite = functools.reduce(jnp.logical_and, checks.values())
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         new_state = TrainState(
             step=state.step + 1,
@@ -89,7 +116,7 @@ def make_train_step(model: VLA, tx: optax.GradientTransformation, schedule: opta
             "param_norm": optax.tree.norm(state.params),
             "update_norm": optax.tree.norm(updates),
             "lr": jnp.asarray(schedule(state.step // grad_accum_steps), jnp.float32),
-            "finite": finite,
+            **{f"finite/{name}": ok for name, ok in checks.items()},
             **aux,
         }
         return new_state, metrics
