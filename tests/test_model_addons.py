@@ -42,6 +42,8 @@ def test_pi0_core_names_no_addon():
 def test_addon_config_errors_are_one_line():
     with pytest.raises(ConfigError, match=r"unknown add-on 'fly' in config\.model\.addons"):
         make(addons=("fly",))
+    with pytest.raises(ConfigError, match=r"config\.model\.addons=\(1,\) must be a tuple of strings"):
+        make(addons=(1,))
     with pytest.raises(ConfigError, match=r"bad arguments for 'keypoints'.*it takes \['num'\]"):
         make(addons=(STEM, "keypoints(count=3)"))
     with pytest.raises(ConfigError, match=r"'conv_stem' is listed twice"):

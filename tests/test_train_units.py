@@ -90,6 +90,9 @@ def test_freeze_regex_leaves_params_untouched_and_clip_sees_only_trainable():
     with pytest.raises(opt_lib.OptimizerError, match="config.optimizer.freeze"):
         cfg.optimizer.freeze = ("([",)
         opt_lib.make_optimizer(cfg.optimizer, 10)
+    with pytest.raises(opt_lib.OptimizerError, match=r"config\.optimizer\.freeze=\(1,\) must be a tuple of regex"):
+        cfg.optimizer.freeze = (1,)
+        opt_lib.make_optimizer(cfg.optimizer, 10)
 
 
 def test_grad_accumulation_equals_one_big_step():

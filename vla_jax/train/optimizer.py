@@ -43,6 +43,9 @@ def make_schedule(opt, num_updates: int) -> optax.Schedule:
 
 
 def _compile(patterns, field: str) -> list[re.Pattern]:
+    if isinstance(patterns, str) or not all(isinstance(p, str) for p in (patterns or ())):
+        raise OptimizerError(f"config.optimizer.{field}={patterns!r} must be a tuple of regex strings, "
+                             f"e.g. (r'^img/',)")
     out = []
     for p in patterns or ():
         try:

@@ -48,8 +48,11 @@ def _hashable(value):
 def parse_specs(texts: Sequence[str]) -> tuple[AddonSpec, ...]:
     """config.model.addons strings -> specs. Raises ConfigError (one line) on unknown names, bad syntax,
     positional arguments or a name given twice."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
+        raise ConfigError(f"config.model.addons={texts!r} must be a tuple of strings, e.g. "
+                          f"(\"conv_stem(channels=(16, 32))\", \"prefix_readout\")")
     specs = []
-    for text in texts or ():
+    for text in texts:
         name, args, kwargs = parse_call(text, "config.model.addons")
         if name not in REGISTRY:
             raise ConfigError(f"unknown add-on {name!r} in config.model.addons; registered: {sorted(REGISTRY)}")
