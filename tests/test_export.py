@@ -219,7 +219,7 @@ def test_round_trip_and_import_for_init_from_checkpoint():
 
     step_dir = os.path.join(run, "checkpoints", "0")
     assert sorted(n for n in os.listdir(step_dir) if not n.startswith(("_", "commit"))) == \
-        ["config", "norm_stats", "params"]
+        ["checksums.json", "config", "norm_stats", "params"]
     tree = ocp.PyTreeCheckpointHandler().metadata(epath.Path(step_dir).absolute() / "params").tree
     assert sorted(tree) == ["ema_params", "params"]  # no opt_state, step or rng
     overrides, report = init_from.load_checkpoint(run, nn.unbox(summary.param_shapes(cfg)))

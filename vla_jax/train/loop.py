@@ -315,6 +315,7 @@ def _train(config, workdir: str) -> dict:
         while step < config.num_steps:
             if stop_requested():
                 break
+            checkpointer.poll()  # a failed async save stops the run here: one line, exit 1
             local = next(data_it)
             if step == start_step:
                 check_batch(local, config.model)
