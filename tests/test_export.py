@@ -402,8 +402,8 @@ def test_export_refuses_nonfinite_parameters(tmp_path, capsys, ema):
     workdir = nan_run(tmp_path, raw_nan=not ema, ema_nan=ema)
     out = tmp_path / "o"
     rc, err = run_cli(capsys, [f"--workdir={workdir}", f"--out={out}"] + (["--ema"] if ema else []))
-    assert_one_line(rc, err, "(step 5) has 3 non-finite " + ("EMA parameter values" if ema else "parameter values"),
-                    "refusing to export")
+    assert_one_line(rc, err, "step 5", "holds non-finite parameters", "ema_params" if ema else "params",
+                    "pass another step (--step")
     assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.startswith("o.tmp")]
     if not ema:  # the other set is finite and exports
         report = export(workdir, str(tmp_path / "ema"), ema=True, fmt="pytorch", log=lambda *a: None)
@@ -415,8 +415,7 @@ def test_write_checkpoint_with_nan_params_is_refused(tmp_path):
     params = jax.tree.map(lambda x: np.full_like(x, np.nan), saved["params"])
     workdir = str(tmp_path / "nan_params")
     write_checkpoint(workdir, params, train_config("flow"), norm_stats())
-    total = sum(v.size for v in to_torch.flatten_params(params).values())
-    with pytest.raises(ExportError, match=rf"\(step 0\) has {total:,} non-finite parameter values"):
+    with pytest.raises(ExportError, match=r"step 0 .*holds non-finite parameters"):
         export(workdir, str(tmp_path / "o"), fmt="pytorch", log=lambda *a: None)
     assert not (tmp_path / "o").exists()
 

@@ -32,7 +32,7 @@ from vla_jax.export import parity as parity_lib
 from vla_jax.export import to_onnx, to_torch
 from vla_jax.export import torch_port as tp
 from vla_jax.models.vla import make_config
-from vla_jax.train.checkpoint import Checkpoint, CheckpointError, available_steps, load_params, write_checkpoint
+from vla_jax.train.checkpoint import CheckpointError, available_steps, load_params, write_checkpoint
 
 FORMATS = ("pytorch", "onnx", "all")
 TOKENIZER_FILE = "tokenizer.model"
@@ -70,18 +70,6 @@ def model_config(config: dict):
     except (ValueError, KeyError) as e:
         raise ExportError(f"preset {preset!r} is not supported by the PyTorch module: {e}") from None
     return cfg
-
-
-def check_finite(ck: Checkpoint) -> None:
-    """ExportError (one line) naming the step, the count and the first tensor if the checkpoint's parameters hold
-    a non-finite value: such a checkpoint is refused before anything is converted."""
-    counts = {name: int(v.size - np.count_nonzero(np.isfinite(v)))
-              for name, v in to_torch.flatten_params(ck.params).items()}
-    bad = sum(counts.values())
-    if bad:
-        first = next(name for name, n in counts.items() if n)
-        raise ExportError(f"checkpoint {ck.path} (step {ck.step}) has {bad:,} non-finite {'EMA ' if ck.ema else ''}"
-                          f"parameter values (first in {first}); refusing to export")
 
 
 def find_tokenizer(workdir: str, config: dict, explicit: str | None = None) -> str | None:
@@ -133,7 +121,7 @@ def export(workdir: str, out: str, *, step: int | None = None, ema: bool = False
            log=print) -> dict:
     """Exports a checkpoint to ``out``; returns the export report (also in config.json["export"]).
 
-    Non-finite parameters are refused before converting (:func:`check_finite`). The folder is written to
+    Non-finite parameters are refused when read (:func:`vla_jax.train.checkpoint.load_params`). The folder is written to
     ``out.tmp-<pid>`` and renamed into place only if every action is finite and every float32 parity figure
     is within ``tolerance``."""
     import torch
@@ -157,7 +145,6 @@ def export(workdir: str, out: str, *, step: int | None = None, ema: bool = False
         ck = load_params(workdir, step, ema)
     except CheckpointError as e:
         raise ExportError(str(e)) from None
-    check_finite(ck)
     cfg = model_config(ck.config)
     if want_onnx and cfg.action_head == "discrete" and cfg.num_action_tokens > MAX_ONNX_DECODE_STEPS:
         raise ExportError(f"preset {ck.config.get('preset')!r}: the discrete-head ONNX graph unrolls "
