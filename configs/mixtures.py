@@ -8,6 +8,8 @@ Mixtures:
   balanced         the three tabletop datasets, equal weights multiplied by their sizes (balance_by_size)
   bridge           a real BridgeData V2 download (``data_dir`` holds ``bridge_dataset/<version>``
                    converted to array_record; see docs/data.md) plus a tokenizer at ``data_dir/tokenizer.model``
+  bridge_openpi    bridge with openpi's pi0 preprocessing: the "pi0" prompt format and resize_with_pad
+                   (for ``size=pi0`` with the PaliGemma tokenizer as ``data_dir/tokenizer.model``)
 
 Fields (read by vla_jax/data/settings.py only):
   data_dir            root; relative dataset dirs, tokenizer and stats_dir are resolved against it
@@ -24,11 +26,14 @@ Fields (read by vla_jax/data/settings.py only):
   read_threads        grain read threads per process (reading + transforms)
   seed                shuffle / mixing / augmentation seed
   train_ops/eval_ops  image op strings (vla_jax/data/transforms.py registry)
+  prompt_format       "plain" (bos + instruction) | "pi0" | "pi05" (openpi's; vla_jax/data/prompts.py)
 
 Image ops: real-robot mixtures get Octo-style random crops of the third-person camera (slot 0) plus
 color jitter. The simulated tabletop mixtures get mild brightness / contrast jitter only: their
 overhead camera is fixed, so a pixel is a fixed table position, and cropping would break that
-mapping; saturation jitter would blur the color names the instructions rely on.
+mapping; saturation jitter would blur the color names the instructions rely on. The openpi mixtures
+resize with padding first (aspect kept, black bars) and then augment like openpi's training: a random
+crop of 95% of each side of the third-person camera and stronger color jitter.
 """
 
 import ml_collections
@@ -44,6 +49,11 @@ REAL_OPS = dict(
                "color_jitter(brightness=0.2, contrast=0.2, saturation=0.2)"),
     eval_ops=("center_crop(scale=0.9, slots=(0,))",),
 )
+OPENPI_OPS = dict(
+    train_ops=("resize_with_pad", "random_resized_crop(scale=(0.9025, 0.9025), ratio=(1.0, 1.0), slots=(0,))",
+               "color_jitter(brightness=0.3, contrast=0.4, saturation=0.5)"),
+    eval_ops=("resize_with_pad",),
+)
 SIM_OPS = dict(train_ops=("color_jitter(brightness=0.1, contrast=0.1, saturation=0.0)",), eval_ops=())
 
 MIXTURES = {
@@ -56,6 +66,8 @@ MIXTURES = {
     "balanced": dict(datasets=TABLETOP, weights={n: 1.0 for n in TABLETOP}, balance_by_size=True, ops=SIM_OPS),
     "bridge": dict(datasets={"bridge_dataset": dict(kind="robot", dir="bridge_dataset", spec="bridge_dataset")},
                    weights={"bridge_dataset": 1.0}, ops=REAL_OPS),
+    "bridge_openpi": dict(datasets={"bridge_dataset": dict(kind="robot", dir="bridge_dataset", spec="bridge_dataset")},
+                          weights={"bridge_dataset": 1.0}, ops=OPENPI_OPS, prompt_format="pi0"),
 }
 
 
@@ -79,4 +91,5 @@ def get_data_config(mixture: str = "default", data_dir: str = "data/default") ->
     c.seed = 0
     c.train_ops = m["ops"]["train_ops"]
     c.eval_ops = m["ops"]["eval_ops"]
+    c.prompt_format = m.get("prompt_format", "plain")
     return c

@@ -16,6 +16,7 @@ from vla_jax.data.builders import write_tiny_bridge_dataset
 from vla_jax.data.errors import DataError
 from vla_jax.data.generate import generate_datasets
 from vla_jax.data.mixture import DataIterator, describe_mixture, make_eval_iterator, make_train_iterator, source_names
+from vla_jax.data.prompts import PROMPT_FORMATS
 from vla_jax.data.policy_io import PolicyIO, compute_all_stats, make_policy_io
 from vla_jax.data.specs import SPECS, RobotSpec, WebSpec, get_spec, register_spec
 from vla_jax.data.norm_stats import Normalizer, combine_stats, load_stats, normalize, unnormalize
@@ -24,6 +25,7 @@ from vla_jax.data.transforms import OPS, register_op
 
 __all__ = [
     "OPS",
+    "PROMPT_FORMATS",
     "SPECS",
     "DataError",
     "DataIterator",

@@ -240,7 +240,8 @@ def sample_transform(settings: DataSettings, infos: Mapping[int, SourceInfo], to
     value of the mixture has no info."""
     size = max([len(settings.mixture)] + [i + 1 for i in infos])
     ops = build_ops(ops_texts, OpContext(settings.dims.image_size, settings.dims.num_cameras))
-    return SampleTransform(settings.dims, tokenizer, [infos.get(i) for i in range(size)], ops)
+    return SampleTransform(settings.dims, tokenizer, [infos.get(i) for i in range(size)], ops,
+                           settings.prompt_format)
 
 
 def dataset_examples(settings: DataSettings, name: str, tokenizer: Tokenizer, *, split: str | None = None,

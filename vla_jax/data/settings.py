@@ -12,6 +12,7 @@ import math
 import os
 
 from vla_jax.data.errors import DataError
+from vla_jax.data.prompts import check_prompt_format
 from vla_jax.data.specs import get_spec
 from vla_jax.data.transforms import Dims
 from vla_jax.models import addons
@@ -48,6 +49,7 @@ class DataSettings:
     action_head: str
     batch_size: int
     required_tokens: tuple[tuple[str, int], ...] = ()  # (piece, id) the model's add-ons expect (vla_jax.models.addons)
+    prompt_format: str = "plain"  # vla_jax/data/prompts.py: "plain" | "pi0" | "pi05"
 
     def norm_group_members(self, name: str) -> list[str]:
         group = self.datasets[name].norm_group
@@ -123,4 +125,5 @@ def read_settings(config) -> DataSettings:
         action_head=str(model.action_head),
         batch_size=int(config.batch_size),
         required_tokens=tuple(addons.required_tokens(model).items()),
+        prompt_format=check_prompt_format(str(data.get("prompt_format", "plain"))),
     )

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from vla_jax.data import sources
+from vla_jax.data import prompts, sources
 from vla_jax.config import ConfigError, parse_call
 from vla_jax.data.errors import DataError
 
@@ -84,6 +84,38 @@ def _resize(ctx: OpContext, size: int | None = None):
         return sample
 
     return op
+
+
+@register_op("resize_with_pad")
+def _resize_with_pad(ctx: OpContext, size: int | None = None, slots=None):
+    """Resize keeping the aspect ratio to fit ``size`` (default image_size), then pad with black, centered
+    (openpi's ``resize_with_pad``: an odd padding puts the extra row / column at the bottom / right)."""
+    size = size or ctx.image_size
+
+    def op(sample, rng):
+        images = sample["images"]
+        for i in _slots(images, slots):
+            images[i] = resize_with_pad(images[i], size)
+        return sample
+
+    return op
+
+
+def resize_with_pad(image, size: int):
+    """PIL image -> ``size`` x ``size`` PIL image: bilinear resize by ``1 / max(w / size, h / size)``
+    (sides truncated to ints), then black borders split evenly, the odd pixel after the image."""
+    from PIL import Image
+
+    w, h = image.size
+    if (w, h) == (size, size):
+        return image
+    ratio = max(w / size, h / size)
+    rw, rh = int(w / ratio), int(h / ratio)
+    if (rw, rh) != (w, h):
+        image = image.resize((rw, rh), Image.BILINEAR)
+    canvas = Image.new(image.mode, (size, size))
+    canvas.paste(image, ((size - rw) // 2, (size - rh) // 2))
+    return canvas
 
 
 @register_op("random_resized_crop")
@@ -215,9 +247,11 @@ def to_pil(image):
     return image
 
 
-def build_tokens(tokenizer, prompt: str, answer: str | None, max_len: int):
-    """Prompt tokens (bos + prompt, bidirectional, no loss) then answer tokens (+ eos, causal, loss)."""
-    prompt_ids = tokenizer.encode(prompt, bos=True)
+def build_tokens(tokenizer, prompt: str, answer: str | None, max_len: int, prompt_format: str = "plain",
+                 state=None):
+    """Prompt tokens (bos + prompt in ``prompt_format``, vla_jax/data/prompts.py; bidirectional, no loss)
+    then answer tokens (+ eos, causal, loss). ``state``: the normalized state, for "pi05"."""
+    prompt_ids = prompts.prompt_ids(tokenizer, prompt_format, prompt, state)
     answer_ids = tokenizer.encode(answer, eos=True) if answer is not None else []
     if len(prompt_ids) + len(answer_ids) > max_len:
         keep_prompt = max(max_len - len(answer_ids), min(len(prompt_ids), max_len // 2))
@@ -254,11 +288,12 @@ class SampleTransform:
     Raw web sample: {"source", "images": [...], "caption": str, "qa": [(q, a), ...]}.
     """
 
-    def __init__(self, dims: Dims, tokenizer, source_infos: list, ops: list):
+    def __init__(self, dims: Dims, tokenizer, source_infos: list, ops: list, prompt_format: str = "plain"):
         self.dims = dims
         self.tokenizer = tokenizer
         self.source_infos = source_infos
         self.ops = ops
+        self.prompt_format = prompts.check_prompt_format(prompt_format)
 
     def _images(self, raw_images, rng):
         d = self.dims
@@ -290,10 +325,11 @@ class SampleTransform:
         action_step_mask = np.zeros(d.action_horizon, bool)
         if info.kind == "robot":
             # Robot prompt: bidirectional, no text loss; a grounding answer after it is causal with loss.
-            tokens, token_mask, token_ar, token_loss = build_tokens(
-                self.tokenizer, raw["instruction"], raw.get("grounding") or None, d.max_text_len
-            )
             state[: info.state_dim] = info.state_norm(raw["state"])
+            tokens, token_mask, token_ar, token_loss = build_tokens(
+                self.tokenizer, raw["instruction"], raw.get("grounding") or None, d.max_text_len,
+                self.prompt_format, state[: info.state_dim],
+            )
             state_mask[: info.state_dim] = True
             if "actions" in raw:
                 n = int(raw["num_steps"])
@@ -307,7 +343,10 @@ class SampleTransform:
             if not choices:
                 raise DataError(f"web example from source {raw['source']} has neither caption nor QA")
             prompt, answer = choices[int(rng.integers(len(choices)))]
-            tokens, token_mask, token_ar, token_loss = build_tokens(self.tokenizer, prompt, answer, d.max_text_len)
+            # No state: the openpi formats give web prompts PaliGemma's "prefix\n" form (pi0's).
+            web_format = "plain" if self.prompt_format == "plain" else "pi0"
+            tokens, token_mask, token_ar, token_loss = build_tokens(self.tokenizer, prompt, answer, d.max_text_len,
+                                                                    web_format)
             has_actions = False
         return {
             "images": images,
