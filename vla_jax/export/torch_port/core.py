@@ -397,7 +397,7 @@ class VLAPolicy(nn.Module):
         ``openpi_semantics``: padded dims keep their noise and t is accumulated (``t = t + dt``), as in JAX."""
         state = torch.where(state_mask, state, torch.zeros_like(state))
         prefix = self.encode_prefix(images, image_mask, tokens, token_mask, state)
-        dim_mask = (action_dim_mask | self.openpi)[:, None, :]
+        dim_mask = (torch.ones_like(action_dim_mask) if self.openpi else action_dim_mask)[:, None, :]
         x_t = torch.where(dim_mask, noise.float(), torch.zeros_like(noise.float()))
         dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32)
         t_acc = torch.tensor(1.0, dtype=torch.float32)
