@@ -96,10 +96,11 @@ def _rules() -> dict[str, tuple[tuple[str, ...], Callable, Callable]]:
         "img_proj/b": one(_IMG + "head/bias"),
         "llm/embedding": one(_LLM + "embedder/input_embedding"),
     }
-    for ours, theirs in (("ln_attn", "LayerNorm_0"), ("ln_mlp", "LayerNorm_1"), ("out", "MultiHeadDotProductAttention_0/out"),
-                         ("mlp_in", "MlpBlock_0/Dense_0"), ("mlp_out", "MlpBlock_0/Dense_1")):
-        for a, b in (("w", "kernel"), ("b", "bias")) if ours not in ("ln_attn", "ln_mlp") else (("scale", "scale"),
-                                                                                              ("bias", "bias")):
+    norm, dense = (("scale", "scale"), ("bias", "bias")), (("w", "kernel"), ("b", "bias"))
+    for ours, theirs, leaves in (("ln_attn", "LayerNorm_0", norm), ("ln_mlp", "LayerNorm_1", norm),
+                                 ("out", "MultiHeadDotProductAttention_0/out", dense),
+                                 ("mlp_in", "MlpBlock_0/Dense_0", dense), ("mlp_out", "MlpBlock_0/Dense_1", dense)):
+        for a, b in leaves:
             rules[f"img/blocks/{ours}/{a}"] = one(f"{_VIT}{theirs}/{b}")
     for i, sfx in ((0, ""), (1, "_1")):
         rules |= {
@@ -362,10 +363,8 @@ def import_checkpoint(ckpt: str, out: str, asset_id: str | None = None, dataset:
         note = (f"assets/{found[0]}/norm_stats.json -> dataset '{name}' (state {norm_stats[name]['state_dim']}-D, "
                 f"action {norm_stats[name]['action_dim']}-D, normal)")
     ckpt_lib.write_checkpoint(out, variables, config, norm_stats)
-    sizes = {k: config.model[k.split(".")[0]][k.split(".")[1]] if "." in k else config.model[k]
-             for k in infer_model(theirs)}
     return ImportReport(ckpt=ckpt, out=out, num_params=int(sum(v.size for v in theirs.values())),
-                        mapped=[(ours, sources) for ours, (sources, _, _) in RULES.items()], sizes=sizes,
+                        mapped=[(ours, sources) for ours, (sources, _, _) in RULES.items()], sizes=infer_model(theirs),
                         norm_stats=note)
 
 
