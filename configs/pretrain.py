@@ -21,6 +21,8 @@ from vla_jax.config import ConfigError, load_sibling, parse_arg
 # each; docs/architecture.md). The debug preset trains a 3.4M-parameter model from scratch in the tabletop
 # world and uses four: a conv stem, location tokens tied to camera 0 (<loc00> is id 4 in the tokenizers
 # tools/generate_data.py trains), instruction-conditioned keypoints, the prefix readout (flow head only).
+# `openpi_semantics`: compute the flow head exactly as openpi's pi0 code does (padded action dims, time
+# embedding, Euler time; vla_jax/models/vla.py), so converted openpi weights reproduce openpi (docs/interop.md).
 DEBUG_ADDONS = ("conv_stem(channels=(16, 32, 64, 128))", "location_tokens(grid=8, first_id=4)", "keypoints(num=32)",
                 "prefix_readout")
 MODEL_PRESETS = {
@@ -29,20 +31,20 @@ MODEL_PRESETS = {
         vocab_size=1024,
         vit=dict(width=128, depth=3, mlp_dim=256, num_heads=4, patch_size=16, posemb_init="sincos2d"),
         llm=dict(width=256, depth=3, mlp_dim=512, num_heads=4, num_kv_heads=1, head_dim=64),
-        expert=dict(width=128, mlp_dim=256), addons=DEBUG_ADDONS),
+        expert=dict(width=128, mlp_dim=256), addons=DEBUG_ADDONS, openpi_semantics=False),
     "small": dict(
         image_size=224, num_cameras=3, max_text_len=48, action_horizon=16, max_action_dim=32, max_state_dim=32,
         vocab_size=32_000,
         vit=dict(width=384, depth=12, mlp_dim=1536, num_heads=6, patch_size=16, posemb_init="normal"),
         llm=dict(width=1024, depth=8, mlp_dim=4096, num_heads=8, num_kv_heads=1, head_dim=128),
-        expert=dict(width=512, mlp_dim=2048), addons=()),
+        expert=dict(width=512, mlp_dim=2048), addons=(), openpi_semantics=False),
     # Published pi0: SigLIP So400m/14 @ 224, Gemma 2B backbone, Gemma-300M action expert.
     "pi0": dict(
         image_size=224, num_cameras=3, max_text_len=48, action_horizon=50, max_action_dim=32, max_state_dim=32,
         vocab_size=257_152,
         vit=dict(width=1152, depth=27, mlp_dim=4304, num_heads=16, patch_size=14, posemb_init="normal"),
         llm=dict(width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1, head_dim=256),
-        expert=dict(width=1024, mlp_dim=4096), addons=()),
+        expert=dict(width=1024, mlp_dim=4096), addons=(), openpi_semantics=True),
 }
 
 

@@ -26,6 +26,7 @@ LEGACY_ADDONS = {  # the flat layout's fields of each case -> add-ons (legacy.up
 def _case(data, name):
     arg, overrides = ast.literal_eval(str(data[f"{name}/config"]))
     overrides = {k: v for k, v in overrides.items() if k not in ("model.vit.stem", "model.vit.keypoints")}
+    overrides["model.openpi_semantics"] = False  # the stored numbers are vla_jax's own flow semantics
     config = load_config(f"configs/pretrain.py:{arg}", overrides)
     flat_model = {**config.model.to_dict(), **LEGACY_ADDONS[name]}
     flat_model["vit"] = {**config.model.vit.to_dict(), **LEGACY_ADDONS[name].get("vit", {})}

@@ -14,6 +14,11 @@
   next-token cross-entropy. Text: next-token cross-entropy on answers (web VQA, robot grounding; both heads).
 * Sample (flow): Euler from t = 1 (noise) to t = 0 in N steps; the prefix runs once into a KV
   cache, each step runs only the suffix against it.
+* ``openpi_semantics`` (``config.model.openpi_semantics``): the same model computed exactly as openpi's pi0
+  code computes it, so converted openpi weights reproduce openpi's numbers (vla_jax/interop/openpi.py):
+  padded action dims carry noise in x_t and through every Euler step, the flow loss averages over all
+  action dims, the time embedding is written ``einsum("i,j->ij", t, 1 / period * 2 pi)`` at HIGHEST
+  precision, and the Euler time is accumulated in float32 (``t = t + dt`` from 1.0).
 
 Research add-ons (``config.model.addons``, ``vla_jax/models/addons/``) plug into fixed hooks of this
 model; with none it is pi0. Batch keys and shapes are defined in ``vla_jax/batch.py``.
@@ -54,6 +59,7 @@ class VLAConfig:
     max_action_dim: int
     max_state_dim: int
     num_flow_steps: int
+    openpi_semantics: bool = False
     addons: tuple[addons.AddonSpec, ...] = ()
 
     @property
@@ -109,7 +115,8 @@ def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
         action_head=model.action_head, num_cameras=model.num_cameras, image_size=model.image_size,
         max_text_len=model.max_text_len, action_horizon=model.action_horizon,
         max_action_dim=model.max_action_dim, max_state_dim=model.max_state_dim,
-        num_flow_steps=model.num_flow_steps, addons=addons.parse_specs(model.get("addons", ())))
+        num_flow_steps=model.num_flow_steps, openpi_semantics=bool(model.get("openpi_semantics", False)),
+        addons=addons.parse_specs(model.get("addons", ())))
     return addons.configure(cfg, cfg.addons)
 
 
@@ -120,18 +127,32 @@ def make_attn_mask(mask: jax.Array, ar: jax.Array) -> jax.Array:
     return (cum[:, None, :] <= cum[:, :, None]) & mask[:, None, :] & mask[:, :, None]
 
 
-def posemb_sincos(t: jax.Array, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> jax.Array:
-    """Sine-cosine embedding of the flow time. t: [B] -> [B, dim]."""
+def posemb_sincos(t: jax.Array, dim: int, min_period: float = 4e-3, max_period: float = 4.0,
+                  openpi: bool = False) -> jax.Array:
+    """Sine-cosine embedding of the flow time. t: [B] -> [B, dim].
+
+    ``openpi``: the angle written as openpi writes it (same value, openpi's float32 rounding)."""
     fraction = jnp.linspace(0.0, 1.0, dim // 2)
     period = min_period * (max_period / min_period) ** fraction
-    angle = t[:, None].astype(jnp.float32) * (2 * math.pi / period)[None, :]
+    if openpi:
+        angle = jnp.einsum("i,j->ij", t.astype(jnp.float32), 1.0 / period * 2 * math.pi,
+                           precision=jax.lax.Precision.HIGHEST)
+    else:
+        angle = t[:, None].astype(jnp.float32) * (2 * math.pi / period)[None, :]
     return jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], axis=-1)
 
 
-def real_action_elements(batch: dict) -> jax.Array:
-    """[B, H, A] bool: the action chunk entries that carry a loss (real step, real dim, robot example)."""
-    return (batch["action_step_mask"][:, :, None] & batch["action_dim_mask"][:, None, :]
-            & batch["has_actions"][:, None, None])
+def real_action_elements(batch: dict, all_dims: bool = False) -> jax.Array:
+    """[B, H, A] bool: the action chunk entries that carry a loss (real step, real dim, robot example).
+    ``all_dims``: padded action dims count too (openpi: noise stays in them)."""
+    dims = jnp.ones_like(batch["action_dim_mask"]) if all_dims else batch["action_dim_mask"]
+    return batch["action_step_mask"][:, :, None] & dims[:, None, :] & batch["has_actions"][:, None, None]
+
+
+def action_dims(cfg: VLAConfig, action_dim_mask: jax.Array) -> jax.Array:
+    """[B, 1, A] bool: the action dims the flow keeps (x_t and samples are 0 elsewhere); all dims with
+    ``openpi_semantics``."""
+    return (action_dim_mask | cfg.openpi_semantics)[:, None, :]
 
 
 def masked_state(obs: dict) -> dict:
@@ -240,7 +261,8 @@ class VLA(nn.Module):
             state_tok = addon.suffix_state_token(state_tok, prefix, self.addons)
         state_tok = state_tok[:, None]
         act = self.action_in_proj("bha,ad->bhd", x_t)
-        temb = jnp.broadcast_to(posemb_sincos(t, act.shape[-1])[:, None].astype(act.dtype), act.shape)
+        temb = posemb_sincos(t, act.shape[-1], openpi=self.cfg.openpi_semantics)
+        temb = jnp.broadcast_to(temb[:, None].astype(act.dtype), act.shape)
         act = self.time_mlp_in("bhd,de->bhe", jnp.concatenate([act, temb], axis=-1))
         act = self.time_mlp_out("bhd,de->bhe", nn.swish(act))
         tokens = jnp.concatenate([state_tok, act], axis=1)
@@ -288,21 +310,11 @@ class VLA(nn.Module):
 
     def _flow_loss(self, batch: dict, rng: jax.Array) -> LossTerms:
         actions = batch["actions"]
-        b = actions.shape[0]
         noise_rng, time_rng = jax.random.split(rng)
         noise = jax.random.normal(noise_rng, actions.shape, jnp.float32)
-        t = jax.random.beta(time_rng, 1.5, 1.0, (b,)) * 0.999 + 0.001
-        dim_mask = batch["action_dim_mask"][:, None, :]
-        x_t = jnp.where(dim_mask, t[:, None, None] * noise + (1.0 - t[:, None, None]) * actions, 0.0)
-        u = noise - actions
-
-        # The prefix runs first, then the suffix against its keys / values, exactly as in sampling. The
-        # suffix never sees text answers (e.g. a grounding answer) nor counts them in its positions: at
-        # inference there are none.
+        t = jax.random.beta(time_rng, 1.5, 1.0, (actions.shape[0],)) * 0.999 + 0.001
         prefix = self.run_prefix(self.embed_prefix(batch))
-        v = self.suffix_velocity(batch["state"], x_t, t, prefix)
-        elem = real_action_elements(batch).astype(jnp.float32)
-        sq = jnp.square(v - u) * elem
+        sq, elem = self.flow_errors(batch, noise, t, prefix)
         terms = {"flow": (sq.sum(axis=(1, 2)), elem.sum(axis=(1, 2)))}
         text_out = prefix.outputs[:, -batch["tokens"].shape[1]:]
         terms["text"] = self._next_token_terms(text_out, batch["tokens"], batch["token_loss"], prefix)
@@ -341,6 +353,24 @@ class VLA(nn.Module):
             "text": self._next_token_terms(text_out, inputs["tokens"], inputs["token_loss"] & ~is_action, prefix),
         } | self._addon_losses(batch, prefix)
 
+    def flow_errors(self, batch: dict, noise: jax.Array, t: jax.Array,
+                    prefix: Prefix | None = None) -> tuple[jax.Array, jax.Array]:
+        """The flow-matching errors for given noise [B, H, A] and time t [B]: ``(v - u)^2`` where they carry a
+        loss, and that float32 element mask, both [B, H, A]. ``prefix``: the batch's run prefix (else run here).
+        ``batch`` has its padded state dims zeroed (:func:`masked_state`)."""
+        actions = batch["actions"]
+        keep = action_dims(self.cfg, batch["action_dim_mask"])
+        x_t = jnp.where(keep, t[:, None, None] * noise + (1.0 - t[:, None, None]) * actions, 0.0)
+        u = noise - actions
+        # The prefix runs first, then the suffix against its keys / values, exactly as in sampling. The
+        # suffix never sees text answers (e.g. a grounding answer) nor counts them in its positions: at
+        # inference there are none.
+        if prefix is None:
+            prefix = self.run_prefix(self.embed_prefix(batch))
+        v = self.suffix_velocity(batch["state"], x_t, t, prefix)
+        elem = real_action_elements(batch, all_dims=self.cfg.openpi_semantics).astype(jnp.float32)
+        return jnp.square(v - u) * elem, elem
+
     def _addon_losses(self, batch: dict, prefix: Prefix) -> LossTerms:
         terms: LossTerms = {}
         for addon in self.addons:
@@ -366,33 +396,37 @@ class VLA(nn.Module):
 
 
 # --------------------------------------------------------------------------------- sampling
-def sample_actions(model: VLA, params, obs: dict, noise: jax.Array, num_steps: int | None = None) -> jax.Array:
-    """Flow-matching sampling with a prefix KV cache. noise [B, H, A] -> actions [B, H, A] (padded dims 0)."""
-    num_steps = num_steps or model.cfg.num_flow_steps
-    prefix = model.apply(params, obs, method=VLA.encode_prefix)
+def euler(cfg: VLAConfig, velocity, noise: jax.Array, action_dim_mask: jax.Array, num_steps: int) -> jax.Array:
+    """Euler integration of ``velocity(x_t [B, H, A], t [B]) -> [B, H, A]`` from t = 1 (``noise``) to t = 0.
+
+    Step i runs at t = 1 + i * dt, dt = -1 / num_steps (``openpi_semantics``: t accumulated in float32,
+    ``t = t + dt``, as openpi does). Dims outside :func:`action_dims` stay 0."""
     dt = -1.0 / num_steps
+    keep = action_dims(cfg, action_dim_mask)
 
-    def step(i, x_t):
-        t = jnp.full((x_t.shape[0],), 1.0 + i * dt, jnp.float32)
-        v = model.apply(params, state, x_t, t, prefix, method=VLA.suffix_velocity)
-        return jnp.where(dim_mask, x_t + dt * v, 0.0)
+    def step(i, carry):
+        x_t, t_acc = carry
+        t = t_acc if cfg.openpi_semantics else jnp.asarray(1.0 + i * dt, jnp.float32)
+        x_t = jnp.where(keep, x_t + dt * velocity(x_t, jnp.full((x_t.shape[0],), t, jnp.float32)), 0.0)
+        return x_t, t_acc + dt
 
-    dim_mask = obs["action_dim_mask"][:, None, :]
+    x = jnp.where(keep, noise.astype(jnp.float32), 0.0)
+    return jax.lax.fori_loop(0, num_steps, step, (x, jnp.asarray(1.0, jnp.float32)))[0]
+
+
+def sample_actions(model: VLA, params, obs: dict, noise: jax.Array, num_steps: int | None = None) -> jax.Array:
+    """Flow-matching sampling with a prefix KV cache. noise [B, H, A] -> actions [B, H, A] (padded dims 0,
+    or integrated noise with ``openpi_semantics``)."""
+    prefix = model.apply(params, obs, method=VLA.encode_prefix)
     state = masked_state(obs)["state"]
-    return jax.lax.fori_loop(0, num_steps, step, jnp.where(dim_mask, noise.astype(jnp.float32), 0.0))
+    velocity = lambda x_t, t: model.apply(params, state, x_t, t, prefix, method=VLA.suffix_velocity)  # noqa: E731
+    return euler(model.cfg, velocity, noise, obs["action_dim_mask"], num_steps or model.cfg.num_flow_steps)
 
 
 def sample_actions_naive(model: VLA, params, obs: dict, noise: jax.Array, num_steps: int | None = None) -> jax.Array:
     """Reference sampler that re-encodes prefix + suffix at every step (same result, slower)."""
-    num_steps = num_steps or model.cfg.num_flow_steps
-    dt = -1.0 / num_steps
-
-    def step(i, x_t):
-        t = jnp.full((x_t.shape[0],), 1.0 + i * dt, jnp.float32)
-        return jnp.where(dim_mask, x_t + dt * model.apply(params, obs, x_t, t, method=VLA.full_velocity), 0.0)
-
-    dim_mask = obs["action_dim_mask"][:, None, :]
-    return jax.lax.fori_loop(0, num_steps, step, jnp.where(dim_mask, noise.astype(jnp.float32), 0.0))
+    velocity = lambda x_t, t: model.apply(params, obs, x_t, t, method=VLA.full_velocity)  # noqa: E731
+    return euler(model.cfg, velocity, noise, obs["action_dim_mask"], num_steps or model.cfg.num_flow_steps)
 
 
 def greedy_decode(model: VLA, params, obs: dict, num_tokens: int, actions_only: bool) -> jax.Array:

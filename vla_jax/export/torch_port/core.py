@@ -240,6 +240,7 @@ class VLAPolicy(nn.Module):
         super().__init__()
         check_config(config)
         self.config = config
+        self.openpi = bool(config.get("openpi_semantics", False))  # openpi's padded dims, time embedding, Euler t
         c = config
         self.action_head = c["action_head"]
         self.compute_dtype = dtype or DTYPES[c.get("torch_dtype", "float32")]
@@ -343,7 +344,7 @@ class VLAPolicy(nn.Module):
             state_tok = addon.suffix_state_token(state_tok, prefix, self.addons)
         state_tok = state_tok[:, None]
         act = self.action_in_proj(x_t.to(self.compute_dtype))
-        temb = posemb_sincos(t, act.shape[-1]).to(act.dtype).expand_as(act)
+        temb = posemb_sincos(t, act.shape[-1], openpi=self.openpi).to(act.dtype).expand_as(act)
         act = self.time_mlp_out(F.silu(self.time_mlp_in(torch.cat([act, temb], dim=-1))))
         return torch.cat([state_tok, act], dim=1)
 
@@ -367,8 +368,8 @@ class VLAPolicy(nn.Module):
     def sample_actions(self, images, image_mask, tokens, token_mask, state, state_mask, action_dim_mask,
                        noise=None, num_steps: Optional[int] = None, dataset: Optional[str] = None,
                        generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Normalized actions [B, H, A] (padded dims 0); with ``dataset`` the un-normalized actions of that
-        dataset's embodiment [B, H, action_dim] (see :meth:`unnormalize_actions`). Accepts numpy or torch.
+        """Normalized actions [B, H, A] (padded dims 0, or integrated noise with ``openpi_semantics``); with
+        ``dataset`` the un-normalized actions of that dataset's embodiment [B, H, action_dim] (see :meth:`unnormalize_actions`). Accepts numpy or torch.
         Flow head: ``noise`` [B, H, A] (drawn from ``generator`` when None), ``num_steps`` Euler steps
         (default: config). Discrete head: greedy decoding; ``noise`` and ``num_steps`` are ignored."""
         images, image_mask, tokens, token_mask, state, state_mask, action_dim_mask = (
@@ -392,16 +393,19 @@ class VLAPolicy(nn.Module):
 
     def sample_flow(self, images, image_mask, tokens, token_mask, state, state_mask, action_dim_mask, noise,
                     num_steps: int) -> torch.Tensor:
-        """KV-cached Euler sampling from t = 1 (noise) to t = 0 (traceable: used as is by the ONNX export)."""
+        """KV-cached Euler sampling from t = 1 (noise) to t = 0 (traceable: used as is by the ONNX export).
+        ``openpi_semantics``: padded dims keep their noise and t is accumulated (``t = t + dt``), as in JAX."""
         state = torch.where(state_mask, state, torch.zeros_like(state))
         prefix = self.encode_prefix(images, image_mask, tokens, token_mask, state)
-        dim_mask = action_dim_mask[:, None, :]
+        dim_mask = (torch.ones_like(action_dim_mask) if self.openpi else action_dim_mask)[:, None, :]
         x_t = torch.where(dim_mask, noise.float(), torch.zeros_like(noise.float()))
         dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32)
+        t_acc = torch.tensor(1.0, dtype=torch.float32)
         for i in range(num_steps):
-            t = 1.0 + torch.tensor(float(i), dtype=torch.float32) * dt
+            t = t_acc if self.openpi else 1.0 + torch.tensor(float(i), dtype=torch.float32) * dt
             v = self.suffix_velocity(state, x_t, t, prefix)
             x_t = torch.where(dim_mask, x_t + dt * v, torch.zeros_like(x_t))
+            t_acc = t_acc + dt
         return x_t
 
     def greedy_decode(self, images, image_mask, tokens, token_mask, state, state_mask, num_tokens: int):

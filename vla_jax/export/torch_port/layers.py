@@ -74,9 +74,11 @@ def make_attn_mask(mask: torch.Tensor, ar: torch.Tensor) -> torch.Tensor:
     return (cum[:, None, :] <= cum[:, :, None]) & mask[:, None, :] & mask[:, :, None]
 
 
-def posemb_sincos(t: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
-    """Sine-cosine embedding of the flow time. t: [B] (or scalar) float32 -> [B, dim] (or [dim])."""
+def posemb_sincos(t: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0,
+                  openpi: bool = False) -> torch.Tensor:
+    """Sine-cosine embedding of the flow time. t: [B] (or scalar) float32 -> [B, dim] (or [dim]).
+    ``openpi``: the angle written as openpi writes it (``t * (1 / period * 2 pi)``)."""
     fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float32)
     period = min_period * (max_period / min_period) ** fraction
-    angle = t.float()[..., None] * (2 * math.pi / period)
+    angle = t.float()[..., None] * ((1.0 / period * 2 * math.pi) if openpi else (2 * math.pi / period))
     return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
