@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import traverse_util
 
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")  # openpi's pi0 camera order
 LOSS_RTOL = 1e-4  # openpi's own loss from recorded noise / time differs by up to 2.3e-5 near t = 0 or 1
@@ -126,25 +127,14 @@ RULES = _rules()
 
 
 # ----------------------------------------------------------------------------------------- trees
-def flatten(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict) -> dict:
     """Nested dict -> ``{"a/b/c": leaf}``."""
-    out = {}
-    for k, v in tree.items():
-        name = f"{prefix}{k}"
-        out |= flatten(v, name + "/") if isinstance(v, dict) else {name: v}
-    return out
+    return traverse_util.flatten_dict(tree, sep="/")
 
 
 def unflatten(flat: dict) -> dict:
     """``{"a/b/c": leaf}`` -> nested dict."""
-    out: dict = {}
-    for name, v in flat.items():
-        *parents, leaf = name.split("/")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = v
-    return out
+    return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def _flat(tree: dict) -> dict:
