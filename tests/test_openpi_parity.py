@@ -1,5 +1,5 @@
 """openpi pi0 interop: the name map (fixture and full size), exact round trips, parity with openpi's own outputs
-on /work/shared/fixtures/openpi/pi0_dummy.npz, the checkpoint importer and the parity tool."""
+on ../shared/fixtures/openpi/pi0_dummy.npz, the checkpoint importer and the parity tool."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from vla_jax.interop import openpi
 from vla_jax.models import vla
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURES = "/work/shared/fixtures/openpi"
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "fixtures",
+                        "openpi")  # shared/ lies beside the repository
 PI0 = os.path.join(FIXTURES, "pi0_dummy.npz")
 NAMES = os.path.join(FIXTURES, "openpi_param_names_pi0.txt")
 pytestmark = pytest.mark.skipif(not os.path.isfile(PI0), reason=f"{PI0} not available")

@@ -1,7 +1,7 @@
 """Checks vla_jax against an openpi reference fixture: converts its parameters as tools/import_openpi.py does,
 runs the pi0 core with ``openpi_semantics`` and prints one line per output (max abs and relative diff).
 
-    python tools/check_parity.py --fixture=/work/shared/fixtures/openpi/pi0_dummy.npz
+    python tools/check_parity.py --fixture=../shared/fixtures/openpi/pi0_dummy.npz
 
 Exit 0 when every output is within tolerance (1e-5 absolute; the loss 1e-4 relative), 1 when one is not,
 2 (one line on stderr) when the fixture cannot be converted.

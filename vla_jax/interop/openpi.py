@@ -361,7 +361,7 @@ def import_checkpoint(ckpt: str, out: str, asset_id: str | None = None, dataset:
 # ----------------------------------------------------------------------------------------- fixtures / parity
 @dataclasses.dataclass
 class Fixture:
-    """An openpi reference fixture (/work/shared/fixtures/openpi/README.md format): params, inputs, outputs."""
+    """An openpi reference fixture (../shared/fixtures/openpi/README.md format): params, inputs, outputs."""
 
     params: dict  # flat openpi names -> array
     inputs: dict  # "image/base_0_rgb", "tokens", ...
