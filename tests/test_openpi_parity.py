@@ -228,3 +228,76 @@ def test_export_of_the_imported_run_passes_its_parity_gate(imported, tmp_path):
                           env={**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert os.path.isfile(tmp_path / "export" / "model.safetensors")
+
+
+# ----------------------------------------------------------------------------------------- export back to openpi
+def _export(workdir, out, *flags):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools/export.py"), f"--workdir={workdir}",
+                           f"--out={out}", "--format=openpi", *flags],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"})
+
+
+def test_openpi_export_gives_back_the_imported_checkpoint(imported, fixture, tmp_path):
+    """openpi layout -> import_openpi -> export --format=openpi: every array bit for bit (name, shape, float32),
+    norm_stats.json equal to the original (openpi's std, not the shifted one), under the dataset's name."""
+    import orbax.checkpoint as ocp
+    from etils import epath
+
+    ckpt, run, _ = imported
+    out = tmp_path / "openpi_out"
+    proc = _export(run, out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "norm stats: aloha" in proc.stdout
+    handler = ocp.PyTreeCheckpointHandler()
+    path = epath.Path(out / "params")
+    tree = handler.metadata(path).tree
+    assert set(tree) == {"params"}
+    target = {"params": jax.tree.map(lambda _: 0, tree["params"])}
+    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+    got = openpi.flatten(handler.restore(path, args=ocp.args.PyTreeRestore(item=target, restore_args=args))["params"])
+    handler.close()
+    assert set(got) == set(fixture.params)
+    for name, want in fixture.params.items():
+        assert (got[name].shape, got[name].dtype) == (want.shape, np.dtype(np.float32)), name
+        assert got[name].tobytes() == want.tobytes(), name
+    assert os.listdir(out / "assets") == ["aloha"]
+    with open(os.path.join(ckpt, "assets", "trossen", "norm_stats.json")) as f, \
+            open(out / "assets" / "aloha" / "norm_stats.json") as g:
+        assert json.load(g) == json.load(f)
+
+
+def test_openpi_norm_stats_of_a_trained_dataset_normalize_alike():
+    """Without ``std_openpi`` the std shift is undone by arithmetic: openpi's (x - mean) / (std + 1e-6) equals
+    vla_jax's; a dataset vla_jax normalizes otherwise (bounds_q99, masked dims) is refused in one line."""
+    from vla_jax.data.norm_stats import Normalizer
+
+    rng = np.random.default_rng(2)
+    keys = ("mean", "std", "min", "max", "q01", "q99")
+    stats = {ours: {k: rng.uniform(0.5, 1.5, 6).tolist() for k in keys} for ours in ("state", "action")}
+    stats["action_normalization"] = "normal"
+    theirs = openpi.to_openpi_norm_stats(stats, "d")
+    assert set(theirs) == {"state", "actions"} and set(theirs["actions"]) == set(openpi.NORM_KEYS)
+    x = rng.normal(size=(4, 6))
+    openpi_norm = (x - np.asarray(theirs["actions"]["mean"])) / (np.asarray(theirs["actions"]["std"]) + 1e-6)
+    np.testing.assert_allclose(Normalizer(stats["action"], "normal")(x), openpi_norm, rtol=1e-6, atol=1e-6)
+    with pytest.raises(openpi.OpenpiError, match=r"^dataset 'd' normalizes action with 'bounds_q99'; [^\n]*$"):
+        openpi.to_openpi_norm_stats({k: v for k, v in stats.items() if k != "action_normalization"}, "d")
+    with pytest.raises(openpi.OpenpiError, match=r"^dataset 'd' leaves state dims \[5\] unnormalized[^\n]*$"):
+        openpi.to_openpi_norm_stats({**stats, "state_norm_mask": [True] * 5 + [False]}, "d")
+
+
+def test_openpi_export_refuses_other_models_and_datasets_in_one_line(imported, tmp_path):
+    from test_export_helpers import make_run
+
+    from vla_jax.export.package import ExportError, export
+
+    workdir, _ = make_run("flow")  # the debug preset: vla_jax's flow semantics, add-ons
+    with pytest.raises(ExportError, match=r"^preset 'debug' has no openpi counterpart: config.model.openpi_semantics "
+                                          r"is off[^\n]*$"):
+        export(workdir, str(tmp_path / "a"), fmt="openpi", log=lambda *a: None)
+    _, run, _ = imported
+    proc = _export(run, tmp_path / "b", "--dataset=bridge")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "--dataset=bridge has no state and action norm stats" in proc.stderr and "aloha" in proc.stderr
+    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")

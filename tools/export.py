@@ -1,11 +1,14 @@
-"""Exports a training checkpoint for deployment: PyTorch (safetensors) and/or ONNX, with a parity check.
+"""Exports a training checkpoint: PyTorch (safetensors) and/or ONNX with a parity check, or openpi's layout.
 
     python tools/export.py --workdir=runs/debug --out=exports/debug --format=all
     python tools/export.py --workdir=runs/small --step=20000 --ema --out=exports/small --dtype=bfloat16
+    python tools/export.py --workdir=runs/pi0_ft --out=exports/pi0_openpi --format=openpi [--dataset=aloha]
 
 Reads parameters only (no optimizer state, no device mesh), so checkpoints saved sharded over any number
 of devices export on one CPU. The folder is written only if every parameter is finite and the exported
-model reproduces the (finite) JAX actions within --tolerance (float32). Errors are one line on stderr, exit code 2.
+model reproduces the (finite) JAX actions within --tolerance (float32). --format=openpi (pi0 runs with
+openpi_semantics) writes params/ (orbax {"params": ...}) and assets/<dataset>/norm_stats.json as openpi reads
+them, exactly converted (no parity gate). Errors are one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ def parse(argv):
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     p.add_argument("--ema", action="store_true", help="export the EMA parameters")
-    p.add_argument("--format", default="all", help="pytorch | onnx | all")
+    p.add_argument("--format", default="all", help="pytorch | onnx | all | openpi")
     p.add_argument("--dtype", default="float32", help="weights dtype of model.safetensors: float32 | bfloat16")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     p.add_argument("--num_steps", type=int, default=None, help="flow steps baked into policy.onnx (default: config)")
     p.add_argument("--tokenizer", default=None, help="SentencePiece .model (default: the run's)")
+    p.add_argument("--dataset", default=None, help="--format=openpi: the one dataset whose norm stats to write "
+                   "(default: every robot dataset)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max float32 action difference vs JAX")
     return p.parse_args(argv)
 
@@ -39,7 +44,8 @@ def main(argv=None) -> int:
 
     try:
         export(args.workdir, args.out, step=args.step, ema=args.ema, fmt=args.format, dtype=args.dtype,
-               opset=args.opset, num_steps=args.num_steps, tokenizer=args.tokenizer, tolerance=args.tolerance)
+               opset=args.opset, num_steps=args.num_steps, tokenizer=args.tokenizer, tolerance=args.tolerance,
+               dataset=args.dataset)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2

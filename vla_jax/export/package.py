@@ -10,6 +10,11 @@ Folder layout (``--format=all``)::
     tokenizer.model     the SentencePiece tokenizer the model was trained with (when found)
     README.md           model card: preset, training steps, data mixture, parity figures
 
+``--format=openpi`` writes the run in openpi's checkpoint layout instead (:func:`export_openpi`)::
+
+    params/                             orbax PyTree checkpoint {"params": <openpi's nested pi0 params>}, float32
+    assets/<dataset>/norm_stats.json    openpi's {"norm_stats": {"state": ..., "actions": ...}} per robot dataset
+
 Checkpoints are read and written by ``vla_jax/train/checkpoint.py``: :func:`export` reads the parameters of
 one step with its ``load_params``, :func:`import_torch` writes a params-only step with its ``write_checkpoint``
 (a new run starts from it with ``config.init.from_checkpoint``).
@@ -34,7 +39,7 @@ from vla_jax.export import torch_port as tp
 from vla_jax.models.vla import make_config
 from vla_jax.train.checkpoint import CheckpointError, available_steps, load_params, write_checkpoint
 
-FORMATS = ("pytorch", "onnx", "all")
+FORMATS = ("pytorch", "onnx", "all", "openpi")
 TOKENIZER_FILE = "tokenizer.model"
 MAX_ONNX_DECODE_STEPS = 512  # the discrete ONNX graph unrolls H * A greedy steps (debug: 112, pi0: 1600)
 
@@ -118,16 +123,23 @@ def enrich_norm_stats(norm_stats: dict | None, config: dict) -> dict | None:
 def export(workdir: str, out: str, *, step: int | None = None, ema: bool = False, fmt: str = "all",
            dtype: str = "float32", opset: int | None = None, num_steps: int | None = None,
            tokenizer: str | None = None, tolerance: float = parity_lib.TOLERANCE_F32, seeds=(0, 1),
-           log=print) -> dict:
+           dataset: str | None = None, log=print) -> dict:
     """Exports a checkpoint to ``out``; returns the export report (also in config.json["export"]).
 
     Non-finite parameters are refused when read (:func:`vla_jax.train.checkpoint.load_params`). The folder is written to
     ``out.tmp-<pid>`` and renamed into place only if every action is finite and every float32 parity figure
-    is within ``tolerance``."""
+    is within ``tolerance``. ``fmt="openpi"`` goes to :func:`export_openpi` (``dataset``: the one robot dataset
+    whose norm stats it writes)."""
     import torch
 
     if fmt not in FORMATS:
         raise ExportError(f"--format={fmt} must be one of {', '.join(FORMATS)}")
+    if fmt == "openpi":
+        if dtype != "float32":
+            raise ExportError(f"--dtype={dtype}: --format=openpi writes the float32 params as read")
+        return export_openpi(workdir, out, step=step, ema=ema, dataset=dataset, log=log)
+    if dataset is not None:
+        raise ExportError(f"--dataset={dataset} applies to --format=openpi (the other formats keep every dataset)")
     if dtype not in tp.DTYPES:
         raise ExportError(f"--dtype={dtype} must be one of {', '.join(tp.DTYPES)}")
     want_torch, want_onnx = fmt in ("pytorch", "all"), fmt in ("onnx", "all")
@@ -224,6 +236,50 @@ def export(workdir: str, out: str, *, step: int | None = None, ema: bool = False
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"[export] wrote {out} in {time.perf_counter() - t0:.1f}s")
+    return report
+
+
+def export_openpi(workdir: str, out: str, *, step: int | None = None, ema: bool = False,
+                  dataset: str | None = None, log=print) -> dict:
+    """Writes a checkpoint of a ``pi0`` run (``openpi_semantics``, no add-ons) in openpi's layout
+    (:func:`vla_jax.interop.openpi.write_checkpoint`): ``out/params`` and ``out/assets/<name>/norm_stats.json`` for
+    every robot dataset of the checkpoint's norm stats, or only ``dataset``. No parity gate: the conversion is a
+    pure re-layout, which the writer verifies exact. Written to ``out.tmp-<pid>``, renamed into place; returns the
+    report. ExportError (one line) for another model, a dataset openpi cannot normalize, a missing ``dataset``."""
+    from vla_jax.interop import openpi
+
+    params_dir = os.path.join(out, "params")
+    if os.path.exists(out) and os.listdir(out) and not os.path.isfile(os.path.join(params_dir, "_METADATA")):
+        raise ExportError(f"--out={out} exists and is not an openpi export; choose an empty or new directory")
+    t0 = time.perf_counter()
+    try:
+        ck = load_params(workdir, step, ema)
+    except CheckpointError as e:
+        raise ExportError(str(e)) from None
+    tmp = f"{os.path.abspath(out).rstrip('/')}.tmp-{os.getpid()}"
+    try:
+        openpi.check_model(ck.config["model"], ck.config.get("preset"))
+        stats = openpi.robot_datasets(enrich_norm_stats(ck.norm_stats, ck.config))
+        if dataset is not None:
+            if dataset not in stats:
+                raise ExportError(f"--dataset={dataset} has no state and action norm stats in {ck.path} (robot "
+                                  f"datasets: {', '.join(stats) or 'none'})")
+            stats = {dataset: stats[dataset]}
+        assets = {name: openpi.to_openpi_norm_stats(s, name) for name, s in stats.items()}
+        shutil.rmtree(tmp, ignore_errors=True)
+        num_params = openpi.write_checkpoint(tmp, ck.params, assets)
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except openpi.OpenpiError as e:
+        raise ExportError(str(e)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report = {"preset": ck.config.get("preset"), "step": ck.step, "ema": ema, "source": os.path.abspath(ck.path),
+              "formats": ["openpi"], "num_params": num_params, "datasets": sorted(assets)}
+    log(f"[export] {ck.path}: preset {ck.config.get('preset', '?')}, {'EMA' if ema else 'raw'} params -> openpi "
+        f"layout {out} ({num_params:,} values; norm stats: {', '.join(sorted(assets)) or 'none'}) "
+        f"in {time.perf_counter() - t0:.1f}s")
     return report
 
 

@@ -1,4 +1,4 @@
-"""openpi pi0 <-> vla_jax: parameter names and layouts, checkpoint import, parity against openpi fixtures.
+"""openpi pi0 <-> vla_jax: parameter names and layouts, checkpoint import / export, parity against openpi fixtures.
 
 openpi's params tree (``PaliGemma/img/...``, ``PaliGemma/llm/...`` with ``_1`` for the action expert,
 ``state_proj``, ``action_in_proj``, ``action_time_mlp_in/out``, ``action_out_proj``) maps one-to-one onto the
@@ -356,6 +356,95 @@ def import_checkpoint(ckpt: str, out: str, asset_id: str | None = None, dataset:
     return ImportReport(ckpt=ckpt, out=out, num_params=int(sum(v.size for v in theirs.values())),
                         mapped=[(ours, sources) for ours, (sources, _, _) in RULES.items()], sizes=infer_model(theirs),
                         norm_stats=note)
+
+
+# ----------------------------------------------------------------------------------------- export
+NORM_DEFAULTS = {"action": "bounds_q99", "state": "normal"}  # vla_jax's method where a stats entry names none
+
+
+def check_model(model: dict, preset: str | None = None) -> None:
+    """Raises OpenpiError (one line) unless a saved ``config.model`` is a model openpi's pi0 computes: the flow head
+    with ``openpi_semantics`` and no add-ons (the parameter names are checked by :func:`to_openpi`)."""
+    why = f"preset {preset!r} has no openpi counterpart"
+    if model.get("action_head", "flow") != "flow":
+        raise OpenpiError(f"{why}: config.model.action_head={model['action_head']!r} (openpi's pi0 is a flow model)")
+    if not model.get("openpi_semantics", False):
+        raise OpenpiError(f"{why}: config.model.openpi_semantics is off (its flow head is not openpi's; only the pi0 "
+                          "preset and imported openpi runs convert)")
+    if model.get("addons"):
+        raise OpenpiError(f"{why}: config.model.addons={list(model['addons'])} (openpi's pi0 has no add-ons)")
+
+
+def robot_datasets(norm_stats: dict | None) -> dict[str, dict]:
+    """The entries of a checkpoint's norm stats item that carry both ``state`` and ``action`` statistics."""
+    return {name: s for name, s in (norm_stats or {}).items()
+            if isinstance(s, dict) and isinstance(s.get("state"), dict) and isinstance(s.get("action"), dict)}
+
+
+def to_openpi_norm_stats(stats: dict, dataset: str) -> dict:
+    """One robot dataset's entry of vla_jax's checkpoint norm stats -> openpi's ``{"state": {mean, std, q01, q99},
+    "actions": {...}}``, the inverse of :func:`convert_norm_stats`: ``std`` is ``std_openpi`` where present (an
+    imported entry, exact), else vla_jax's ``std + 1e-8 - 1e-6`` (so openpi's ``(x - mean) / (std + 1e-6)`` equals
+    vla_jax's ``(x - mean) / (std + 1e-8)``). Raises OpenpiError (one line) for a quantity vla_jax does not z-score
+    on every dim: openpi's pi0 z-scores all of them."""
+    out = {}
+    for ours, theirs in (("state", "state"), ("action", "actions")):
+        method = stats.get(f"{ours}_normalization", NORM_DEFAULTS[ours])
+        if method != "normal":
+            raise OpenpiError(f"dataset '{dataset}' normalizes {ours} with {method!r}; openpi's pi0 z-scores "
+                              "(normal) only")
+        mask = stats.get(f"{ours}_norm_mask")
+        if mask is not None and not all(mask):
+            raise OpenpiError(f"dataset '{dataset}' leaves {ours} dims {[i for i, m in enumerate(mask) if not m]} "
+                              "unnormalized; openpi's pi0 normalizes every dim")
+        block = stats[ours]
+        missing = [k for k in NORM_KEYS if block.get(k) is None]
+        if missing:
+            raise OpenpiError(f"dataset '{dataset}' {ours} statistics lack {', '.join(missing)}")
+        std = block.get("std_openpi")
+        if std is None:
+            std = (np.asarray(block["std"], np.float64) + VLA_STD_EPS - OPENPI_STD_EPS).tolist()
+        out[theirs] = {"mean": list(block["mean"]), "std": list(std), "q01": list(block["q01"]),
+                       "q99": list(block["q99"])}
+    return out
+
+
+def write_checkpoint(out: str, variables: dict, norm_stats: dict[str, dict]) -> int:
+    """vla_jax model variables ``{"params": ...}`` of a ``pi0`` core -> openpi's checkpoint layout at ``out``, the
+    one :func:`import_checkpoint` reads: ``out/params`` (orbax PyTree checkpoint ``{"params": <openpi nested>}``,
+    float32) and ``out/assets/<name>/norm_stats.json`` (``{"norm_stats": ...}``) for each ``name`` of
+    ``norm_stats`` (openpi blocks, :func:`to_openpi_norm_stats`).
+
+    Verified without reading the arrays back: :func:`to_vla_jax` of the openpi tree gives back every vla_jax array
+    bit for bit, and the written checkpoint's metadata lists every openpi name with its shape as float32.
+    Returns the number of values written. Raises OpenpiError (one line) for variables that do not convert."""
+    import orbax.checkpoint as ocp
+    from etils import epath
+
+    ours = {k: np.asarray(v, np.float32) for k, v in flatten(variables["params"] if set(variables) == {"params"}
+                                                             else variables).items()}
+    theirs = {k: np.ascontiguousarray(v) for k, v in flatten(to_openpi({"params": unflatten(ours)})).items()}
+    back = flatten(to_vla_jax(theirs)["params"])
+    for name, value in ours.items():
+        if not np.array_equal(back[name], value):
+            raise OpenpiError(f"vla_jax parameter {name} does not survive openpi's layout and back")
+    path = os.path.join(os.path.abspath(out), "params")
+    ocp.PyTreeCheckpointer().save(path, {"params": unflatten(theirs)})
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+        written = {k: (tuple(m.shape), np.dtype(m.dtype)) for k, m in
+                   flatten(handler.metadata(epath.Path(path)).tree["params"]).items()}
+    finally:
+        handler.close()
+    want = {k: (v.shape, np.dtype(np.float32)) for k, v in theirs.items()}
+    if written != want:
+        name = next(k for k in sorted(set(written) | set(want)) if written.get(k) != want.get(k))
+        raise OpenpiError(f"{path}: openpi parameter {name} is written as {written.get(name)}, not {want.get(name)}")
+    for name, stats in norm_stats.items():
+        os.makedirs(os.path.join(out, "assets", name), exist_ok=True)
+        with open(os.path.join(out, "assets", name, "norm_stats.json"), "w") as f:
+            json.dump({"norm_stats": stats}, f, indent=2)
+    return int(sum(v.size for v in theirs.values()))
 
 
 # ----------------------------------------------------------------------------------------- fixtures / parity
