@@ -153,10 +153,7 @@ def export(workdir: str, out: str, *, step: int | None = None, ema: bool = False
         raise ExportError(f"--out={out} exists and is not an exported folder; choose an empty or new directory")
 
     t0 = time.perf_counter()
-    try:
-        ck = load_params(workdir, step, ema)
-    except CheckpointError as e:
-        raise ExportError(str(e)) from None
+    ck = _read(workdir, step, ema)
     cfg = model_config(ck.config)
     if want_onnx and cfg.action_head == "discrete" and cfg.num_action_tokens > MAX_ONNX_DECODE_STEPS:
         raise ExportError(f"preset {ck.config.get('preset')!r}: the discrete-head ONNX graph unrolls "
@@ -239,6 +236,14 @@ def export(workdir: str, out: str, *, step: int | None = None, ema: bool = False
     return report
 
 
+def _read(workdir: str, step: int | None, ema: bool):
+    """:func:`load_params`, its CheckpointError as an ExportError (one line)."""
+    try:
+        return load_params(workdir, step, ema)
+    except CheckpointError as e:
+        raise ExportError(str(e)) from None
+
+
 def export_openpi(workdir: str, out: str, *, step: int | None = None, ema: bool = False,
                   dataset: str | None = None, log=print) -> dict:
     """Writes a checkpoint of a ``pi0`` run (``openpi_semantics``, no add-ons) in openpi's layout
@@ -252,10 +257,7 @@ def export_openpi(workdir: str, out: str, *, step: int | None = None, ema: bool 
     if os.path.exists(out) and os.listdir(out) and not os.path.isfile(os.path.join(params_dir, "_METADATA")):
         raise ExportError(f"--out={out} exists and is not an openpi export; choose an empty or new directory")
     t0 = time.perf_counter()
-    try:
-        ck = load_params(workdir, step, ema)
-    except CheckpointError as e:
-        raise ExportError(str(e)) from None
+    ck = _read(workdir, step, ema)
     tmp = f"{os.path.abspath(out).rstrip('/')}.tmp-{os.getpid()}"
     try:
         openpi.check_model(ck.config["model"], ck.config.get("preset"))
