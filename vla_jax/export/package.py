@@ -29,7 +29,6 @@ import shutil
 import time
 
 import ml_collections
-import numpy as np
 
 from vla_jax.config import load_config
 from vla_jax.data.specs import get_spec

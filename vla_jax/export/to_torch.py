@@ -94,13 +94,9 @@ def _jsonable(value):
     return [_jsonable(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def _hashable(value):
-    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
-
-
 def config_from_dict(d: dict):
     """``config.json`` -> VLAConfig (imports the JAX model package)."""
-    from vla_jax.models.addons import AddonSpec
+    from vla_jax.models.addons import AddonSpec, hashable
     from vla_jax.models.gemma import DecoderConfig, ExpertConfig
     from vla_jax.models.vit import ViTConfig
     from vla_jax.models.vla import VLAConfig
@@ -109,7 +105,7 @@ def config_from_dict(d: dict):
     dec["experts"] = tuple(ExpertConfig(**e) for e in dec["experts"])
     fields = {f.name for f in dataclasses.fields(VLAConfig)}
     rest = {k: v for k, v in d.items() if k in fields and k not in ("vit", "decoder", "addons")}
-    addons = tuple(AddonSpec(a["name"], tuple((k, _hashable(v)) for k, v in a["kwargs"])) for a in d.get("addons", ()))
+    addons = tuple(AddonSpec(a["name"], tuple((k, hashable(v)) for k, v in a["kwargs"])) for a in d.get("addons", ()))
     return VLAConfig(vit=ViTConfig(**d["vit"]), decoder=DecoderConfig(**dec), addons=addons, **rest)
 
 

@@ -17,7 +17,8 @@ readout_proj/{w,b}                       prefix_readout/proj/{w,b}
 from __future__ import annotations
 
 import re
-from typing import Any
+
+from flax import traverse_util
 
 PARAM_RENAMES = (
     (r"^img/stem/keypoint_conv_([wb])$", r"keypoints/conv_\1"),
@@ -42,22 +43,8 @@ def rename(path: str) -> str:
 
 def upgrade_params(tree: dict) -> dict:
     """A nested parameter dict (below ``params``) of either layout -> the add-on layout."""
-    out: dict[str, Any] = {}
-
-    def walk(node: dict, prefix: str) -> None:
-        for key, value in node.items():
-            path = f"{prefix}/{key}" if prefix else str(key)
-            if isinstance(value, dict):
-                walk(value, path)
-            else:
-                *parents, leaf = rename(path).split("/")
-                d = out
-                for p in parents:
-                    d = d.setdefault(p, {})
-                d[leaf] = value
-
-    walk(tree, "")
-    return out
+    flat = traverse_util.flatten_dict(tree, sep="/")
+    return traverse_util.unflatten_dict({rename(path): value for path, value in flat.items()}, sep="/")
 
 
 def is_flat(model: dict) -> bool:

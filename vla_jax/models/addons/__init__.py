@@ -39,9 +39,10 @@ class AddonSpec:
         return REGISTRY[self.name](model=model_cfg, **dict(self.kwargs), **module_kwargs)
 
 
-def _hashable(value):
+def hashable(value):
+    """A config value with lists and tuples (nested) as tuples, so an AddonSpec hashes."""
     if isinstance(value, (list, tuple)):
-        return tuple(_hashable(v) for v in value)
+        return tuple(hashable(v) for v in value)
     return value
 
 
@@ -61,7 +62,7 @@ def parse_specs(texts: Sequence[str]) -> tuple[AddonSpec, ...]:
                               f"{name}(k=v)")
         if any(s.name == name for s in specs):
             raise ConfigError(f"add-on {name!r} is listed twice in config.model.addons")
-        specs.append(AddonSpec(name, tuple(sorted((k, _hashable(v)) for k, v in kwargs.items()))))
+        specs.append(AddonSpec(name, tuple(sorted((k, hashable(v)) for k, v in kwargs.items()))))
     return tuple(specs)
 
 

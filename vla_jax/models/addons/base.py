@@ -21,7 +21,6 @@ them (``addons``) and look it up by type.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
@@ -83,7 +82,3 @@ def find(addons: Sequence[Addon], cls: type) -> Any:
     """The add-on of type ``cls`` among ``addons``, or None."""
     return next((a for a in addons if isinstance(a, cls)), None)
 
-
-def replace_model(addon: Addon, **changes):
-    """The core config of ``addon`` with top-level ``changes`` (dataclasses.replace)."""
-    return dataclasses.replace(addon.model, **changes)
