@@ -438,3 +438,13 @@ def test_error_discrete_onnx_too_long(tmp_path, capsys):
     meta.write_text(json.dumps(config))
     rc, err = run_cli(capsys, [f"--workdir={big}", f"--out={tmp_path / 'o'}", "--format=onnx"])
     assert_one_line(rc, err, "1000 decoding steps", "--format=pytorch")
+
+
+def test_folders_of_the_flat_layout_are_refused_with_a_re_export_hint():
+    folder, _ = exported("flow")
+    with open(os.path.join(folder, tp.CONFIG_FILE)) as f:
+        config = json.load(f)
+    tp.check_config(config)  # today's folder loads
+    flat = {**config, "format_version": 1, "readout": True, "location_grid": 8}
+    with pytest.raises(tp.UnsupportedModelError, match=r"format_version 1 keeps add-ons as model fields; re-export"):
+        tp.check_config(flat)
