@@ -8,20 +8,32 @@ bf16 costs) and PyTorch-bf16 vs JAX run in bf16 (implementation agreement at tha
 
 NaN-safe: a non-finite action from any runtime (the JAX references included) raises ParityError at once,
 and a non-finite difference fails :func:`check` whatever the tolerance (a NaN never compares greater than it).
+
+openpi fixtures (``vla_jax/interop/openpi.py``, ``tools/check_parity.py --backend=torch|onnx``):
+:func:`fixture_outputs` runs a fixture's inputs through the PyTorch policy or onnxruntime and returns the
+counterparts of openpi's recorded outputs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import tempfile
+from typing import TYPE_CHECKING, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import torch
+from torch import nn
 
+from vla_jax.export import to_onnx
 from vla_jax.export import torch_port as tp
-from vla_jax.export.to_onnx import run_onnx
 from vla_jax.models import vla
+
+if TYPE_CHECKING:
+    from vla_jax.interop.openpi import Fixture
 
 OBS_KEYS = ("images", "image_mask", "tokens", "token_mask", "state", "state_mask", "action_dim_mask")
 DEFAULT_INSTRUCTION = "pick up the red block and place it in the bowl"
@@ -108,7 +120,7 @@ def torch_actions(policy: tp.VLAPolicy, inputs: dict, num_steps: int | None = No
 
 
 def onnx_actions(session, inputs: dict) -> np.ndarray:
-    return run_onnx(session, inputs)
+    return to_onnx.run_onnx(session, inputs)
 
 
 # ----------------------------------------------------------------------------------------- measure
@@ -176,3 +188,91 @@ def check(figures: dict, tolerance: float = TOLERANCE_F32) -> None:
         desc = ", ".join(f"{k}={v:.2e}" for k, v in bad.items())
         raise ParityError(f"parity check failed: max abs action difference vs JAX {desc} > {tolerance:.0e} "
                           "(float32); the folder was not written")
+
+
+# ----------------------------------------------------------------------------------------- openpi fixtures
+BACKENDS = ("torch", "onnx")
+PROBE_INPUTS = ("images", "image_mask", "tokens", "token_mask", "state", "x_t", "t")
+PROBE_OUTPUTS = ("prefix_tokens", "prefix_mask", "velocity", "velocity_cached")
+
+
+class FixtureProbe(nn.Module):
+    """The flow policy's intermediate outputs, traced as is for onnxruntime: images [B, C, R, R, 3], image_mask
+    [B, C], tokens [B, L], token_mask [B, L], state [B, S] (padded dims zeroed), x_t [B, H, A], t [B] ->
+    prefix tokens [B, P, D], prefix mask [B, P], float32 velocity [B, H, A] from one joint pass over prefix +
+    suffix and through the prefix KV cache."""
+
+    def __init__(self, policy: tp.VLAPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, images, image_mask, tokens, token_mask, state, x_t, t):
+        p = self.policy
+        prefix = p.encode_prefix(images, image_mask, tokens, token_mask, state)
+        return (prefix.tokens, prefix.mask, p.full_velocity(state, x_t, t, prefix),
+                p.suffix_velocity(state, x_t, t, prefix))
+
+
+Probe = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]  # (x_t, t) -> PROBE_OUTPUTS
+
+
+def fixture_outputs(policy: tp.VLAPolicy, batch: dict, fixture: "Fixture", backend: str) -> dict[str, np.ndarray]:
+    """The PyTorch (``backend="torch"``) or onnxruntime (``"onnx"``) counterparts of an openpi fixture's outputs,
+    as ``vla_jax.interop.openpi.model_outputs`` gives JAX's: prefix_tokens / prefix_mask, velocity (one joint pass)
+    and velocity_cached (prefix KV cache) at ``in/x_t``, ``in/t``; loss [B, H], openpi's mean over all action dims
+    of ``(v - u)^2`` with the cached velocity at the fixture's ``loss_noise`` / ``loss_time`` (the port has no loss
+    of its own); sampled [B, H, A] from ``in/noise`` (``sample_actions``; onnx: the exported ``policy.onnx``).
+    ``policy``: float32, ``openpi_semantics`` on; ``batch``: :meth:`Fixture.batch`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+    obs = {k: batch[k] for k in OBS_KEYS}
+    obs["state"] = np.where(obs["state_mask"], obs["state"], 0.0).astype(np.float32)
+    x_t, t = fixture.inputs["x_t"], fixture.inputs["t"]
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = _probe(policy, _probe_inputs(obs, x_t, t), backend, tmp)
+        out = probe(x_t, t)
+        if "loss_noise" in fixture.outputs:
+            out["loss"] = _loss(probe, batch["actions"], fixture.outputs["loss_noise"], fixture.outputs["loss_time"])
+        out["sampled"] = _sampled(policy, obs, fixture.inputs["noise"], backend, tmp)
+    return out
+
+
+def _loss(probe: Probe, actions: np.ndarray, noise: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """openpi's per-step flow loss [B, H] from the probe's cached velocity (``x_t = t noise + (1 - t) actions``)."""
+    tt = t.astype(np.float32)[:, None, None]
+    x_t = (tt * noise + (1.0 - tt) * actions).astype(np.float32)
+    v = probe(x_t, t)["velocity_cached"]
+    return np.square(v - (noise - actions)).mean(axis=-1)
+
+
+def _probe_inputs(obs: dict, x_t: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+    """:data:`PROBE_INPUTS` as numpy in the graph's dtypes."""
+    return {**{k: np.asarray(obs[k]).astype(to_onnx.INPUT_DTYPES[k]) for k in PROBE_INPUTS[:5]},
+            "x_t": np.asarray(x_t, np.float32), "t": np.asarray(t, np.float32)}
+
+
+def _probe(policy: tp.VLAPolicy, example: dict, backend: str, tmp: str) -> Probe:
+    """(x_t, t) -> :data:`PROBE_OUTPUTS` through :class:`FixtureProbe` in PyTorch, or traced on ``example``
+    (:func:`_probe_inputs`) into ``tmp`` and run by onnxruntime."""
+    graph = FixtureProbe(policy)
+    feed = lambda x_t, t: _probe_inputs(example, x_t, t)  # noqa: E731
+    if backend == "onnx":
+        session = to_onnx.onnx_session(to_onnx.trace(graph, example, list(PROBE_OUTPUTS),
+                                                     os.path.join(tmp, "probe.onnx")))
+        return lambda x_t, t: dict(zip(PROBE_OUTPUTS, session.run(list(PROBE_OUTPUTS), feed(x_t, t))))
+
+    def run(x_t: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            outs = graph(*(torch.from_numpy(v) for v in feed(x_t, t).values()))
+        return {name: o.numpy() for name, o in zip(PROBE_OUTPUTS, outs)}
+
+    return run
+
+
+def _sampled(policy: tp.VLAPolicy, obs: dict, noise: np.ndarray, backend: str, tmp: str) -> np.ndarray:
+    """Actions sampled from ``noise`` by ``policy.sample_actions`` or the exported ``policy.onnx`` (written to
+    ``tmp``), the config's number of Euler steps."""
+    if backend == "torch":
+        return torch_actions(policy, {**obs, "noise": noise})
+    session = to_onnx.onnx_session(to_onnx.export_onnx(policy, os.path.join(tmp, to_onnx.ONNX_FILE)))
+    return onnx_actions(session, {**obs, "noise": noise})

@@ -47,6 +47,7 @@ from flax import traverse_util
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")  # openpi's pi0 camera order
 LOSS_RTOL = 1e-4  # openpi's own loss from recorded noise / time differs by up to 2.3e-5 near t = 0 or 1
 ATOL = 1e-5
+BACKEND_ATOL = {"jax": ATOL, "torch": 1e-4, "onnx": 1e-4}  # the exported runtimes: the export's parity gate
 NORM_KEYS = ("mean", "std", "q01", "q99")
 OPENPI_STD_EPS = 1e-6  # openpi normalizes (x - mean) / (std + 1e-6)
 VLA_STD_EPS = 1e-8  # vla_jax.data.norm_stats: (x - mean) / (std + 1e-8)
@@ -554,8 +555,8 @@ class Diff:
                 f"tol={self.tol:.0e} ({'relative' if self.relative else 'abs'}) {'ok' if self.ok else 'FAIL'}")
 
 
-def compare(ours: dict[str, np.ndarray], fixture: Fixture) -> list[Diff]:
-    """One :class:`Diff` per output; the loss at :data:`LOSS_RTOL` relative, the rest at :data:`ATOL`."""
+def compare(ours: dict[str, np.ndarray], fixture: Fixture, atol: float = ATOL) -> list[Diff]:
+    """One :class:`Diff` per output; the loss at :data:`LOSS_RTOL` relative, the rest at ``atol``."""
     diffs = []
     for name, value in ours.items():
         ref = fixture.outputs[REFERENCE.get(name, name)]
@@ -564,18 +565,29 @@ def compare(ours: dict[str, np.ndarray], fixture: Fixture) -> list[Diff]:
         err = np.abs(value.astype(np.float64) - ref.astype(np.float64))
         max_abs = float(err.max()) if err.size else 0.0
         rel = max_abs / max(float(np.abs(ref.astype(np.float64)).max()), 1e-30)
-        diffs.append(Diff(name, max_abs, rel, LOSS_RTOL if name == "loss" else ATOL, name == "loss"))
+        diffs.append(Diff(name, max_abs, rel, LOSS_RTOL if name == "loss" else atol, name == "loss"))
     return diffs
 
 
-def check_fixture(path: str) -> list[Diff]:
-    """Loads a fixture, converts its params as :func:`import_checkpoint` does, runs vla_jax, compares."""
+def check_fixture(path: str, backend: str = "jax") -> list[Diff]:
+    """Loads a fixture, converts its params as :func:`import_checkpoint` does, runs them in ``backend`` and
+    compares at :data:`BACKEND_ATOL`: ``jax`` (vla_jax), ``torch`` (the exported PyTorch port, built from the
+    converted variables as ``tools/export.py`` builds it) or ``onnx`` (the port's graphs in onnxruntime; see
+    :func:`vla_jax.export.parity.fixture_outputs`)."""
     from vla_jax.models.vla import VLA, make_config
 
+    if backend not in BACKEND_ATOL:
+        raise OpenpiError(f"backend {backend!r} is not one of {', '.join(BACKEND_ATOL)}")
     fixture = Fixture.load(path)
     variables = to_vla_jax(fixture.params)
     config = fixture.config()
     check_against(variables, abstract_variables(config.model))
-    model = VLA(make_config(config.model))
+    cfg = make_config(config.model)
     batch = fixture.batch()
-    return compare(model_outputs(model, jax.tree.map(jnp.asarray, variables), batch, fixture), fixture)
+    if backend == "jax":
+        ours = model_outputs(VLA(cfg), jax.tree.map(jnp.asarray, variables), batch, fixture)
+    else:
+        from vla_jax.export import parity, to_torch
+
+        ours = parity.fixture_outputs(to_torch.torch_policy(variables, cfg), batch, fixture, backend)
+    return compare(ours, fixture, BACKEND_ATOL[backend])

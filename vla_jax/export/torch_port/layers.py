@@ -38,6 +38,22 @@ class RMSNorm(nn.Module):
         return (y * (1.0 + self.weight.float())).to(x.dtype)
 
 
+class AdaptiveRMSNorm(nn.Module):
+    """pi0.5's adaptive RMSNorm: ``modulation`` (Linear D_c -> 3 D) of a conditioning vector gives scale, shift and
+    a residual gate. x [B, T, D], cond [B, D_c] (or [1, D_c]) -> (``rms(x) * (1 + scale) + shift`` [B, T, D] in the
+    input dtype, rms in float32; gate [B, 1, D])."""
+
+    def __init__(self, dim: int, cond_dim: int):
+        super().__init__()
+        self.modulation = nn.Linear(cond_dim, 3 * dim)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scale, shift, gate = self.modulation(cond.to(x.dtype))[:, None, :].chunk(3, dim=-1)
+        x32 = x.float()
+        y = x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + 1e-6)
+        return (y * (1.0 + scale.float()) + shift.float()).to(x.dtype), gate
+
+
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
