@@ -3,7 +3,7 @@
     python -m vla_jax.train --config=configs/pretrain.py:debug --workdir=runs/debug
     python -m vla_jax.train --config=configs/pretrain.py:size=small,head=discrete --workdir=...
 
-Arguments (``--config=configs/pretrain.py:ARG``): ``size`` (debug | small | pi0), ``head``
+Arguments (``--config=configs/pretrain.py:ARG``): ``size`` (debug | small | pi0 | pi05), ``head``
 (flow | discrete), ``mixture`` (see configs/mixtures.py). Any field can be overridden on the
 command line, e.g. ``--config.model.llm.depth=2``.
 """
@@ -23,6 +23,8 @@ from vla_jax.config import ConfigError, load_sibling, parse_arg
 # tools/generate_data.py trains), instruction-conditioned keypoints, the prefix readout (flow head only).
 # `openpi_semantics`: compute the flow head exactly as openpi's pi0 code does (padded action dims, time
 # embedding, Euler time; vla_jax/models/vla.py), so converted openpi weights reproduce openpi (docs/interop.md).
+# `action_expert`: how state and flow time enter the action expert (vla_jax/models/action_expert.py): "pi0"
+# (state token, time mixed into the action tokens) or "pi05" (time through adaptive RMSNorms, state as prompt text).
 DEBUG_ADDONS = ("conv_stem(channels=(16, 32, 64, 128))", "location_tokens(grid=8, first_id=4)", "keypoints(num=32)",
                 "prefix_readout")
 MODEL_PRESETS = {
@@ -31,21 +33,24 @@ MODEL_PRESETS = {
         vocab_size=1024,
         vit=dict(width=128, depth=3, mlp_dim=256, num_heads=4, patch_size=16, posemb_init="sincos2d"),
         llm=dict(width=256, depth=3, mlp_dim=512, num_heads=4, num_kv_heads=1, head_dim=64),
-        expert=dict(width=128, mlp_dim=256), addons=DEBUG_ADDONS, openpi_semantics=False),
+        expert=dict(width=128, mlp_dim=256), addons=DEBUG_ADDONS, openpi_semantics=False,
+        action_expert="pi0"),
     "small": dict(
         image_size=224, num_cameras=3, max_text_len=48, action_horizon=16, max_action_dim=32, max_state_dim=32,
         vocab_size=32_000,
         vit=dict(width=384, depth=12, mlp_dim=1536, num_heads=6, patch_size=16, posemb_init="normal"),
         llm=dict(width=1024, depth=8, mlp_dim=4096, num_heads=8, num_kv_heads=1, head_dim=128),
-        expert=dict(width=512, mlp_dim=2048), addons=(), openpi_semantics=False),
+        expert=dict(width=512, mlp_dim=2048), addons=(), openpi_semantics=False, action_expert="pi0"),
     # Published pi0: SigLIP So400m/14 @ 224, Gemma 2B backbone, Gemma-300M action expert.
     "pi0": dict(
         image_size=224, num_cameras=3, max_text_len=48, action_horizon=50, max_action_dim=32, max_state_dim=32,
         vocab_size=257_152,
         vit=dict(width=1152, depth=27, mlp_dim=4304, num_heads=16, patch_size=14, posemb_init="normal"),
         llm=dict(width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1, head_dim=256),
-        expert=dict(width=1024, mlp_dim=4096), addons=(), openpi_semantics=True),
+        expert=dict(width=1024, mlp_dim=4096), addons=(), openpi_semantics=True, action_expert="pi0"),
 }
+# Published pi0.5: pi0's sizes; the state is written into the prompt (openpi: up to 200 tokens).
+MODEL_PRESETS["pi05"] = dict(MODEL_PRESETS["pi0"], max_text_len=200, action_expert="pi05")
 
 
 def get_config(arg=None):
@@ -74,17 +79,20 @@ def get_config(arg=None):
         config.data = ml_collections.ConfigDict(dict(kind="synthetic", num_sources=3, num_examples=4096, seed=0))
     else:
         config.data = load_sibling(__file__, "mixtures").get_data_config(arg.mixture)
+        if config.model.get("action_expert") == "pi05":  # no state token: the state is prompt text
+            config.data.prompt_format = "pi05"
 
     # ---------------------------------------------------------------- training
-    config.batch_size = {"debug": 32, "small": 256, "pi0": 1024}[arg.size]  # global, all processes
-    config.num_steps = {"debug": 300, "small": 100_000, "pi0": 300_000}[arg.size]
-    config.log_every = {"debug": 10, "small": 50, "pi0": 100}[arg.size]
+    scale = "pi0" if arg.size == "pi05" else arg.size  # pi05 trains like pi0
+    config.batch_size = {"debug": 32, "small": 256, "pi0": 1024}[scale]  # global, all processes
+    config.num_steps = {"debug": 300, "small": 100_000, "pi0": 300_000}[scale]
+    config.log_every = {"debug": 10, "small": 50, "pi0": 100}[scale]
     # Weights of the loss terms; keypoint: the keypoints add-on (vla_jax/models/addons/keypoints.py)
     config.loss_weights = ml_collections.ConfigDict(dict(flow=1.0, discrete=1.0, text=1.0, keypoint=1.0))
 
     config.optimizer = ml_collections.ConfigDict(dict(
-        lr={"debug": 1e-3, "small": 2.5e-4, "pi0": 2.5e-5}[arg.size],
-        warmup_steps={"debug": 30, "small": 1_000, "pi0": 1_000}[arg.size],
+        lr={"debug": 1e-3, "small": 2.5e-4, "pi0": 2.5e-5}[scale],
+        warmup_steps={"debug": 30, "small": 1_000, "pi0": 1_000}[scale],
         schedule="cosine",         # cosine | constant (both after linear warmup from 0)
         end_lr_factor=0.1,         # cosine ends at lr * end_lr_factor
         b1=0.9, b2=0.95, eps=1e-8,
@@ -104,7 +112,7 @@ def get_config(arg=None):
 
     # ---------------------------------------------------------------- checkpoints
     config.checkpoint = ml_collections.ConfigDict(dict(
-        every={"debug": 100, "small": 1_000, "pi0": 1_000}[arg.size],
+        every={"debug": 100, "small": 1_000, "pi0": 1_000}[scale],
         keep_last=3,    # newest checkpoints kept
         keep_every=10,  # additionally keep every 10th checkpoint forever (0 = off)
         async_save=True,

@@ -46,7 +46,7 @@ MAX_ONNX_DECODE_STEPS = 512  # the discrete ONNX graph unrolls H * A greedy step
 SUPPORTED_MODEL_FIELDS = {
     "": {"image_size", "num_cameras", "max_text_len", "action_horizon", "max_action_dim", "max_state_dim",
          "vocab_size", "vit", "llm", "expert", "action_head", "num_flow_steps", "dtype", "remat", "scan_layers",
-         "addons", "openpi_semantics"},
+         "addons", "openpi_semantics", "action_expert"},
     "vit": {"width", "depth", "mlp_dim", "num_heads", "patch_size", "posemb_init"},
     "llm": {"width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim"},
     "expert": {"width", "mlp_dim"},

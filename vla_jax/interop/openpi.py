@@ -1,9 +1,11 @@
-"""openpi pi0 <-> vla_jax: parameter names and layouts, checkpoint import / export, parity against openpi fixtures.
+"""openpi pi0 / pi0.5 <-> vla_jax: parameter names and layouts, checkpoint import / export, parity against openpi
+fixtures.
 
 openpi's params tree (``PaliGemma/img/...``, ``PaliGemma/llm/...`` with ``_1`` for the action expert,
 ``state_proj``, ``action_in_proj``, ``action_time_mlp_in/out``, ``action_out_proj``) maps one-to-one onto the
-``pi0`` core (scanned layers, ``config.model.openpi_semantics=True``). Names are ``/``-joined, vla_jax's
-without the leading ``params/``; L = layers, D = width, N / K = query / key-value heads, h = head dim:
+``pi0`` core (scanned layers, ``config.model.openpi_semantics=True``); openpi's pi0.5 tree onto the ``pi05``
+preset (``config.model.action_expert="pi05"``). Names are ``/``-joined, vla_jax's without the leading
+``params/``; L = layers, D = width, N / K = query / key-value heads, h = head dim:
 
 =========================================================  ===========================  =======================
 openpi                                                     vla_jax                      layout change
@@ -26,6 +28,10 @@ PaliGemma/llm/final_norm{,_1}/scale                        llm/final_norm_{0,1}/
 {state_proj,action_in_proj,action_out_proj}/{kernel,bias}  same name /{w,b}             -
 action_time_mlp_{in,out}/{kernel,bias}                     time_mlp_{in,out}/{w,b}      -
 =========================================================  ===========================  =======================
+
+pi0.5 (:data:`VARIANTS`): no ``state_proj``; ``time_mlp_{in,out}`` keep their name; the action expert's norms
+``PaliGemma/llm/layers/pre_{attention,ffw}_norm_1/Dense_0/{kernel,bias}`` and ``PaliGemma/llm/final_norm_1/Dense_0/..``
+map to ``llm/layers/pre_{attn,mlp}_norm_1/modulation/{w,b}`` and ``llm/final_norm_1/modulation/{w,b}``.
 
 Every conversion is a pure re-layout (transpose / stack / split), so both directions are exact in float32.
 """
@@ -83,8 +89,9 @@ _MHA = _VIT + "MultiHeadDotProductAttention_0/"
 _LLM = "PaliGemma/llm/"
 
 
-def _rules() -> dict[str, tuple[tuple[str, ...], Callable, Callable]]:
-    """vla_jax name -> (openpi names, openpi arrays -> ours, ours -> openpi arrays (a tuple))."""
+def _rules(variant: str) -> dict[str, tuple[tuple[str, ...], Callable, Callable]]:
+    """vla_jax name -> (openpi names, openpi arrays -> ours, ours -> openpi arrays (a tuple)) for ``variant``
+    (``pi0`` | ``pi05``, :data:`VARIANTS`)."""
     one = lambda theirs, to=_same, back=_same: ((theirs,), to, lambda x: (back(x),))  # noqa: E731
     rules = {
         "img/embedding/w": one(_IMG + "embedding/kernel"),
@@ -112,19 +119,40 @@ def _rules() -> dict[str, tuple[tuple[str, ...], Callable, Callable]]:
             f"llm/layers/attn_out_{i}/w": one(f"{_LLM}layers/attn/attn_vec_einsum{sfx}/w"),
             f"llm/layers/gating_{i}/w": one(f"{_LLM}layers/mlp{sfx}/gating_einsum"),
             f"llm/layers/mlp_out_{i}/w": one(f"{_LLM}layers/mlp{sfx}/linear"),
-            f"llm/layers/pre_attn_norm_{i}/scale": one(f"{_LLM}layers/pre_attention_norm{sfx}/scale"),
-            f"llm/layers/pre_mlp_norm_{i}/scale": one(f"{_LLM}layers/pre_ffw_norm{sfx}/scale"),
-            f"llm/final_norm_{i}/scale": one(f"{_LLM}final_norm{sfx}/scale"),
         }
-    for ours, theirs in (("state_proj", "state_proj"), ("action_in_proj", "action_in_proj"),
-                         ("action_out_proj", "action_out_proj"), ("time_mlp_in", "action_time_mlp_in"),
-                         ("time_mlp_out", "action_time_mlp_out")):
+        norms = (("layers/pre_attn_norm", "layers/pre_attention_norm"), ("layers/pre_mlp_norm", "layers/pre_ffw_norm"),
+                 ("final_norm", "final_norm"))
+        for ours, theirs in norms:
+            if i == 1 and variant == "pi05":  # adaptive RMSNorm: a Dense of the time conditioning, no scale
+                rules[f"llm/{ours}_1/modulation/w"] = one(f"{_LLM}{theirs}_1/Dense_0/kernel")
+                rules[f"llm/{ours}_1/modulation/b"] = one(f"{_LLM}{theirs}_1/Dense_0/bias")
+            else:
+                rules[f"llm/{ours}_{i}/scale"] = one(f"{_LLM}{theirs}{sfx}/scale")
+    for ours, theirs in VARIANTS[variant]["linears"]:
         rules[f"{ours}/w"] = one(f"{theirs}/kernel")
         rules[f"{ours}/b"] = one(f"{theirs}/bias")
     return rules
 
 
-RULES = _rules()
+# openpi model -> the vla_jax preset computing it, its action-expert input, its top-level linears (ours, openpi's)
+VARIANTS = {
+    "pi0": dict(preset="pi0", linears=(("state_proj", "state_proj"), ("action_in_proj", "action_in_proj"),
+                                       ("action_out_proj", "action_out_proj"), ("time_mlp_in", "action_time_mlp_in"),
+                                       ("time_mlp_out", "action_time_mlp_out"))),
+    "pi05": dict(preset="pi05", linears=(("action_in_proj", "action_in_proj"), ("action_out_proj", "action_out_proj"),
+                                         ("time_mlp_in", "time_mlp_in"), ("time_mlp_out", "time_mlp_out"))),
+}
+RULES = {variant: _rules(variant) for variant in VARIANTS}
+
+
+def openpi_variant(names) -> str:
+    """``pi0`` or ``pi05`` from openpi parameter names (pi0.5 has ``time_mlp_in``, pi0 ``action_time_mlp_in``)."""
+    return "pi05" if "time_mlp_in/kernel" in names else "pi0"
+
+
+def vla_jax_variant(names) -> str:
+    """``pi0`` or ``pi05`` from vla_jax parameter names (pi0.5's final expert norm is adaptive)."""
+    return "pi05" if "llm/final_norm_1/modulation/w" in names else "pi0"
 
 
 # ----------------------------------------------------------------------------------------- trees
@@ -143,43 +171,48 @@ def _flat(tree: dict) -> dict:
 
 
 def to_vla_jax(openpi_params: dict) -> dict:
-    """openpi's params (nested, or flat ``/``-joined names) -> vla_jax model variables ``{"params": nested}``.
+    """openpi's pi0 or pi0.5 params (nested, or flat ``/``-joined names; :func:`openpi_variant`) -> vla_jax model
+    variables ``{"params": nested}``.
 
     Raises OpenpiError (one line) for an openpi name no rule takes or one the model needs that is missing."""
     theirs = _flat(openpi_params)
-    taken = {s for sources, _, _ in RULES.values() for s in sources}
+    variant = openpi_variant(theirs)
+    rules = RULES[variant]
+    taken = {s for sources, _, _ in rules.values() for s in sources}
     extra = sorted(set(theirs) - taken)
     if extra:
-        raise OpenpiError(f"openpi parameter {extra[0]} has no vla_jax counterpart ({len(extra)} left over; "
-                          "pi0 only: pi0.5 / pi0-FAST are not supported)")
+        raise OpenpiError(f"openpi parameter {extra[0]} has no vla_jax counterpart in {variant} ({len(extra)} left "
+                          "over; pi0 and pi0.5 convert, pi0-FAST does not)")
     missing = sorted(taken - set(theirs))
     if missing:
-        raise OpenpiError(f"openpi parameter {missing[0]} is missing ({len(missing)} missing)")
-    return {"params": unflatten({ours: to(*(theirs[s] for s in sources)) for ours, (sources, to, _) in RULES.items()})}
+        raise OpenpiError(f"openpi {variant} parameter {missing[0]} is missing ({len(missing)} missing)")
+    return {"params": unflatten({ours: to(*(theirs[s] for s in sources)) for ours, (sources, to, _) in rules.items()})}
 
 
 def to_openpi(variables: dict) -> dict:
-    """vla_jax model variables ``{"params": ...}`` of a ``pi0`` core (flow head, scanned, no add-ons) -> openpi's
-    nested params tree. Raises OpenpiError (one line) for a vla_jax name without an openpi counterpart or one
-    missing."""
+    """vla_jax model variables ``{"params": ...}`` of a ``pi0`` or ``pi05`` core (flow head, scanned, no add-ons;
+    :func:`vla_jax_variant`) -> openpi's nested params tree. Raises OpenpiError (one line) for a vla_jax name
+    without an openpi counterpart or one missing."""
     ours = flatten(variables["params"] if set(variables) == {"params"} else variables)
-    extra = sorted(set(ours) - set(RULES))
+    rules = RULES[vla_jax_variant(ours)]
+    extra = sorted(set(ours) - set(rules))
     if extra:
         raise OpenpiError(f"vla_jax parameter {extra[0]} has no openpi counterpart ({len(extra)} left over; "
                           "openpi's pi0 has no add-ons and scans its layers)")
-    missing = sorted(set(RULES) - set(ours))
+    missing = sorted(set(rules) - set(ours))
     if missing:
         raise OpenpiError(f"vla_jax parameter {missing[0]} is missing ({len(missing)} missing)")
     out = {}
-    for name, (sources, _, back) in RULES.items():
+    for name, (sources, _, back) in rules.items():
         out |= dict(zip(sources, back(ours[name])))
     return unflatten(out)
 
 
 # ----------------------------------------------------------------------------------------- config
 def infer_model(openpi_params: dict) -> dict:
-    """Model sizes read from the shapes of openpi's params (nested or flat): ``{"a.b": value}`` config.model
-    overrides. Action horizon, prompt length and camera count are not in the weights."""
+    """Model sizes read from the shapes of openpi's pi0 / pi0.5 params (nested or flat): ``{"a.b": value}``
+    config.model overrides. Action horizon, prompt length and camera count are not in the weights (nor, for
+    pi0.5, the state dim: it is written into the prompt)."""
     p = _flat(openpi_params)
 
     def shape(name: str) -> tuple[int, ...]:
@@ -194,7 +227,7 @@ def infer_model(openpi_params: dict) -> dict:
         "image_size": grid * patch,
         "vocab_size": shape(_LLM + "embedder/input_embedding")[0],
         "max_action_dim": shape("action_in_proj/kernel")[0],
-        "max_state_dim": shape("state_proj/kernel")[0],
+        **({"max_state_dim": shape("state_proj/kernel")[0]} if "state_proj/kernel" in p else {}),
         "vit.width": vit_width, "vit.patch_size": patch,
         "vit.depth": shape(_VIT + "LayerNorm_0/scale")[0],
         "vit.mlp_dim": shape(_VIT + "MlpBlock_0/Dense_0/kernel")[-1],
@@ -207,14 +240,15 @@ def infer_model(openpi_params: dict) -> dict:
     }
 
 
-def pi0_config(openpi_params: dict, overrides: dict | None = None) -> ml_collections.ConfigDict:
-    """The ``pi0`` preset (configs/pretrain.py, ``openpi_semantics=True``) with the sizes of ``openpi_params``
-    (:func:`infer_model`) and ``overrides`` (``{"model.dtype": "float32", ...}``) applied."""
+def openpi_config(openpi_params: dict, overrides: dict | None = None) -> ml_collections.ConfigDict:
+    """The ``pi0`` or ``pi05`` preset (configs/pretrain.py, ``openpi_semantics=True``; :func:`openpi_variant`) with
+    the sizes of ``openpi_params`` (:func:`infer_model`) and ``overrides`` (``{"model.dtype": "float32", ...}``)."""
     from vla_jax.config import load_config
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sizes = {f"model.{k}": v for k, v in infer_model(openpi_params).items()}
-    return load_config(os.path.join(root, "configs", "pretrain.py") + ":size=pi0", sizes | (overrides or {}))
+    preset = VARIANTS[openpi_variant(_flat(openpi_params))]["preset"]
+    return load_config(os.path.join(root, "configs", "pretrain.py") + f":size={preset}", sizes | (overrides or {}))
 
 
 def abstract_variables(model_config: ml_collections.ConfigDict) -> dict:
@@ -337,14 +371,14 @@ class ImportReport:
 def import_checkpoint(ckpt: str, out: str, asset_id: str | None = None, dataset: str | None = None,
                       overrides: dict | None = None) -> ImportReport:
     """openpi checkpoint directory -> a vla_jax params-only run at ``out`` (step 0, ``write_checkpoint``) with the
-    ``pi0`` preset adapted to the checkpoint's sizes and its norm stats under ``dataset`` (default: the asset id)."""
+    ``pi0`` or ``pi05`` preset adapted to the checkpoint's sizes and its norm stats under ``dataset`` (default: the asset id)."""
     from vla_jax.train import checkpoint as ckpt_lib
 
     if os.path.isdir(os.path.join(out, "checkpoints")) and ckpt_lib.available_steps(out):
         raise OpenpiError(f"--out={out} already has checkpoints; choose a new run directory")
     theirs = read_checkpoint(ckpt)
     variables = to_vla_jax(theirs)
-    config = pi0_config(theirs, overrides)
+    config = openpi_config(theirs, overrides)
     check_against(variables, abstract_variables(config.model))
     found = read_norm_stats(ckpt, asset_id)
     norm_stats, note = None, "none (no assets/<asset_id>/norm_stats.json)"
@@ -355,7 +389,8 @@ def import_checkpoint(ckpt: str, out: str, asset_id: str | None = None, dataset:
                 f"action {norm_stats[name]['action_dim']}-D, normal)")
     ckpt_lib.write_checkpoint(out, variables, config, norm_stats)
     return ImportReport(ckpt=ckpt, out=out, num_params=int(sum(v.size for v in theirs.values())),
-                        mapped=[(ours, sources) for ours, (sources, _, _) in RULES.items()], sizes=infer_model(theirs),
+                        mapped=[(ours, sources) for ours, (sources, _, _) in RULES[openpi_variant(theirs)].items()],
+                        sizes=infer_model(theirs),
                         norm_stats=note)
 
 
@@ -468,8 +503,6 @@ class Fixture:
                   for g in ("param", "in", "out")}
         if not all(groups.values()):
             raise OpenpiError(f"{path} is not an openpi fixture (needs param/..., in/... and out/... arrays)")
-        if "state_proj/kernel" not in groups["param"]:
-            raise OpenpiError(f"{path} is not a pi0 fixture (no state_proj: pi0.5 is not supported)")
         return cls(groups["param"], groups["in"], groups["out"])
 
     @property
@@ -481,7 +514,7 @@ class Fixture:
     def config(self) -> ml_collections.ConfigDict:
         """The ``pi0`` preset at the fixture's sizes, float32, unrematerialized."""
         b, h, a = self.inputs["actions"].shape
-        return pi0_config(self.params, {"model.dtype": "float32", "model.remat": "none",
+        return openpi_config(self.params, {"model.dtype": "float32", "model.remat": "none",
                                         "model.action_horizon": h, "model.max_text_len": self.inputs["tokens"].shape[1],
                                         "model.num_cameras": len(self.cameras)})
 
@@ -504,7 +537,8 @@ class Fixture:
 
 
 def model_outputs(model, variables: dict, batch: dict, fixture: Fixture) -> dict[str, np.ndarray]:
-    """vla_jax's counterparts of the fixture's outputs: prefix tokens / mask, velocity from one joint pass
+    """vla_jax's counterparts of the fixture's outputs: prefix tokens / mask, the suffix's tokens, causal-block
+    flags and (pi0.5) the adaptive norms' conditioning for (``in/x_t``, ``in/t``), velocity from one joint pass
     (``velocity``) and through the prefix KV cache (``velocity_cached``), the per-step flow loss [B, H] for the
     fixture's noise and time, and actions sampled from ``in/noise``."""
     from vla_jax.batch import OBSERVATION_KEYS
@@ -516,6 +550,10 @@ def model_outputs(model, variables: dict, batch: dict, fixture: Fixture) -> dict
     def prefix(m, o):
         p = m.embed_prefix(vla.masked_state(o))
         return p.tokens, p.mask
+
+    def suffix(m, o, x_t, t):
+        tokens, _, ar, cond = m.embed_suffix(vla.masked_state(o)["state"], x_t, t, None)
+        return tokens, ar[0], cond
 
     def cached(m, o, x_t, t):
         return m.suffix_velocity(vla.masked_state(o)["state"], x_t, t, m.encode_prefix(o))
@@ -529,6 +567,11 @@ def model_outputs(model, variables: dict, batch: dict, fixture: Fixture) -> dict
     out = {"prefix_tokens": np.asarray(tokens), "prefix_mask": np.asarray(mask),
            "velocity": run(vla.VLA.full_velocity, obs, x["x_t"], x["t"]),
            "velocity_cached": run(cached, obs, x["x_t"], x["t"])}
+    s_tokens, s_ar, cond = jax.jit(lambda o, x_t, t: model.apply(variables, o, x_t, t, method=suffix))(
+        obs, x["x_t"], x["t"])
+    out |= {"suffix_tokens": np.asarray(s_tokens), "suffix_ar_mask": np.asarray(s_ar)}
+    if "adarms_cond" in fixture.outputs:
+        out["adarms_cond"] = np.asarray(cond)
     if "loss_noise" in fixture.outputs:
         out["loss"] = run(loss, batch, fixture.outputs["loss_noise"], fixture.outputs["loss_time"])
     out["sampled"] = np.asarray(jax.jit(lambda v, o, n: vla.sample_actions(model, v, o, n))(variables, obs, x["noise"]))

@@ -51,6 +51,21 @@ class RMSNorm(nn.Module):
         return (y * (1.0 + scale)).astype(x.dtype)
 
 
+class AdaptiveRMSNorm(nn.Module):
+    """pi0.5's adaptive RMSNorm: a zero-initialised projection of a conditioning vector gives scale, shift and a
+    residual gate. x [B, T, D], cond [B, D_c] -> (``rms(x) * (1 + scale) + shift`` [B, T, D], gate [B, 1, D])."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, cond: jax.Array) -> tuple[jax.Array, jax.Array]:
+        width = x.shape[-1]
+        modulation = Einsum((cond.shape[-1], 3 * width), ("embed", None), bias_axes=(None,), dtype=x.dtype,
+                            init=nn.initializers.zeros, name="modulation")("bc,cd->bd", cond)
+        scale, shift, gate = jnp.split(modulation[:, None, :], 3, axis=-1)
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + 1e-6)
+        return (y * (1.0 + scale) + shift).astype(x.dtype), gate
+
+
 class LayerNorm(nn.Module):
     """LayerNorm with logically-named scale and bias, computed in float32."""
 

@@ -3,7 +3,9 @@
 * Prefix: image tokens (SigLIP ViT per camera, projected to the LM width) and text tokens,
   bidirectional among themselves (web answers and discrete action tokens are causal: prefix-LM).
 * Suffix (flow head): one state token, then H action tokens carrying the noisy chunk x_t and the
-  flow time t; they run through the action expert while attending jointly with the prefix.
+  flow time t; they run through the action expert while attending jointly with the prefix. How state and
+  time enter is ``config.model.action_expert`` (vla_jax/models/action_expert.py): ``pi0`` as said, ``pi05``
+  (pi0.5) action tokens only, the time driving adaptive RMSNorms in the expert, the state in the prompt.
 * Mask: built from cumulative "autoregressive" flags, ``mask[i, j] = cumsum(ar)[j] <= cumsum(ar)[i]``,
   and padding. The prefix never sees the suffix; the state token sees the prefix and itself;
   action tokens see everything before them and each other, except text answers (a robot example's
@@ -27,7 +29,7 @@ model; with none it is pi0. Batch keys and shapes are defined in ``vla_jax/batch
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 
 import flax.linen as nn
 import jax
@@ -36,6 +38,7 @@ import ml_collections
 
 from vla_jax.batch import OBSERVATION_KEYS, check_batch
 from vla_jax.models import action_tokens, addons
+from vla_jax.models.action_expert import ACTION_EXPERTS
 from vla_jax.models.gemma import Decoder, DecoderConfig, ExpertConfig, KVCache
 from vla_jax.models.layers import Einsum
 from vla_jax.models.prefix import LossTerms, Prefix, PrefixInputs, last_token
@@ -60,6 +63,7 @@ class VLAConfig:
     max_state_dim: int
     num_flow_steps: int
     openpi_semantics: bool = False
+    action_expert: str = "pi0"
     addons: tuple[addons.AddonSpec, ...] = ()
 
     @property
@@ -100,10 +104,16 @@ def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
                   "num_flow_steps"):
         need(model[field] >= 1, f"config.model.{field}={model[field]} must be >= 1")
     need(model.dtype in ("float32", "bfloat16"), f"config.model.dtype={model.dtype!r} must be float32 or bfloat16")
+    action_expert = str(model.get("action_expert", "pi0"))
+    need(action_expert in ACTION_EXPERTS,
+         f"config.model.action_expert={action_expert!r} must be one of {tuple(ACTION_EXPERTS)}")
+    need(action_expert == "pi0" or model.action_head == "flow",
+         f"config.model.action_expert={action_expert!r} needs config.model.action_head='flow'")
 
     experts = [ExpertConfig(model.llm.width, model.llm.mlp_dim)]
     if model.action_head == "flow":
-        experts.append(ExpertConfig(model.expert.width, model.expert.mlp_dim))
+        experts.append(ExpertConfig(model.expert.width, model.expert.mlp_dim,
+                                    adaptive_norm=ACTION_EXPERTS[action_expert].ADAPTIVE_NORM))
     common = dict(dtype=model.dtype, remat=model.remat, scan=model.scan_layers)
     cfg = VLAConfig(
         vit=ViTConfig(width=model.vit.width, depth=model.vit.depth, mlp_dim=model.vit.mlp_dim,
@@ -116,7 +126,11 @@ def make_config(model: ml_collections.ConfigDict) -> VLAConfig:
         max_text_len=model.max_text_len, action_horizon=model.action_horizon,
         max_action_dim=model.max_action_dim, max_state_dim=model.max_state_dim,
         num_flow_steps=model.num_flow_steps, openpi_semantics=bool(model.get("openpi_semantics", False)),
-        addons=addons.parse_specs(model.get("addons", ())))
+        action_expert=action_expert, addons=addons.parse_specs(model.get("addons", ())))
+    hooked = addons.implementing(cfg.addons, "suffix_state_token")
+    need(not hooked or ACTION_EXPERTS[action_expert].STATE_TOKEN,
+         f"config.model.addons {hooked} change the suffix's state token, which "
+         f"config.model.action_expert={action_expert!r} does not have")
     return addons.configure(cfg, cfg.addons)
 
 
@@ -125,21 +139,6 @@ def make_attn_mask(mask: jax.Array, ar: jax.Array) -> jax.Array:
     and both are real tokens. ar = 1 starts a new causal block; ar = 0 joins the previous one."""
     cum = jnp.cumsum(ar.astype(jnp.int32), axis=1)
     return (cum[:, None, :] <= cum[:, :, None]) & mask[:, None, :] & mask[:, :, None]
-
-
-def posemb_sincos(t: jax.Array, dim: int, min_period: float = 4e-3, max_period: float = 4.0,
-                  openpi: bool = False) -> jax.Array:
-    """Sine-cosine embedding of the flow time. t: [B] -> [B, dim].
-
-    ``openpi``: the angle written as openpi writes it (same value, openpi's float32 rounding)."""
-    fraction = jnp.linspace(0.0, 1.0, dim // 2)
-    period = min_period * (max_period / min_period) ** fraction
-    if openpi:
-        angle = jnp.einsum("i,j->ij", t.astype(jnp.float32), 1.0 / period * 2 * math.pi,
-                           precision=jax.lax.Precision.HIGHEST)
-    else:
-        angle = t[:, None].astype(jnp.float32) * (2 * math.pi / period)[None, :]
-    return jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], axis=-1)
 
 
 def real_action_elements(batch: dict, all_dims: bool = False) -> jax.Array:
@@ -180,10 +179,10 @@ class VLA(nn.Module):
         self.llm = Decoder(c.decoder)
         if c.action_head == "flow":
             ew = c.decoder.experts[1].width
-            self.state_proj = Einsum((c.max_state_dim, ew), (None, "embed"), bias_axes=("embed",), dtype=dtype)
-            self.action_in_proj = Einsum((c.max_action_dim, ew), (None, "embed"), bias_axes=("embed",), dtype=dtype)
-            self.time_mlp_in = Einsum((2 * ew, ew), (None, "embed"), bias_axes=("embed",), dtype=dtype)
-            self.time_mlp_out = Einsum((ew, ew), ("embed", None), bias_axes=(None,), dtype=dtype)
+            self.suffix = ACTION_EXPERTS[c.action_expert](width=ew, max_state_dim=c.max_state_dim,
+                                                         max_action_dim=c.max_action_dim, dtype=c.decoder.dtype,
+                                                         openpi=c.openpi_semantics)
+            nn.share_scope(self, self.suffix)  # its parameters keep flat names: state_proj, action_in_proj, ...
             self.action_out_proj = Einsum((ew, c.max_action_dim), ("embed", None), bias_axes=(None,), dtype=dtype)
         else:
             self.state_proj = Einsum((c.max_state_dim, width), (None, "embed"), bias_axes=("embed",), dtype=dtype)
@@ -249,42 +248,32 @@ class VLA(nn.Module):
         return logits
 
     # ----------------------------------------------------------------------------- suffix
-    def embed_suffix(self, state: jax.Array, x_t: jax.Array, t: jax.Array,
-                     prefix: Prefix) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """State token + H action tokens mixed with the time embedding by a 2-layer swish MLP.
+    def embed_suffix(self, state: jax.Array, x_t: jax.Array, t: jax.Array, prefix: Prefix):
+        """The suffix of ``config.model.action_expert`` (vla_jax/models/action_expert.py), the add-ons'
+        ``suffix_state_token`` hooks applied to its state token (pi0).
 
-        state [B, S], x_t [B, H, A], t [B] -> tokens [B, 1 + H, D_e], mask [B, 1 + H], ar [B, 1 + H].
+        state [B, S], x_t [B, H, A], t [B] -> tokens [B, T, D_e], mask [B, T], ar [B, T] (T = 1 + H for pi0,
+        H for pi0.5) and the adaptive norms' cond [B, D_e] (pi0.5) or None.
         """
-        b, h = x_t.shape[:2]
-        state_tok = self.state_proj("bs,sd->bd", state)
-        for addon in self.addons:
-            state_tok = addon.suffix_state_token(state_tok, prefix, self.addons)
-        state_tok = state_tok[:, None]
-        act = self.action_in_proj("bha,ad->bhd", x_t)
-        temb = posemb_sincos(t, act.shape[-1], openpi=self.cfg.openpi_semantics)
-        temb = jnp.broadcast_to(temb[:, None].astype(act.dtype), act.shape)
-        act = self.time_mlp_in("bhd,de->bhe", jnp.concatenate([act, temb], axis=-1))
-        act = self.time_mlp_out("bhd,de->bhe", nn.swish(act))
-        tokens = jnp.concatenate([state_tok, act], axis=1)
-        mask = jnp.ones((b, 1 + h), bool)
-        ar = jnp.zeros((b, 1 + h), bool).at[:, :2].set(True)
-        return tokens, mask, ar
+        hook = lambda tok: functools.reduce(  # noqa: E731
+            lambda x, addon: addon.suffix_state_token(x, prefix, self.addons), self.addons, tok)
+        return self.suffix(state, x_t, t, hook)
 
     def velocity(self, suffix_out: jax.Array) -> jax.Array:
-        """Action-expert outputs of the suffix [B, 1 + H, D_e] -> float32 velocity [B, H, A]."""
+        """Action-expert outputs of the suffix [B, T, D_e] -> float32 velocity [B, H, A] (its last H tokens)."""
         v = self.action_out_proj("bhd,da->bha", suffix_out[:, -self.cfg.action_horizon:])
         return v.astype(jnp.float32)
 
     def suffix_velocity(self, state: jax.Array, x_t: jax.Array, t: jax.Array, prefix: Prefix) -> jax.Array:
         """One flow step's velocity [B, H, A] from the suffix alone, attending to the prefix's cached keys /
         values where it is visible; its positions continue after the prefix's visible tokens."""
-        s_tok, s_mask, s_ar = self.embed_suffix(state, x_t, t, prefix)
+        s_tok, s_mask, s_ar, cond = self.embed_suffix(state, x_t, t, prefix)
         visible = prefix.visible
         b, p = visible.shape
         to_prefix = jnp.broadcast_to(visible[:, None, :], (b, s_tok.shape[1], p))
         mask = jnp.concatenate([to_prefix, make_attn_mask(s_mask, s_ar)], axis=2)
         positions = visible.sum(axis=1, keepdims=True) + jnp.cumsum(s_mask, axis=1) - 1
-        (_, s_out), _ = self.llm([None, s_tok], positions, mask, prefix.kv)
+        (_, s_out), _ = self.llm([None, s_tok], positions, mask, prefix.kv, cond)
         return self.velocity(s_out)
 
     def full_velocity(self, obs: dict, x_t: jax.Array, t: jax.Array) -> jax.Array:
@@ -292,11 +281,11 @@ class VLA(nn.Module):
         (The prefix also runs alone first, for add-ons that read its outputs.)"""
         obs = masked_state(obs)
         prefix = self.run_prefix(self.embed_prefix(obs))
-        s_tok, s_mask, s_ar = self.embed_suffix(obs["state"], x_t, t, prefix)
+        s_tok, s_mask, s_ar, cond = self.embed_suffix(obs["state"], x_t, t, prefix)
         mask = jnp.concatenate([prefix.mask, s_mask], axis=1)
         ar = jnp.concatenate([prefix.ar, s_ar], axis=1)
         positions = jnp.cumsum(mask, axis=1) - 1
-        (_, s_out), _ = self.llm([prefix.tokens, s_tok], positions, make_attn_mask(mask, ar))
+        (_, s_out), _ = self.llm([prefix.tokens, s_tok], positions, make_attn_mask(mask, ar), cond=cond)
         return self.velocity(s_out)
 
     # ----------------------------------------------------------------------------- losses

@@ -183,15 +183,24 @@ def load_paligemma(path: str, abstract_params) -> tuple[dict[str, np.ndarray], I
     return out, report
 
 
-def load_checkpoint(spec: str, abstract_params, ema: bool = False) -> tuple[dict[str, np.ndarray], InitReport]:
+def load_checkpoint(spec: str, abstract_params, ema: bool = False,
+                    action_expert: str = "pi0") -> tuple[dict[str, np.ndarray], InitReport]:
     """``spec`` = ``WORKDIR`` (newest step) or ``WORKDIR:STEP`` of a vla_jax training run. Loads its parameters
     (``ema``: the EMA ones) wherever name and shape match ``abstract_params``; the rest keeps its fresh init.
-    Returns ``({"params/...": float32 array}, report)`` like :func:`load_paligemma`."""
+    Returns ``({"params/...": float32 array}, report)`` like :func:`load_paligemma`. A run whose
+    ``config.model.action_expert`` (pi0 / pi05) differs from ``action_expert`` is refused (one line): the two
+    share a backbone but not the action expert's inputs and norms."""
     workdir, _, step = spec.rpartition(":") if re.fullmatch(r".+:\d+", spec) else (spec, "", "")
     try:
-        theirs_tree = ckpt_lib.load_params(workdir, int(step) if step else None, ema=ema).params
+        loaded = ckpt_lib.load_params(workdir, int(step) if step else None, ema=ema)
     except ckpt_lib.CheckpointError as e:
         raise InitFromError(f"config.init.from_checkpoint={spec!r}: {e}") from None
+    theirs_expert = loaded.config.get("model", {}).get("action_expert", "pi0")
+    if loaded.config.get("model", {}).get("action_head", "flow") == "flow" and theirs_expert != action_expert:
+        raise InitFromError(f"config.init.from_checkpoint={spec!r} holds {theirs_expert} weights but this run's "
+                            f"config.model.action_expert={action_expert!r}; start from a {action_expert} checkpoint "
+                            f"or train with config.model.action_expert={theirs_expert!r}")
+    theirs_tree = loaded.params
     theirs = {path_str(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(theirs_tree)[0]}
     out: dict[str, np.ndarray] = {}
     report = InitReport(source=f"checkpoint {spec}" + (" (EMA)" if ema else ""))

@@ -213,7 +213,8 @@ def _train(config, workdir: str) -> dict:
             overrides, report = init_from.load_paligemma(config.init.from_npz, abstract.params)
         elif config.init.get("from_checkpoint"):
             overrides, report = init_from.load_checkpoint(config.init.from_checkpoint, abstract.params,
-                                                          ema=bool(config.init.get("ema", False)))
+                                                          ema=bool(config.init.get("ema", False)),
+                                                          action_expert=model.cfg.action_expert)
         if report is not None:
             log(report.format())
             if lead:

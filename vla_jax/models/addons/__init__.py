@@ -103,3 +103,8 @@ def has(model_cfg, name: str) -> bool:
 
 # Every add-on module registers itself on import.
 from vla_jax.models.addons import conv_stem, keypoints, location_tokens, prefix_readout  # noqa: E402,F401
+
+
+def implementing(specs: tuple[AddonSpec, ...], hook: str) -> list[str]:
+    """Names of the configured add-ons that override the :class:`Addon` hook ``hook``."""
+    return [s.name for s in specs if getattr(REGISTRY[s.name], hook) is not getattr(Addon, hook)]
