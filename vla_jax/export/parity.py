@@ -20,7 +20,7 @@ import dataclasses
 import functools
 import os
 import tempfile
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -192,81 +192,82 @@ def check(figures: dict, tolerance: float = TOLERANCE_F32) -> None:
 
 # ----------------------------------------------------------------------------------------- openpi fixtures
 BACKENDS = ("torch", "onnx")
-PROBE_INPUTS = ("images", "image_mask", "tokens", "token_mask", "state", "x_t", "t")
-PROBE_OUTPUTS = ("prefix_tokens", "prefix_mask", "velocity", "velocity_cached")
+PROBE_INPUTS = ("images", "image_mask", "tokens", "token_mask", "state", "x_t", "t", "loss_x_t", "loss_t")
+PROBE_OUTPUTS = ("prefix_tokens", "prefix_mask", "velocity", "velocity_cached", "suffix_tokens", "suffix_ar_mask",
+                 "loss_velocity", "adarms_cond")
 
 
 class FixtureProbe(nn.Module):
     """The flow policy's intermediate outputs, traced as is for onnxruntime: images [B, C, R, R, 3], image_mask
-    [B, C], tokens [B, L], token_mask [B, L], state [B, S] (padded dims zeroed), x_t [B, H, A], t [B] ->
-    prefix tokens [B, P, D], prefix mask [B, P], float32 velocity [B, H, A] from one joint pass over prefix +
-    suffix and through the prefix KV cache."""
+    [B, C], tokens [B, L], token_mask [B, L], state [B, S] (padded dims zeroed), x_t [B, H, A], t [B], loss_x_t
+    [B, H, A], loss_t [B] -> :func:`probe_outputs`: prefix tokens [B, P, D], prefix mask [B, P], float32 velocity
+    [B, H, A] at (x_t, t) from one joint pass over prefix + suffix and through the prefix KV cache, suffix tokens
+    [B, T_s, W] and causal-block flags [B, T_s] at (x_t, t), the cached velocity at (loss_x_t, loss_t) and
+    (adaptive norms, pi0.5) the conditioning vector [B, W] at t."""
 
     def __init__(self, policy: tp.VLAPolicy):
         super().__init__()
         self.policy = policy
 
-    def forward(self, images, image_mask, tokens, token_mask, state, x_t, t):
+    def forward(self, images, image_mask, tokens, token_mask, state, x_t, t, loss_x_t, loss_t):
         p = self.policy
         prefix = p.encode_prefix(images, image_mask, tokens, token_mask, state)
-        return (prefix.tokens, prefix.mask, p.full_velocity(state, x_t, t, prefix),
-                p.suffix_velocity(state, x_t, t, prefix))
+        suffix = p.embed_suffix(state, x_t, t, prefix)
+        outs = (prefix.tokens, prefix.mask, p.full_velocity(state, x_t, t, prefix),
+                p.suffix_velocity(state, x_t, t, prefix), suffix.tokens, suffix.ar,
+                p.suffix_velocity(state, loss_x_t, loss_t, prefix))
+        return outs if suffix.cond is None else (*outs, suffix.cond)
 
 
-Probe = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]  # (x_t, t) -> PROBE_OUTPUTS
+def probe_outputs(policy: tp.VLAPolicy) -> list[str]:
+    """The names of :class:`FixtureProbe`'s outputs for ``policy`` (``adarms_cond`` with adaptive norms)."""
+    return list(PROBE_OUTPUTS if policy.action_expert.adaptive_norm else PROBE_OUTPUTS[:-1])
 
 
 def fixture_outputs(policy: tp.VLAPolicy, batch: dict, fixture: "Fixture", backend: str) -> dict[str, np.ndarray]:
     """The PyTorch (``backend="torch"``) or onnxruntime (``"onnx"``) counterparts of an openpi fixture's outputs,
-    as ``vla_jax.interop.openpi.model_outputs`` gives JAX's: prefix_tokens / prefix_mask, velocity (one joint pass)
-    and velocity_cached (prefix KV cache) at ``in/x_t``, ``in/t``; loss [B, H], openpi's mean over all action dims
-    of ``(v - u)^2`` with the cached velocity at the fixture's ``loss_noise`` / ``loss_time`` (the port has no loss
-    of its own); sampled [B, H, A] from ``in/noise`` (``sample_actions``; onnx: the exported ``policy.onnx``).
-    ``policy``: float32, ``openpi_semantics`` on; ``batch``: :meth:`Fixture.batch`."""
+    as ``vla_jax.interop.openpi.model_outputs`` gives JAX's: prefix_tokens / prefix_mask; velocity (one joint pass)
+    and velocity_cached (prefix KV cache), suffix_tokens, suffix_ar_mask [T_s] and (pi0.5) adarms_cond at
+    ``in/x_t``, ``in/t``; loss [B, H]: openpi's mean over all action dims of ``(v - u)^2`` from the cached velocity
+    at the fixture's ``loss_noise`` / ``loss_time`` (the port has no loss of its own); sampled [B, H, A] from
+    ``in/noise`` (torch: ``sample_actions``; onnx: the exported ``policy.onnx``). ``policy``: float32,
+    ``openpi_semantics`` on; ``batch``: :meth:`Fixture.batch`."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
     obs = {k: batch[k] for k in OBS_KEYS}
     obs["state"] = np.where(obs["state_mask"], obs["state"], 0.0).astype(np.float32)
-    x_t, t = fixture.inputs["x_t"], fixture.inputs["t"]
+    x, y, actions = fixture.inputs, fixture.outputs, batch["actions"]
+    loss_t = y.get("loss_time", x["t"]).astype(np.float32)
+    noise = y.get("loss_noise", x["x_t"])
+    tt = loss_t[:, None, None]
+    inputs = {**{k: np.asarray(obs[k]).astype(to_onnx.INPUT_DTYPES[k]) for k in PROBE_INPUTS[:5]},
+              "x_t": x["x_t"].astype(np.float32), "t": x["t"].astype(np.float32),
+              "loss_x_t": (tt * noise + (1.0 - tt) * actions).astype(np.float32), "loss_t": loss_t}
     with tempfile.TemporaryDirectory() as tmp:
-        probe = _probe(policy, _probe_inputs(obs, x_t, t), backend, tmp)
-        out = probe(x_t, t)
-        if "loss_noise" in fixture.outputs:
-            out["loss"] = _loss(probe, batch["actions"], fixture.outputs["loss_noise"], fixture.outputs["loss_time"])
-        out["sampled"] = _sampled(policy, obs, fixture.inputs["noise"], backend, tmp)
-    return out
+        out = _run_probe(policy, inputs, backend, tmp)
+        out["sampled"] = _sampled(policy, obs, x["noise"], backend, tmp)
+    v = out.pop("loss_velocity")
+    if "loss_noise" in y:
+        out["loss"] = np.square(v - (noise - actions)).mean(axis=-1)
+    out["suffix_ar_mask"] = out["suffix_ar_mask"][0]
+    if "adarms_cond" not in y:
+        out.pop("adarms_cond", None)
+    order = ("prefix_tokens", "prefix_mask", "velocity", "velocity_cached", "suffix_tokens", "suffix_ar_mask",
+             "adarms_cond", "loss", "sampled")  # model_outputs' order
+    return {k: out[k] for k in order if k in out}
 
 
-def _loss(probe: Probe, actions: np.ndarray, noise: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """openpi's per-step flow loss [B, H] from the probe's cached velocity (``x_t = t noise + (1 - t) actions``)."""
-    tt = t.astype(np.float32)[:, None, None]
-    x_t = (tt * noise + (1.0 - tt) * actions).astype(np.float32)
-    v = probe(x_t, t)["velocity_cached"]
-    return np.square(v - (noise - actions)).mean(axis=-1)
-
-
-def _probe_inputs(obs: dict, x_t: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
-    """:data:`PROBE_INPUTS` as numpy in the graph's dtypes."""
-    return {**{k: np.asarray(obs[k]).astype(to_onnx.INPUT_DTYPES[k]) for k in PROBE_INPUTS[:5]},
-            "x_t": np.asarray(x_t, np.float32), "t": np.asarray(t, np.float32)}
-
-
-def _probe(policy: tp.VLAPolicy, example: dict, backend: str, tmp: str) -> Probe:
-    """(x_t, t) -> :data:`PROBE_OUTPUTS` through :class:`FixtureProbe` in PyTorch, or traced on ``example``
-    (:func:`_probe_inputs`) into ``tmp`` and run by onnxruntime."""
-    graph = FixtureProbe(policy)
-    feed = lambda x_t, t: _probe_inputs(example, x_t, t)  # noqa: E731
+def _run_probe(policy: tp.VLAPolicy, inputs: dict[str, np.ndarray], backend: str, tmp: str) -> dict[str, np.ndarray]:
+    """:class:`FixtureProbe` on ``inputs`` (:data:`PROBE_INPUTS`, numpy) in PyTorch, or traced into ``tmp`` and
+    run by onnxruntime. Returns :func:`probe_outputs` by name."""
+    graph, names = FixtureProbe(policy), probe_outputs(policy)
     if backend == "onnx":
-        session = to_onnx.onnx_session(to_onnx.trace(graph, example, list(PROBE_OUTPUTS),
-                                                     os.path.join(tmp, "probe.onnx")))
-        return lambda x_t, t: dict(zip(PROBE_OUTPUTS, session.run(list(PROBE_OUTPUTS), feed(x_t, t))))
-
-    def run(x_t: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            outs = graph(*(torch.from_numpy(v) for v in feed(x_t, t).values()))
-        return {name: o.numpy() for name, o in zip(PROBE_OUTPUTS, outs)}
-
-    return run
+        session = to_onnx.onnx_session(to_onnx.trace(graph, inputs, names, os.path.join(tmp, "probe.onnx")))
+        used = {i.name for i in session.get_inputs()}  # the tracer drops inputs a model ignores (pi0.5: state)
+        return dict(zip(names, session.run(names, {k: v for k, v in inputs.items() if k in used})))
+    with torch.no_grad():
+        outs = graph(*(torch.from_numpy(v) for v in inputs.values()))
+    return {name: o.numpy() for name, o in zip(names, outs)}
 
 
 def _sampled(policy: tp.VLAPolicy, obs: dict, noise: np.ndarray, backend: str, tmp: str) -> np.ndarray:
