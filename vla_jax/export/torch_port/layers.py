@@ -93,8 +93,11 @@ def make_attn_mask(mask: torch.Tensor, ar: torch.Tensor) -> torch.Tensor:
 def posemb_sincos(t: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0,
                   openpi: bool = False) -> torch.Tensor:
     """Sine-cosine embedding of the flow time. t: [B] (or scalar) float32 -> [B, dim] (or [dim]).
-    ``openpi``: the angle written as openpi writes it (``t * (1 / period * 2 pi)``)."""
-    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float32)
+    ``openpi``: the angle written as openpi writes it (``t * (1 / period * 2 pi)``). The fraction is
+    ``jnp.linspace(0, 1, dim // 2)`` as JAX rounds it in float32 (``i * (1 / (n - 1))``; torch.linspace differs by
+    an ulp on some entries, which angles up to 2 pi / 4e-3 ~ 1,600 rad turn into 1e-5 on the velocity)."""
+    n = dim // 2
+    fraction = torch.arange(n, dtype=torch.float32) * (1.0 / max(n - 1, 1))
     period = min_period * (max_period / min_period) ** fraction
     angle = t.float()[..., None] * ((1.0 / period * 2 * math.pi) if openpi else (2 * math.pi / period))
     return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
