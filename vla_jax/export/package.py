@@ -307,6 +307,9 @@ def model_card(config: dict, report: dict, files: list[str]) -> str:
     inputs = ("images f32 [B,C,R,R,3] in [-1,1], image_mask bool [B,C], tokens int32 [B,L], token_mask bool [B,L], "
               "state f32 [B,S] (normalized), state_mask bool [B,S], action_dim_mask bool [B,A]"
               + (", noise f32 [B,H,A]" if config["action_head"] == "flow" else ""))
+    if config.get("action_expert", "pi0") == "pi05":
+        inputs += (" (pi0.5: the state is not read, write it into the prompt; `policy.onnx` has no `state` / "
+                   "`state_mask` inputs)")
     return f"""# vla_jax policy: preset `{report['preset']}`, {config['action_head']} head
 
 Exported from `{report['source']}` ({'EMA' if report['ema'] else 'raw'} parameters) on {report['exported_at']}.
