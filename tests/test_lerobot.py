@@ -115,15 +115,16 @@ def _openpi_pytorch_layout(p: dict) -> dict:
     block = "PaliGemma/img/Transformer/encoderblock/"
     for i in range(p[block + "LayerNorm_0/scale"].shape[0]):
         enc = lerobot.ENC.format(i=i)
-        for n, (theirs, t) in {"layer_norm1": ("LayerNorm_0", False), "layer_norm2": ("LayerNorm_1", False),
-                               "mlp.fc1": ("MlpBlock_0/Dense_0", True), "mlp.fc2": ("MlpBlock_0/Dense_1", True)}.items():
+        for n, (theirs, t) in (("layer_norm1", ("LayerNorm_0", False)), ("layer_norm2", ("LayerNorm_1", False)),
+                               ("mlp.fc1", ("MlpBlock_0/Dense_0", True)), ("mlp.fc2", ("MlpBlock_0/Dense_1", True))):
             out[f"{enc}{n}.weight"] = p[f"{block}{theirs}/{'kernel' if t else 'scale'}"][i].T
             out[f"{enc}{n}.bias"] = p[f"{block}{theirs}/bias"][i]
+        attn = block + "MultiHeadDotProductAttention_0/"
         for n, theirs in (("q", "query"), ("k", "key"), ("v", "value"), ("out", "out")):
-            kernel = p[f"{block}MultiHeadDotProductAttention_0/{theirs}/kernel"][i]
+            kernel = p[f"{attn}{theirs}/kernel"][i]
             width = kernel.shape[-1] if n == "out" else kernel.shape[0]
             out[f"{enc}self_attn.{n}_proj.weight"] = kernel.reshape(-1, width).T
-            out[f"{enc}self_attn.{n}_proj.bias"] = p[f"{block}MultiHeadDotProductAttention_0/{theirs}/bias"][i].reshape(-1)
+            out[f"{enc}self_attn.{n}_proj.bias"] = p[f"{attn}{theirs}/bias"][i].reshape(-1)
     llm = "PaliGemma/llm/"
     for e, sfx in ((0, ""), (1, "_1")):
         q = p[f"{llm}layers/attn/q_einsum{sfx}/w"]
@@ -312,11 +313,13 @@ def test_import_refusals_are_one_line(folder, tmp_path, capsys):
     not_pi0 = tmp_path / "act"
     os.makedirs(not_pi0)
     (not_pi0 / lerobot.CONFIG_FILE).write_text(json.dumps({"type": "act"}))
-    assert "has type 'act'; only LeRobot's pi0 imports" in _one_line_error("import_lerobot", [str(not_pi0), out], capsys)
+    err = _one_line_error("import_lerobot", [str(not_pi0), out], capsys)
+    assert "has type 'act'; only LeRobot's pi0 imports" in err
     with safe_open(os.path.join(folder, lerobot.WEIGHTS_FILE), framework="pt") as f:
         tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
     for name, change, message in (
-            ("extra", {"model.state_proj.scale": torch.zeros(3)}, "LeRobot key model.state_proj.scale has no vla_jax pi0"),
+            ("extra", {"model.state_proj.scale": torch.zeros(3)},
+             "LeRobot key model.state_proj.scale has no vla_jax pi0"),
             ("missing", {"model.action_out_proj.bias": None}, "LeRobot key model.action_out_proj.bias is missing"),
             ("untied", {lerobot.LM_HEAD: torch.zeros_like(tensors[lerobot.LM_HEAD])}, "differs from")):
         bad = tmp_path / name

@@ -69,12 +69,12 @@ NORMALIZER, UNNORMALIZER = "normalizer_processor", "unnormalizer_processor"
 STATS_EPS = 1e-8  # LeRobot's MEAN_STD: (x - mean) / (std + eps), eps 1e-8 as vla_jax's
 DTYPES = ("float32", "bfloat16")
 VIT_HEADS = 16  # LeRobot keeps HF SigLIP's default head count (So400m); not in the weights
-GEMMA_VARIANTS = {  # paligemma_variant / action_expert_variant: width, depth, mlp_dim, num_heads, num_kv_heads, head_dim
+# paligemma_variant / action_expert_variant -> width, depth, mlp_dim, num_heads, num_kv_heads, head_dim
+GEMMA_VARIANTS = {
     "gemma_2b": (2048, 18, 16384, 8, 1, 256),  # LeRobot's get_gemma_config
     "gemma_300m": (1024, 18, 4096, 8, 1, 256),
     "dummy": (64, 4, 128, 8, 1, 16),  # openpi's test size (the fixtures'); LeRobot does not accept it
 }
-LOADABLE_VARIANTS = ("gemma_2b", "gemma_300m")
 HEAD_KEYS = ("vit.num_heads", "llm.num_heads", "llm.num_kv_heads", "llm.head_dim")  # not in the weights' shapes
 META_PREFIX = "vla_jax."  # model.safetensors metadata: the HEAD_KEYS of the exported run
 
@@ -215,7 +215,8 @@ def rules(variant: str = "pi0") -> tuple[Rule, ...]:
     table = _vision_rules() + [Rule("llm/embedding", (EMBED, LM_HEAD), TIED)]
     table += _decoder_rules(0, _SCALE_NORM) + _decoder_rules(1, v.expert_norm)
     for ours, theirs in v.projections:
-        table += [Rule(f"{ours}/w", (f"model.{theirs}.weight",), LINEAR), Rule(f"{ours}/b", (f"model.{theirs}.bias",), SAME)]
+        table += [Rule(f"{ours}/w", (f"model.{theirs}.weight",), LINEAR),
+                  Rule(f"{ours}/b", (f"model.{theirs}.bias",), SAME)]
     return tuple(table)
 
 
@@ -284,7 +285,8 @@ def check_inverse(variables: dict, variant: str = "pi0") -> None:
 
 
 def canonical_keys(state_dict: dict, variant: str = "pi0") -> dict:
-    """LeRobot's own load-time key fixes: an unprefixed old projection name renamed (``time_mlp_*`` ->
+    """A state_dict's arrays (or their shapes, to check names before loading) under LeRobot's own load-time key
+    fixes: an unprefixed old projection name renamed (``time_mlp_*`` ->
     ``action_time_mlp_*`` for pi0), the ``model.`` prefix added where missing, the tied PaliGemma ``lm_head`` /
     ``embed_tokens`` completed from each other (LeRobot saves only ``lm_head``). LerobotError (one line) when both
     are present and differ."""
@@ -403,7 +405,8 @@ def policy_config(model: dict, state_dim: int, action_dim: int, dtype: str) -> d
     res, horizon = model["image_size"], model["action_horizon"]
     llm, expert = model["llm"], model["expert"]
     shared = (llm["depth"], llm["num_heads"], llm["num_kv_heads"], llm["head_dim"])
-    features = {f"observation.images.{c}": _feature("VISUAL", [3, res, res]) for c in camera_names(model["num_cameras"])}
+    features = {f"observation.images.{c}": _feature("VISUAL", [3, res, res])
+                for c in camera_names(model["num_cameras"])}
     return {
         "type": "pi0", "n_obs_steps": 1,
         "input_features": features | {"observation.state": _feature("STATE", [state_dim])},
@@ -554,8 +557,9 @@ def pick_dataset(norm_stats: dict | None, dataset: str | None) -> tuple[str, dic
                                f"{', '.join(found) or 'none'})")
         return dataset, found[dataset]
     if len(found) != 1:
-        raise LerobotError(f"the checkpoint has {'no' if not found else 'several'} robot datasets with state and action "
-                           f"norm stats ({', '.join(found) or 'none'}); LeRobot's folder carries one: pass --dataset")
+        raise LerobotError(f"the checkpoint has {'several' if found else 'no'} robot datasets with state and "
+                           f"action norm stats ({', '.join(found) or 'none'}); LeRobot's folder carries one: pass "
+                           "--dataset")
     return next(iter(found.items()))
 
 
