@@ -27,3 +27,17 @@ def test_bad_topology_is_one_line():
     with pytest.raises(TopologyError, match="v5p:2x2x2") as e:
         compile_report(config, "v5p:3x3x3x3")
     assert "\n" not in str(e.value)
+
+
+def test_pi05_step_compiles_for_v5p_slice_with_fsdp_and_tensor_parallelism():
+    """The pi05 preset (adaptive norms, bfloat16, full remat) at tiny sizes on a (data=2, fsdp=2, tensor=2) mesh."""
+    from vla_jax.train import testing
+
+    sizes = {k: v for k, v in testing.TINY.items() if k.startswith("model.")} | {"model.addons": ()}
+    config = load_config("configs/pretrain.py:size=pi05,mixture=synthetic",
+                         {**sizes, "batch_size": 8, "mesh.shape.data": 2, "mesh.shape.fsdp": 2,
+                          "mesh.shape.tensor": 2, "sharding": "fsdp_tp"})
+    assert config.model.action_expert == "pi05" and config.model.remat == "full"
+    report = compile_report(config, "v5p:2x2x2")
+    assert report.mesh == {"data": 2, "fsdp": 2, "tensor": 2} and report.fits is True
+    assert report.flops_per_device > 0

@@ -90,6 +90,18 @@ def test_tokenizer_vocab_checks(tabletop_dir):  # noqa: F811
     assert "remove it from config.model.addons" in msg
 
 
+def test_openpi_compatible_models_need_the_tokenizer_of_their_weights(tabletop_dir):  # noqa: F811
+    """With openpi_semantics the embedding rows are the tokenizer's ids: a tokenizer with fewer pieces than
+    config.model.vocab_size (not the one the weights were trained with) is refused in one line."""
+    config = make_config(tabletop_dir)
+    config.model.openpi_semantics = True
+    msg = _error(config, r"has \d+ pieces but config.model.vocab_size=1024: an openpi-compatible model")
+    assert "PaliGemma's has 257152" in msg
+    pieces = int(msg.split(" has ")[1].split()[0])
+    config.model.vocab_size = pieces
+    next(make_train_iterator(config))  # the tokenizer's own size: no error
+
+
 def test_missing_stats_and_tokenizer(tabletop_dir, tmp_path):  # noqa: F811
     config = make_config(tabletop_dir, stats_dir=str(tmp_path / "nostats"))
     msg = _error(config, "normalization stats .* are missing")

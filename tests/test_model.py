@@ -45,7 +45,7 @@ def mean_loss(terms, name):
     return float(s.sum() / jnp.maximum(n.sum(), 1))
 
 
-@pytest.mark.parametrize("arg", ["debug", "small", "pi0", "debug,head=discrete", "pi0,head=discrete"])
+@pytest.mark.parametrize("arg", ["debug", "small", "pi0", "pi05", "debug,head=discrete", "pi0,head=discrete"])
 def test_shapes_every_preset(arg):
     cfg, model = make(arg)
     batch = summary.dummy_batch(cfg, batch_size=2)
@@ -108,6 +108,9 @@ def test_pi0_parameter_count_matches_published_dims():
     counts = summary.count_by_component(summary.param_shapes(cfg))
     assert 0.38e9 < counts["vision encoder"] < 0.45e9  # SigLIP So400m
     assert 0.28e9 < counts["action expert layers"] < 0.34e9  # Gemma 300M
+    cfg, _ = make("pi05")
+    _, measured, derived = summary.summary_table(cfg)
+    assert measured == derived == 3_353_433_872  # openpi's pi0.5 (openpi_param_names_pi05.txt)
 
 
 def test_prefix_outputs_ignore_suffix():

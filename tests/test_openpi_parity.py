@@ -79,7 +79,7 @@ def test_left_over_and_missing_names_are_one_line_errors(fixture, converted):
                                                  r"vla_jax counterpart[^\n]*$"):
         openpi.to_vla_jax(params)
     params = {k: v for k, v in fixture.params.items() if k != "state_proj/bias"}
-    with pytest.raises(openpi.OpenpiError, match=r"^openpi parameter state_proj/bias is missing \(1 missing\)$"):
+    with pytest.raises(openpi.OpenpiError, match=r"^openpi pi0 parameter state_proj/bias is missing \(1 missing\)$"):
         openpi.to_vla_jax(params)
     ours = {"params": {**converted["params"], "prefix_readout": {"w": np.zeros(2)}}}
     with pytest.raises(openpi.OpenpiError, match=r"^vla_jax parameter prefix_readout/w has no openpi counterpart"):
@@ -90,7 +90,8 @@ def test_parity_with_openpi_outputs():
     """Prefix embeddings, velocity (joint pass and KV cache), per-step loss for openpi's noise and time, and
     10-step sampled actions reproduce openpi's within 1e-5 (loss: 1e-4 relative)."""
     diffs = {d.name: d for d in openpi.check_fixture(PI0)}
-    assert set(diffs) == {"prefix_tokens", "prefix_mask", "velocity", "velocity_cached", "loss", "sampled"}
+    assert set(diffs) == {"prefix_tokens", "prefix_mask", "velocity", "velocity_cached", "suffix_tokens",
+                          "suffix_ar_mask", "loss", "sampled"}
     for d in diffs.values():
         assert d.ok, d.format()
     assert diffs["prefix_mask"].max_abs == 0.0
@@ -137,7 +138,7 @@ def test_check_parity_tool_passes_on_the_fixture():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert [ln.split()[0] for ln in lines[:-1]] == ["prefix_tokens", "prefix_mask", "velocity", "velocity_cached",
-                                                   "loss", "sampled"]
+                                                   "suffix_tokens", "suffix_ar_mask", "loss", "sampled"]
     assert lines[-1].startswith("parity: ok")
 
 

@@ -213,7 +213,8 @@ def build_source(
 
 def load_tokenizer(settings: DataSettings) -> Tokenizer:
     tokenizer = Tokenizer(settings.tokenizer)
-    check_tokenizer(tokenizer, settings.vocab_size, settings.action_head, settings.required_tokens)
+    check_tokenizer(tokenizer, settings.vocab_size, settings.action_head, settings.required_tokens,
+                    exact_vocab=settings.exact_vocab)
     return tokenizer
 
 

@@ -50,6 +50,7 @@ class DataSettings:
     batch_size: int
     required_tokens: tuple[tuple[str, int], ...] = ()  # (piece, id) the model's add-ons expect (vla_jax.models.addons)
     prompt_format: str = "plain"  # vla_jax/data/prompts.py: "plain" | "pi0" | "pi05"
+    exact_vocab: bool = False  # the tokenizer must have exactly vocab_size pieces (openpi-compatible models)
 
     def norm_group_members(self, name: str) -> list[str]:
         group = self.datasets[name].norm_group
@@ -126,4 +127,5 @@ def read_settings(config) -> DataSettings:
         batch_size=int(config.batch_size),
         required_tokens=tuple(addons.required_tokens(model).items()),
         prompt_format=check_prompt_format(str(data.get("prompt_format", "plain"))),
+        exact_vocab=bool(model.get("openpi_semantics", False)),
     )

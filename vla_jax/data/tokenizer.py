@@ -73,9 +73,11 @@ class Tokenizer:
 
 
 def check_tokenizer(tokenizer: Tokenizer, vocab_size: int, action_head: str,
-                    required_tokens: Sequence[tuple[str, int]] = ()) -> None:
+                    required_tokens: Sequence[tuple[str, int]] = (), exact_vocab: bool = False) -> None:
     """Start-up check of the tokenizer against the model embedding (and that each ``(piece, id)`` of
-    ``required_tokens``, what the model's add-ons expect, is that single id); one clear line on mismatch."""
+    ``required_tokens``, what the model's add-ons expect, is that single id); one clear line on mismatch.
+    ``exact_vocab`` (openpi-compatible models): the tokenizer has exactly ``vocab_size`` pieces, as the one the
+    weights were trained with (PaliGemma's: 257,152)."""
     for piece, want in required_tokens:
         if tokenizer.encode(piece) != [want]:
             raise DataError(
@@ -83,6 +85,12 @@ def check_tokenizer(tokenizer: Tokenizer, vocab_size: int, action_head: str,
                 f"expect [{want}]; give the add-on the tokenizer's ids (a tokenizer trained by "
                 f"tools/generate_data.py has <loc00> = 4) or remove it from config.model.addons")
     pieces = tokenizer.vocab_size
+    if exact_vocab and pieces != vocab_size:
+        raise DataError(
+            f"tokenizer {tokenizer.path} has {pieces} pieces but config.model.vocab_size={vocab_size}: an "
+            f"openpi-compatible model (config.model.openpi_semantics) reads token i from embedding row i of the "
+            f"tokenizer its weights were trained with (PaliGemma's has 257152); use that tokenizer.model, or "
+            f"set config.model.vocab_size={pieces} to train from scratch")
     if action_head == "discrete":
         limit = vocab_size - DISCRETE_ACTION_BINS
         if pieces > limit:

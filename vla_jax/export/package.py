@@ -15,6 +15,12 @@ Folder layout (``--format=all``)::
     params/                             orbax PyTree checkpoint {"params": <openpi's nested pi0 params>}, float32
     assets/<dataset>/norm_stats.json    openpi's {"norm_stats": {"state": ..., "actions": ...}} per robot dataset
 
+``--format=lerobot`` writes LeRobot's pi0 pretrained folder (:func:`export_lerobot`)::
+
+    model.safetensors                   PI0Policy state_dict (names in vla_jax/interop/lerobot.py), float32 / bfloat16
+    config.json                         PI0Config ("type": "pi0")
+    policy_{pre,post}processor.json     processor pipelines + their normalizer state files (one dataset's MEAN_STD)
+
 Checkpoints are read and written by ``vla_jax/train/checkpoint.py``: :func:`export` reads the parameters of
 one step with its ``load_params``, :func:`import_torch` writes a params-only step with its ``write_checkpoint``
 (a new run starts from it with ``config.init.from_checkpoint``).
@@ -38,7 +44,7 @@ from vla_jax.export import torch_port as tp
 from vla_jax.models.vla import make_config
 from vla_jax.train.checkpoint import CheckpointError, available_steps, load_params, write_checkpoint
 
-FORMATS = ("pytorch", "onnx", "all", "openpi")
+FORMATS = ("pytorch", "onnx", "all", "openpi", "lerobot")
 TOKENIZER_FILE = "tokenizer.model"
 MAX_ONNX_DECODE_STEPS = 512  # the discrete ONNX graph unrolls H * A greedy steps (debug: 112, pi0: 1600)
 
@@ -128,7 +134,7 @@ def export(workdir: str, out: str, *, step: int | None = None, ema: bool = False
     Non-finite parameters are refused when read (:func:`vla_jax.train.checkpoint.load_params`). The folder is written to
     ``out.tmp-<pid>`` and renamed into place only if every action is finite and every float32 parity figure
     is within ``tolerance``. ``fmt="openpi"`` goes to :func:`export_openpi` (``dataset``: the one robot dataset
-    whose norm stats it writes)."""
+    whose norm stats it writes), ``fmt="lerobot"`` to :func:`export_lerobot` (``dataset``: the one it carries)."""
     import torch
 
     if fmt not in FORMATS:
@@ -137,8 +143,11 @@ def export(workdir: str, out: str, *, step: int | None = None, ema: bool = False
         if dtype != "float32":
             raise ExportError(f"--dtype={dtype}: --format=openpi writes the float32 params as read")
         return export_openpi(workdir, out, step=step, ema=ema, dataset=dataset, log=log)
+    if fmt == "lerobot":
+        return export_lerobot(workdir, out, step=step, ema=ema, dataset=dataset, dtype=dtype, log=log)
     if dataset is not None:
-        raise ExportError(f"--dataset={dataset} applies to --format=openpi (the other formats keep every dataset)")
+        raise ExportError(f"--dataset={dataset} applies to --format=openpi / lerobot (the other formats keep every "
+                          "dataset)")
     if dtype not in tp.DTYPES:
         raise ExportError(f"--dtype={dtype} must be one of {', '.join(tp.DTYPES)}")
     want_torch, want_onnx = fmt in ("pytorch", "all"), fmt in ("onnx", "all")
@@ -281,6 +290,40 @@ def export_openpi(workdir: str, out: str, *, step: int | None = None, ema: bool 
     log(f"[export] {ck.path}: preset {ck.config.get('preset', '?')}, {'EMA' if ema else 'raw'} params -> openpi "
         f"layout {out} ({num_params:,} values; norm stats: {', '.join(sorted(assets)) or 'none'}) "
         f"in {time.perf_counter() - t0:.1f}s")
+    return report
+
+
+def export_lerobot(workdir: str, out: str, *, step: int | None = None, ema: bool = False, dataset: str | None = None,
+                   dtype: str = "float32", log=print) -> dict:
+    """Writes a checkpoint of a ``pi0`` run (``openpi_semantics``, no add-ons) as LeRobot's pi0 pretrained folder
+    (:func:`vla_jax.interop.lerobot.write_folder`) with the norm stats of ``dataset`` (default: the only robot
+    dataset). No parity gate: the conversion is a pure re-layout, which the writer verifies exact. Written to
+    ``out.tmp-<pid>``, renamed into place; returns the report. ExportError (one line) for another model, a dataset
+    LeRobot cannot normalize, a missing or ambiguous ``dataset``, an ``out`` that is neither empty nor a LeRobot
+    folder."""
+    from vla_jax.interop import lerobot
+
+    if os.path.exists(out) and os.listdir(out) and not lerobot.is_folder(out):
+        raise ExportError(f"--out={out} exists and is not a LeRobot folder; choose an empty or new directory")
+    t0 = time.perf_counter()
+    ck = _read(workdir, step, ema)
+    tmp = f"{os.path.abspath(out).rstrip('/')}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        written = lerobot.write_folder(tmp, ck.params, ck.config["model"], enrich_norm_stats(ck.norm_stats, ck.config),
+                                       dataset=dataset, dtype=dtype, preset=ck.config.get("preset"))
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except lerobot.LerobotError as e:
+        raise ExportError(str(e)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report = {"preset": ck.config.get("preset"), "step": ck.step, "ema": ema, "source": os.path.abspath(ck.path),
+              "formats": ["lerobot"], "dtype": dtype, **written}
+    log(f"[export] {ck.path}: preset {ck.config.get('preset', '?')}, {'EMA' if ema else 'raw'} params -> LeRobot pi0 "
+        f"folder {out} ({written['keys']} keys, {written['num_params']:,} values, {dtype}; norm stats: "
+        f"{written['dataset']}) in {time.perf_counter() - t0:.1f}s")
     return report
 
 

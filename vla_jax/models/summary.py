@@ -8,6 +8,7 @@ import numpy as np
 
 from vla_jax.batch import BATCH_KEYS, dims_from_config
 from vla_jax.models import addons
+from vla_jax.models.action_expert import ACTION_EXPERTS
 from vla_jax.models.vla import VLA, VLAConfig
 
 COMPONENTS = ("vision encoder", "vision projection", "token embedding", "backbone layers", "action expert layers",
@@ -63,19 +64,22 @@ def analytic_counts(cfg: VLAConfig) -> dict[str, int]:
     vit_block = 4 * w + (3 * w * w + 3 * w) + (w * w + w) + (w * f + f) + (f * w + w)
     vision = v.pixel_patch**2 * v.pixel_channels * w + w + v.num_patches * w + v.depth * vit_block + 2 * w
     qkv_out = lambda e: e.width * d.num_heads * d.head_dim * 2 + 2 * e.width * d.num_kv_heads * d.head_dim
-    layer = lambda e: 2 * e.width + qkv_out(e) + 3 * e.width * e.mlp_dim
+    norm = lambda e: 3 * e.width * e.width + 3 * e.width if e.adaptive_norm else e.width  # one RMSNorm
+    layer = lambda e: 2 * norm(e) + qkv_out(e) + 3 * e.width * e.mlp_dim
     backbone = d.experts[0]
     out = dict.fromkeys(COMPONENTS, 0)
     out["vision encoder"] = vision
     out["vision projection"] = w * backbone.width + backbone.width
     out["token embedding"] = d.vocab_size * backbone.width
-    out["backbone layers"] = d.depth * layer(backbone) + backbone.width
+    out["backbone layers"] = d.depth * layer(backbone) + norm(backbone)
     s, a = cfg.max_state_dim, cfg.max_action_dim
     if cfg.action_head == "flow":
         e = d.experts[1]
-        out["action expert layers"] = d.depth * layer(e) + e.width
-        ew = e.width
-        out["action/state projections"] = (s * ew + ew) + (a * ew + ew) + (2 * ew * ew + ew) + (ew * ew + ew) + (ew * a + a)
+        out["action expert layers"] = d.depth * layer(e) + norm(e)
+        ew, state_token = e.width, ACTION_EXPERTS[cfg.action_expert].STATE_TOKEN
+        time_in = (2 if state_token else 1) * ew * ew + ew  # pi0 mixes [action, time]; pi0.5 embeds time alone
+        out["action/state projections"] = ((s * ew + ew) * state_token + (a * ew + ew) + time_in + (ew * ew + ew)
+                                           + (ew * a + a))
     else:
         out["action/state projections"] = s * backbone.width + backbone.width
     return out
