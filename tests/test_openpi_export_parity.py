@@ -89,7 +89,8 @@ def test_pi05_parameter_names_both_ways(pi05):
             assert np.array_equal(sd[f"llm.layers.{i}.{ours}.modulation.bias"],
                                   fixture.params[f"{llm}layers/{theirs}/Dense_0/bias"][i])
         assert f"llm.layers.{i}.pre_attn_norm_0.weight" in sd and f"llm.layers.{i}.pre_attn_norm_1.weight" not in sd
-    assert np.array_equal(sd["llm.final_norm_1.modulation.weight"], fixture.params[f"{llm}final_norm_1/Dense_0/kernel"].T)
+    assert np.array_equal(sd["llm.final_norm_1.modulation.weight"],
+                          fixture.params[f"{llm}final_norm_1/Dense_0/kernel"].T)
     assert sd["llm.final_norm_1.modulation.weight"].shape == (192, 64) and "llm.final_norm_1.weight" not in sd
     assert sd["time_mlp_in.weight"].shape == (64, 64) and not any(k.startswith("state_proj") for k in sd)
     back = to_torch.flatten_params(to_torch.torch_to_jax(sd, cfg))
@@ -105,7 +106,7 @@ def test_pi05_parameter_names_both_ways(pi05):
     (lambda c: c["decoder"]["experts"][1].update(adaptive_norm=False),
      r"^decoder.experts adaptive_norm=\[False, False\] does not match action_expert='pi05'$"),
     (lambda c: c.update(addons=[{"name": "prefix_readout", "kwargs": []}]),
-     r"^prefix_readout needs pi0's state token \(action_expert='pi0'\)$"),
+     r"^add-ons \['prefix_readout'\] change the suffix's state token, which action_expert='pi05' does not have$"),
 ])
 def test_port_refuses_pi05_configs_it_cannot_run(pi05, change, message):
     _, _, cfg = pi05

@@ -18,7 +18,7 @@ img_proj/{w,b}                                          img_proj.{weight,bias}  
 llm/embedding [V, D]                                    llm.embedding.weight                          -
 llm/layers/pre_{attn,mlp}_norm_e/scale                  llm.layers.L.pre_{attn,mlp}_norm_e.weight     - (Gemma: 1 + w)
 llm/layers/pre_{attn,mlp}_norm_e/modulation/{w,b}       llm.layers.L.pre_{attn,mlp}_norm_e            T
- (adaptive norm, pi0.5: w [W, 3W], b [3W])               .modulation.{weight [3W, W],bias}
+ (adaptive norm, pi0.5: w [W, 3W], b [3W])               .modulation.{weight [3W, W], bias}
 llm/layers/q_e/w [D, N, h]                              llm.layers.L.q_e.weight [Nh, D]               reshape + T
 llm/layers/kv_e/w [2, D, K, h]                          llm.layers.L.{k_e,v_e}.weight [Kh, D]         split + reshape + T
 llm/layers/attn_out_e/w [N, h, D]                       llm.layers.L.attn_out_e.weight [D, Nh]        reshape + T

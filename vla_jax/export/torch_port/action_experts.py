@@ -47,7 +47,8 @@ def _ar(tokens: torch.Tensor, opened: int) -> torch.Tensor:
 class Pi0:
     """pi0's suffix: state token + H action tokens mixed with the time embedding."""
 
-    adaptive_norm = False
+    adaptive_norm = False  # the decoder's action expert uses plain RMSNorms
+    state_token = True  # the suffix starts with a state token (add-ons' suffix_state_token hook)
 
     @staticmethod
     def modules(config: dict) -> dict[str, nn.Module]:
@@ -71,7 +72,8 @@ class Pi0:
 class Pi05:
     """pi0.5's suffix: H action tokens; the time conditions the adaptive RMSNorms."""
 
-    adaptive_norm = True
+    adaptive_norm = True  # every action-expert RMSNorm is an AdaptiveRMSNorm driven by ``cond``
+    state_token = False
 
     @staticmethod
     def modules(config: dict) -> dict[str, nn.Module]:

@@ -9,8 +9,9 @@ PyTorch can do::
     actions = policy.sample_actions(images, image_mask, tokens, token_mask, state, state_mask, action_dim_mask)
 
 It mirrors ``vla_jax/models`` op for op (the parity check in ``vla_jax/export/parity.py`` holds the two
-within 1e-4 in float32), with the same split: this file is the pi0 core, ``addons/`` the research add-ons
-(one module each, the same hooks as the JAX model's, built from config.json's ``addons``):
+within 1e-4 in float32), with the same split: this file is the core, ``action_experts.py`` the suffix of pi0 or
+pi0.5 (``vla_jax/models/action_expert.py``), ``addons/`` the research add-ons (one module each, the same hooks as
+the JAX model's, built from config.json's ``addons``):
 
 * ViT: patch embedding (a strided conv over whatever pixel grid the add-ons hand it), learned position
   embedding, pre-norm blocks with GELU(tanh) MLPs, final LayerNorm (eps 1e-6, computed in float32).
@@ -45,7 +46,7 @@ from torch import nn
 
 from .action_experts import ACTION_EXPERTS, Suffix
 from .addons import REGISTRY as ADDONS
-from .addons.base import Prefix, PrefixInputs
+from .addons.base import Prefix, PrefixInputs, TorchAddon
 from .layers import AdaptiveRMSNorm, LayerNorm, RMSNorm, attention, gelu_tanh, make_attn_mask, rope
 
 CONFIG_FILE = "config.json"
@@ -101,8 +102,10 @@ def check_config(cfg: dict) -> None:
     adaptive = [bool(e.get("adaptive_norm", False)) for e in dec["experts"]]
     need(adaptive == [False, ACTION_EXPERTS[expert].adaptive_norm][:len(adaptive)],
          f"decoder.experts adaptive_norm={adaptive} does not match action_expert={expert!r}")
-    need(expert == "pi0" or all(a["name"] != "prefix_readout" for a in cfg.get("addons", ())),
-         "prefix_readout needs pi0's state token (action_expert='pi0')")
+    hooked = [a["name"] for a in cfg.get("addons", ())
+              if ADDONS[a["name"]].suffix_state_token is not TorchAddon.suffix_state_token]
+    need(not hooked or ACTION_EXPERTS[expert].state_token,
+         f"add-ons {hooked} change the suffix's state token, which action_expert={expert!r} does not have")
     need(head == "flow" or all(a["name"] != "prefix_readout" for a in cfg.get("addons", ())),
          "prefix_readout needs the flow head")
     dtype = cfg.get("torch_dtype", "float32")
@@ -159,7 +162,8 @@ class ViT(nn.Module):
 # ----------------------------------------------------------------------------------------- decoder
 def make_norm(expert: dict) -> nn.Module:
     """An expert's RMSNorm: adaptive (``adaptive_norm``, conditioned on a vector of the expert's width) or plain."""
-    return AdaptiveRMSNorm(expert["width"], expert["width"]) if expert.get("adaptive_norm") else RMSNorm(expert["width"])
+    width = expert["width"]
+    return AdaptiveRMSNorm(width, width) if expert.get("adaptive_norm") else RMSNorm(width)
 
 
 def run_norm(norm: nn.Module, x: torch.Tensor, cond: Optional[torch.Tensor]):
