@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from flax import traverse_util
 
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")  # openpi's pi0 camera order
@@ -278,22 +279,32 @@ def check_against(variables: dict, abstract: dict) -> None:
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
-def read_checkpoint(ckpt: str) -> dict:
-    """``<ckpt>/params`` (openpi's orbax PyTree checkpoint ``{"params": ...}``) -> flat ``{name: float32 array}``."""
-    path = os.path.join(os.path.abspath(ckpt), "params")
-    if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "_METADATA")):
-        raise OpenpiError(f"{ckpt} is not an openpi checkpoint (no orbax PyTree checkpoint at {path})")
-    import orbax.checkpoint as ocp
-    from etils import epath
+def checkpoint_path(ckpt: str) -> epath.Path:
+    """A local directory (made absolute, as orbax needs) or a bucket URL such as ``gs://openpi-assets/...``, through
+    the file API the checkpointer uses (etils.epath)."""
+    return epath.Path(ckpt if "://" in ckpt else os.path.abspath(ckpt))
 
+
+def read_checkpoint(ckpt: str) -> dict:
+    """``<ckpt>/params`` (openpi's orbax PyTree checkpoint ``{"params": ...}``) -> flat ``{name: float32 array}``.
+    ``ckpt`` may be local or a bucket URL (:func:`checkpoint_path`)."""
+    import orbax.checkpoint as ocp
+
+    path = checkpoint_path(ckpt) / "params"
+    try:
+        found = (path / "_METADATA").exists()
+    except Exception as e:  # noqa: BLE001 - a bucket's file system raises its own types (no network, no access)
+        raise OpenpiError(f"{path} cannot be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not found:
+        raise OpenpiError(f"{ckpt} is not an openpi checkpoint (no orbax PyTree checkpoint at {path})")
     handler = ocp.PyTreeCheckpointHandler()
     try:
-        tree = handler.metadata(epath.Path(path)).tree
+        tree = handler.metadata(path).tree
         if not isinstance(tree, dict) or "params" not in tree:
             raise OpenpiError(f"{path} holds no 'params' tree (top-level: {sorted(tree) if isinstance(tree, dict) else tree})")
         target = {"params": jax.tree.map(lambda _: 0, tree["params"])}
         args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-        restored = handler.restore(epath.Path(path), args=ocp.args.PyTreeRestore(item=target, restore_args=args,
+        restored = handler.restore(path, args=ocp.args.PyTreeRestore(item=target, restore_args=args,
                                                                                  partial_restore=True))
     except OpenpiError:
         raise
@@ -306,22 +317,20 @@ def read_checkpoint(ckpt: str) -> dict:
 
 def read_norm_stats(ckpt: str, asset_id: str | None) -> tuple[str, dict] | None:
     """``<ckpt>/assets/<asset_id>/norm_stats.json`` -> (asset id, openpi ``{"state": {...}, "actions": {...}}``).
-    Without ``asset_id`` the only asset directory is taken (None when there is none)."""
-    assets = os.path.join(ckpt, "assets")
+    Without ``asset_id`` the only asset directory is taken (None when there is none). Local or bucket URL."""
+    assets = checkpoint_path(ckpt) / "assets"
     if asset_id is None:
-        found = sorted(d for d in os.listdir(assets) if os.path.isfile(os.path.join(assets, d, "norm_stats.json"))) \
-            if os.path.isdir(assets) else []
+        found = sorted(d.name for d in assets.iterdir() if (d / "norm_stats.json").exists()) if assets.is_dir() else []
         if not found:
             return None
         if len(found) > 1:
             raise OpenpiError(f"{assets} has norm stats for several assets ({', '.join(found)}); pass --asset_id")
         asset_id = found[0]
-    path = os.path.join(assets, asset_id, "norm_stats.json")
-    if not os.path.isfile(path):
+    path = assets / asset_id / "norm_stats.json"
+    if not path.exists():
         raise OpenpiError(f"{path} does not exist")
     try:
-        with open(path) as f:
-            stats = json.load(f)["norm_stats"]
+        stats = json.loads(path.read_text())["norm_stats"]
     except (ValueError, KeyError, TypeError) as e:
         raise OpenpiError(f"{path} is not openpi norm stats ({{\"norm_stats\": {{...}}}}): {e}") from None
     return asset_id, stats
@@ -454,7 +463,6 @@ def write_checkpoint(out: str, variables: dict, norm_stats: dict[str, dict]) -> 
     bit for bit, and the written checkpoint's metadata lists every openpi name with its shape as float32.
     Returns the number of values written. Raises OpenpiError (one line) for variables that do not convert."""
     import orbax.checkpoint as ocp
-    from etils import epath
 
     ours = {k: np.asarray(v, np.float32) for k, v in flatten(variables["params"] if set(variables) == {"params"}
                                                              else variables).items()}
