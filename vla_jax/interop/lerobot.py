@@ -77,6 +77,7 @@ POSTPROCESSOR_FILE = "policy_postprocessor.json"
 NORMALIZER, UNNORMALIZER = "normalizer_processor", "unnormalizer_processor"
 STATS_EPS = 1e-8  # LeRobot's MEAN_STD: (x - mean) / (std + eps), eps 1e-8 as vla_jax's
 DTYPES = ("float32", "bfloat16")
+MAX_STATE_DIM = 32  # PI0Config / PI05Config default
 VIT_HEADS = 16  # LeRobot keeps HF SigLIP's default head count (So400m); not in the weights
 # paligemma_variant / action_expert_variant -> width, depth, mlp_dim, num_heads, num_kv_heads, head_dim
 GEMMA_VARIANTS = {
@@ -758,7 +759,7 @@ def folder_overrides(config: dict, sizes: dict) -> dict:
     (image resolution, max dims the weights hold)."""
     v = VARIANTS[config["type"]]
     res = config.get("image_resolution") or [sizes["image_size"]] * 2
-    state_dim = int(config.get("max_state_dim", sizes.get("max_state_dim", 32)))
+    state_dim = int(config.get("max_state_dim", sizes.get("max_state_dim", MAX_STATE_DIM)))
     checks = (("image_resolution", list(res), [sizes["image_size"]] * 2),
               ("max_state_dim", state_dim, sizes.get("max_state_dim", state_dim)),
               ("max_action_dim", config.get("max_action_dim", sizes["max_action_dim"]), sizes["max_action_dim"]))
