@@ -276,7 +276,8 @@ def export_openpi(workdir: str, out: str, *, step: int | None = None, ema: bool 
                 raise ExportError(f"--dataset={dataset} has no state and action norm stats in {ck.path} (robot "
                                   f"datasets: {', '.join(stats) or 'none'})")
             stats = {dataset: stats[dataset]}
-        assets = {name: openpi.to_openpi_norm_stats(s, name) for name, s in stats.items()}
+        variant = openpi.vla_jax_variant(openpi.flatten(ck.params["params"]))
+        assets = {name: openpi.to_openpi_norm_stats(s, name, variant) for name, s in stats.items()}
         shutil.rmtree(tmp, ignore_errors=True)
         num_params = openpi.write_checkpoint(tmp, ck.params, assets)
         if os.path.exists(out):
