@@ -90,6 +90,12 @@ def test_tokenizer_vocab_checks(tabletop_dir):  # noqa: F811
     assert "remove it from config.model.addons" in msg
 
 
+def test_corrupt_tokenizer_is_one_line(tabletop_dir, tmp_path):  # noqa: F811
+    bad = tmp_path / "tokenizer.model"
+    bad.write_bytes(b"not a sentencepiece model")
+    _error(make_config(tabletop_dir, tokenizer=str(bad)), r"tokenizer .*tokenizer.model is not a SentencePiece model")
+
+
 def test_openpi_compatible_models_need_the_tokenizer_of_their_weights(tabletop_dir):  # noqa: F811
     """With openpi_semantics the embedding rows are the tokenizer's ids: a tokenizer with fewer pieces than
     config.model.vocab_size (not the one the weights were trained with) is refused in one line."""

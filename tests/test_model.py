@@ -120,10 +120,11 @@ def test_prefix_outputs_ignore_suffix():
         def fn(m, b, x_t):
             prefix = m.run_prefix(m.embed_prefix(b))
             p_tok, p_mask, p_ar = prefix.tokens, prefix.mask, prefix.ar
-            s_tok, s_mask, s_ar = m.embed_suffix(b["state"], x_t, jnp.full((x_t.shape[0],), 0.5), prefix)
+            s_tok, s_mask, s_ar, cond = m.embed_suffix(b["state"], x_t, jnp.full((x_t.shape[0],), 0.5), prefix)
             mask = jnp.concatenate([p_mask, s_mask], 1)
             ar = jnp.concatenate([p_ar, s_ar], 1)
-            (p_out, s_out), _ = m.llm([p_tok, s_tok], jnp.cumsum(mask, 1) - 1, vla.make_attn_mask(mask, ar))
+            (p_out, s_out), _ = m.llm([p_tok, s_tok], jnp.cumsum(mask, 1) - 1, vla.make_attn_mask(mask, ar),
+                                      cond=cond)
             return p_out, s_out, p_mask
         return model.apply(p, b, x_t, method=fn)
 

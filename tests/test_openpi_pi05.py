@@ -128,6 +128,12 @@ def _openpi_checkpoint(path: str, params: dict) -> str:
 
     ckpt = os.path.join(path, "openpi_ckpt")
     ocp.PyTreeCheckpointer().save(os.path.join(ckpt, "params"), {"params": openpi.unflatten(params)})
+    rng = np.random.default_rng(0)
+    block = lambda n: {"mean": rng.normal(size=n).tolist(), "std": rng.uniform(0.5, 1, n).tolist(),  # noqa: E731
+                       "q01": (-rng.uniform(1, 2, n)).tolist(), "q99": rng.uniform(1, 2, n).tolist()}
+    os.makedirs(os.path.join(ckpt, "assets", "droid"))
+    with open(os.path.join(ckpt, "assets", "droid", "norm_stats.json"), "w") as f:
+        json.dump({"norm_stats": {"state": block(8), "actions": block(8)}}, f)
     return ckpt
 
 
@@ -153,6 +159,9 @@ def test_import_chooses_the_pi05_preset(imported, fixture):
     assert "47 vla_jax parameters from 51 openpi arrays" in report and "none left over" in report
     assert "llm/final_norm_1/modulation/w  <-  PaliGemma/llm/final_norm_1/Dense_0/kernel" in report
     ck = load_params(out)
+    assert "dataset 'droid' (state 8-D, action 8-D, bounds_q99)" in report  # openpi's pi0.5: quantile norm
+    assert ck.norm_stats["droid"]["action_normalization"] == ck.norm_stats["droid"]["state_normalization"] == \
+        "bounds_q99"
     assert ck.config["preset"] == "pi05" and ck.config["model"]["action_expert"] == "pi05"
     assert ck.config["data"]["prompt_format"] == "pi05"
     want = openpi.flatten(openpi.to_vla_jax(fixture.params)["params"])
@@ -169,6 +178,28 @@ def _train(workdir: str, init: str, devices: int, steps: int, extra: dict | None
     cmd = [sys.executable, "-m", "vla_jax.train", f"--workdir={workdir}",
            "--config=configs/pretrain.py:size=pi05,mixture=synthetic"] + [f"--config.{k}={v}" for k, v in flags.items()]
     return subprocess.run(cmd, cwd=ROOT, env=testing.env(devices), capture_output=True, text=True, timeout=900)
+
+
+def test_openpi_export_gives_back_the_imported_pi05_checkpoint(imported, fixture, tmp_path):
+    import orbax.checkpoint as ocp
+    from etils import epath
+
+    run, _ = imported
+    out = tmp_path / "back"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools/export.py"), f"--workdir={run}", f"--out={out}",
+                           "--format=openpi"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=testing.env())
+    assert proc.returncode == 0, proc.stderr
+    handler = ocp.PyTreeCheckpointHandler()
+    tree = handler.metadata(epath.Path(out / "params")).tree
+    target = {"params": jax.tree.map(lambda _: 0, tree["params"])}
+    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+    got = openpi.flatten(handler.restore(epath.Path(out / "params"),
+                                         args=ocp.args.PyTreeRestore(item=target, restore_args=args))["params"])
+    handler.close()
+    assert set(got) == set(fixture.params)
+    assert all(got[k].tobytes() == v.tobytes() for k, v in fixture.params.items())
+    with open(out / "assets" / "droid" / "norm_stats.json") as f:
+        assert set(json.load(f)["norm_stats"]) == {"state", "actions"}
 
 
 @pytest.mark.slow

@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from flax import traverse_util
 
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")  # openpi's pi0 camera order
@@ -134,12 +135,13 @@ def _rules(variant: str) -> dict[str, tuple[tuple[str, ...], Callable, Callable]
     return rules
 
 
-# openpi model -> the vla_jax preset computing it, its action-expert input, its top-level linears (ours, openpi's)
+# openpi model -> the vla_jax preset computing it, how openpi normalizes its state and actions (vla_jax's method:
+# z-score, or quantiles [q01, q99] -> [-1, 1]), its top-level linears (ours, openpi's)
 VARIANTS = {
-    "pi0": dict(preset="pi0", linears=(("state_proj", "state_proj"), ("action_in_proj", "action_in_proj"),
+    "pi0": dict(preset="pi0", normalization="normal", linears=(("state_proj", "state_proj"), ("action_in_proj", "action_in_proj"),
                                        ("action_out_proj", "action_out_proj"), ("time_mlp_in", "action_time_mlp_in"),
                                        ("time_mlp_out", "action_time_mlp_out"))),
-    "pi05": dict(preset="pi05", linears=(("action_in_proj", "action_in_proj"), ("action_out_proj", "action_out_proj"),
+    "pi05": dict(preset="pi05", normalization="bounds_q99", linears=(("action_in_proj", "action_in_proj"), ("action_out_proj", "action_out_proj"),
                                          ("time_mlp_in", "time_mlp_in"), ("time_mlp_out", "time_mlp_out"))),
 }
 RULES = {variant: _rules(variant) for variant in VARIANTS}
@@ -279,22 +281,32 @@ def check_against(variables: dict, abstract: dict) -> None:
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
-def read_checkpoint(ckpt: str) -> dict:
-    """``<ckpt>/params`` (openpi's orbax PyTree checkpoint ``{"params": ...}``) -> flat ``{name: float32 array}``."""
-    path = os.path.join(os.path.abspath(ckpt), "params")
-    if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "_METADATA")):
-        raise OpenpiError(f"{ckpt} is not an openpi checkpoint (no orbax PyTree checkpoint at {path})")
-    import orbax.checkpoint as ocp
-    from etils import epath
+def checkpoint_path(ckpt: str) -> epath.Path:
+    """A local directory (made absolute, as orbax needs) or a bucket URL such as ``gs://openpi-assets/...``, through
+    the file API the checkpointer uses (etils.epath)."""
+    return epath.Path(ckpt if "://" in ckpt else os.path.abspath(ckpt))
 
+
+def read_checkpoint(ckpt: str) -> dict:
+    """``<ckpt>/params`` (openpi's orbax PyTree checkpoint ``{"params": ...}``) -> flat ``{name: float32 array}``.
+    ``ckpt`` may be local or a bucket URL (:func:`checkpoint_path`)."""
+    import orbax.checkpoint as ocp
+
+    path = checkpoint_path(ckpt) / "params"
+    try:
+        found = (path / "_METADATA").exists()
+    except Exception as e:  # noqa: BLE001 - a bucket's file system raises its own types (no network, no access)
+        raise OpenpiError(f"{path} cannot be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not found:
+        raise OpenpiError(f"{ckpt} is not an openpi checkpoint (no orbax PyTree checkpoint at {path})")
     handler = ocp.PyTreeCheckpointHandler()
     try:
-        tree = handler.metadata(epath.Path(path)).tree
+        tree = handler.metadata(path).tree
         if not isinstance(tree, dict) or "params" not in tree:
             raise OpenpiError(f"{path} holds no 'params' tree (top-level: {sorted(tree) if isinstance(tree, dict) else tree})")
         target = {"params": jax.tree.map(lambda _: 0, tree["params"])}
         args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-        restored = handler.restore(epath.Path(path), args=ocp.args.PyTreeRestore(item=target, restore_args=args,
+        restored = handler.restore(path, args=ocp.args.PyTreeRestore(item=target, restore_args=args,
                                                                                  partial_restore=True))
     except OpenpiError:
         raise
@@ -307,34 +319,33 @@ def read_checkpoint(ckpt: str) -> dict:
 
 def read_norm_stats(ckpt: str, asset_id: str | None) -> tuple[str, dict] | None:
     """``<ckpt>/assets/<asset_id>/norm_stats.json`` -> (asset id, openpi ``{"state": {...}, "actions": {...}}``).
-    Without ``asset_id`` the only asset directory is taken (None when there is none)."""
-    assets = os.path.join(ckpt, "assets")
+    Without ``asset_id`` the only asset directory is taken (None when there is none). Local or bucket URL."""
+    assets = checkpoint_path(ckpt) / "assets"
     if asset_id is None:
-        found = sorted(d for d in os.listdir(assets) if os.path.isfile(os.path.join(assets, d, "norm_stats.json"))) \
-            if os.path.isdir(assets) else []
+        found = sorted(d.name for d in assets.iterdir() if (d / "norm_stats.json").exists()) if assets.is_dir() else []
         if not found:
             return None
         if len(found) > 1:
             raise OpenpiError(f"{assets} has norm stats for several assets ({', '.join(found)}); pass --asset_id")
         asset_id = found[0]
-    path = os.path.join(assets, asset_id, "norm_stats.json")
-    if not os.path.isfile(path):
+    path = assets / asset_id / "norm_stats.json"
+    if not path.exists():
         raise OpenpiError(f"{path} does not exist")
     try:
-        with open(path) as f:
-            stats = json.load(f)["norm_stats"]
+        stats = json.loads(path.read_text())["norm_stats"]
     except (ValueError, KeyError, TypeError) as e:
         raise OpenpiError(f"{path} is not openpi norm stats ({{\"norm_stats\": {{...}}}}): {e}") from None
     return asset_id, stats
 
 
-def convert_norm_stats(stats: dict, dataset: str, max_state_dim: int, max_action_dim: int) -> dict:
+def convert_norm_stats(stats: dict, dataset: str, max_state_dim: int, max_action_dim: int,
+                       method: str = "normal") -> dict:
     """openpi ``{"state": {mean, std, q01, q99}, "actions": {...}}`` -> vla_jax's checkpoint norm-stats item
     ``{dataset: {"action": ..., "state": ..., "action_normalization": "normal", ...}}``
     (vla_jax/data/norm_stats.py). ``std`` is shifted by 1e-6 - 1e-8 so vla_jax's ``(x - mean) / (std + 1e-8)``
     equals openpi's ``(x - mean) / (std + 1e-6)``; openpi's std is kept as ``std_openpi``."""
-    out = {"dataset": dataset, "source": "openpi norm_stats.json", "action_normalization": "normal",
-           "state_normalization": "normal"}
+    out = {"dataset": dataset, "source": "openpi norm_stats.json", "action_normalization": method,
+           "state_normalization": method}
     for theirs, ours, limit in (("state", "state", max_state_dim), ("actions", "action", max_action_dim)):
         block = stats.get(theirs)
         if not isinstance(block, dict) or any(k not in block or block[k] is None for k in NORM_KEYS):
@@ -384,9 +395,11 @@ def import_checkpoint(ckpt: str, out: str, asset_id: str | None = None, dataset:
     norm_stats, note = None, "none (no assets/<asset_id>/norm_stats.json)"
     if found:
         name = dataset or found[0]
-        norm_stats = convert_norm_stats(found[1], name, config.model.max_state_dim, config.model.max_action_dim)
+        method = VARIANTS[openpi_variant(theirs)]["normalization"]
+        norm_stats = convert_norm_stats(found[1], name, config.model.max_state_dim, config.model.max_action_dim,
+                                        method)
         note = (f"assets/{found[0]}/norm_stats.json -> dataset '{name}' (state {norm_stats[name]['state_dim']}-D, "
-                f"action {norm_stats[name]['action_dim']}-D, normal)")
+                f"action {norm_stats[name]['action_dim']}-D, {method})")
     ckpt_lib.write_checkpoint(out, variables, config, norm_stats)
     return ImportReport(ckpt=ckpt, out=out, num_params=int(sum(v.size for v in theirs.values())),
                         mapped=[(ours, sources) for ours, (sources, _, _) in RULES[openpi_variant(theirs)].items()],
@@ -417,22 +430,23 @@ def robot_datasets(norm_stats: dict | None) -> dict[str, dict]:
             if isinstance(s, dict) and isinstance(s.get("state"), dict) and isinstance(s.get("action"), dict)}
 
 
-def to_openpi_norm_stats(stats: dict, dataset: str) -> dict:
+def to_openpi_norm_stats(stats: dict, dataset: str, variant: str = "pi0") -> dict:
     """One robot dataset's entry of vla_jax's checkpoint norm stats -> openpi's ``{"state": {mean, std, q01, q99},
     "actions": {...}}``, the inverse of :func:`convert_norm_stats`: ``std`` is ``std_openpi`` where present (an
     imported entry, exact), else vla_jax's ``std + 1e-8 - 1e-6`` (so openpi's ``(x - mean) / (std + 1e-6)`` equals
-    vla_jax's ``(x - mean) / (std + 1e-8)``). Raises OpenpiError (one line) for a quantity vla_jax does not z-score
-    on every dim: openpi's pi0 z-scores all of them."""
+    vla_jax's ``(x - mean) / (std + 1e-8)``). Raises OpenpiError (one line) for a quantity vla_jax does not
+    normalize as openpi's ``variant`` does on every dim (pi0: z-score, pi0.5: quantiles)."""
+    want = VARIANTS[variant]["normalization"]
     out = {}
     for ours, theirs in (("state", "state"), ("action", "actions")):
         method = stats.get(f"{ours}_normalization", NORM_DEFAULTS[ours])
-        if method != "normal":
-            raise OpenpiError(f"dataset '{dataset}' normalizes {ours} with {method!r}; openpi's pi0 z-scores "
-                              "(normal) only")
+        if method != want:
+            raise OpenpiError(f"dataset '{dataset}' normalizes {ours} with {method!r}; openpi's {variant} "
+                              f"normalizes with {want!r} only")
         mask = stats.get(f"{ours}_norm_mask")
         if mask is not None and not all(mask):
             raise OpenpiError(f"dataset '{dataset}' leaves {ours} dims {[i for i, m in enumerate(mask) if not m]} "
-                              "unnormalized; openpi's pi0 normalizes every dim")
+                              f"unnormalized; openpi's {variant} normalizes every dim")
         block = stats[ours]
         missing = [k for k in NORM_KEYS if block.get(k) is None]
         if missing:
@@ -455,7 +469,6 @@ def write_checkpoint(out: str, variables: dict, norm_stats: dict[str, dict]) -> 
     bit for bit, and the written checkpoint's metadata lists every openpi name with its shape as float32.
     Returns the number of values written. Raises OpenpiError (one line) for variables that do not convert."""
     import orbax.checkpoint as ocp
-    from etils import epath
 
     ours = {k: np.asarray(v, np.float32) for k, v in flatten(variables["params"] if set(variables) == {"params"}
                                                              else variables).items()}
