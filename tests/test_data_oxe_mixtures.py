@@ -156,11 +156,14 @@ def test_named_conversions_match_octo():
 def test_bad_column_expressions_are_one_line():
     for expr, match in (("flip(action)", "unknown conversion 'flip'"), ("action[1]", "is not a step key"),
                         ("zeros(x)", r"zeros\(N\) needs a width"),
-                        ("text_from_codes(observation/instruction)", "only as the whole instruction")):
+                        ("text_from_codes(observation/instruction)", "makes text, usable only as the instruction")):
         with pytest.raises(DataError, match=match) as e:
             RobotSpec(name="bad", image_keys=("image", None, None), state_keys=(), action_keys=(expr,),
                       instruction_key="language_instruction", action_dim=1, state_dim=0, control_hz=1.0)
         assert str(e.value).startswith("spec 'bad': ") and "\n" not in str(e.value)
+    with pytest.raises(DataError, match="instruction 'clip01.language_instruction.' must be a text step key"):
+        RobotSpec(name="bad", image_keys=("image", None, None), state_keys=(), action_keys=("action",),
+                  instruction_key="clip01(language_instruction)", action_dim=1, state_dim=0, control_hz=1.0)
 
 
 def _tokenizer(out: str) -> None:

@@ -141,9 +141,8 @@ _CONSTANTS = {"zeros": 0.0, "ones": 1.0}
 @dataclasses.dataclass(frozen=True)
 class Key:
     path: str
-    start: int | None = None
+    start: int | None = None  # slice of the last axis; None, None = all values
     stop: int | None = None
-    sliced: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,8 +176,7 @@ def parse(expr: str):
     if not key:
         raise DataError(f"column expression {expr!r} is not a step key, key[a:b], zeros(N), ones(N) or fn(expr)")
     path, start, stop = key.groups()
-    sliced = start is not None
-    return Key(path, int(start) if start else None, int(stop) if stop else None, sliced)
+    return Key(path, int(start) if start else None, int(stop) if stop else None)
 
 
 def keys(expr: str) -> list[Key]:
@@ -190,17 +188,18 @@ def keys(expr: str) -> list[Key]:
 
 
 def check(exprs: Sequence[str], *, text: bool = False) -> None:
-    """Parses ``exprs``; text conversions only at the top of a text expression (the instruction)."""
+    """Parses ``exprs`` (one-line :class:`DataError` if one is bad). ``text``: they are instructions, i.e. a
+    text key or a text conversion of numbers; text conversions appear nowhere else."""
+    text_fns = ", ".join(n for n, f in COLUMN_FNS.items() if f.scope == TEXT)
     for expr in exprs:
-        node, top = parse(expr), True
+        node = parse(expr)
+        if text and (isinstance(node, Const) or isinstance(node, Call) and COLUMN_FNS[node.fn].scope != TEXT):
+            raise DataError(f"instruction {expr!r} must be a text step key or a text conversion ({text_fns})")
+        node = node.arg if text and isinstance(node, Call) else node
         while isinstance(node, Call):
-            is_text = COLUMN_FNS[node.fn].scope == TEXT
-            if is_text != (text and top):
-                where = "only as the whole instruction expression" if is_text else "not in the instruction"
-                raise DataError(f"column expression {expr!r}: {node.fn!r} can be used {where}")
-            node, top = node.arg, False
-        if text and isinstance(node, Const):
-            raise DataError(f"column expression {expr!r}: an instruction needs a step key")
+            if COLUMN_FNS[node.fn].scope == TEXT:
+                raise DataError(f"column expression {expr!r}: {node.fn!r} makes text, usable only as the instruction")
+            node = node.arg
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -216,7 +215,7 @@ def _leaf(node: Key, column: Column, num_steps: int, start: int, stop: int) -> n
         raise DataError(f"step key '{node.path}' has {len(values)} values, not a multiple of {num_steps} steps")
     width = len(values) // num_steps
     rows = np.asarray(values[start * width: stop * width], np.float32).reshape(stop - start, width)
-    return rows[:, node.start:node.stop] if node.sliced else rows
+    return rows[:, node.start:node.stop]
 
 
 def _evaluate(node, column: Column, num_steps: int, start: int, stop: int) -> np.ndarray:
