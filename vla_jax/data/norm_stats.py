@@ -100,8 +100,8 @@ def compute_stats(path: str, dataset: str, spec, split: str = "train", log=print
     actions, states, lengths = [], [], []
     for index in range(len(reader)):
         episode = sources.Episode(reader.read(index), dataset)
-        actions.append(episode.floats(spec.action_keys))
-        states.append(episode.floats(spec.state_keys))
+        actions.append(sources.for_dataset(dataset, spec.action_rows, episode.column, episode.num_steps))
+        states.append(sources.for_dataset(dataset, spec.state_rows, episode.column, episode.num_steps))
         lengths.append(episode.num_steps)
     seconds = time.perf_counter() - start
     if not lengths:
