@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -32,10 +32,10 @@ TAIL_BYTES = 192 * 1024  # read from the end: array_record's index, postscript a
 _STALE_REASON = "other dataset contents, another spec or an older fingerprint format"
 
 
-def content_digest(files: Iterable[str | os.PathLike]) -> str:
+def content_digest(files: Iterable[str | os.PathLike], head: int = HEAD_BYTES, tail: int = TAIL_BYTES) -> str:
     """Hash of the record files' contents, from a bounded read of each (no record is parsed or decoded).
 
-    Per file: its name, size, first :data:`HEAD_BYTES` and last :data:`TAIL_BYTES`. The tail of an
+    Per file: its name, size, first ``head`` and last ``tail`` bytes. The tail of an
     array_record file holds its index (the offset of every record, i.e. every compressed record
     size, for shards of up to a few thousand records) and its last records, the head its first
     records, so regenerated episodes change the digest even when the counts stay the same.
@@ -46,9 +46,9 @@ def content_digest(files: Iterable[str | os.PathLike]) -> str:
         size = os.path.getsize(file)
         digest.update(f"{os.path.basename(file)}:{size}:".encode())
         with open(file, "rb") as f:
-            digest.update(f.read(HEAD_BYTES))
-            if size > HEAD_BYTES:
-                f.seek(max(size - TAIL_BYTES, HEAD_BYTES))
+            digest.update(f.read(head))
+            if size > head:
+                f.seek(max(size - tail, head))
                 digest.update(f.read())
     return digest.hexdigest()
 
@@ -97,13 +97,19 @@ def compute_stats(path: str, dataset: str, spec, split: str = "train", log=print
     """Reads state and action of every step of ``split``; returns the stats dict (not saved)."""
     reader = sources.RecordReader(path, split, dataset)
     start = time.perf_counter()
-    actions, states, lengths = [], [], []
+    actions, states = [], []
     for index in range(len(reader)):
         episode = sources.Episode(reader.read(index), dataset)
         actions.append(episode.floats(spec.action_keys))
         states.append(episode.floats(spec.state_keys))
-        lengths.append(episode.num_steps)
-    seconds = time.perf_counter() - start
+    return summarize(dataset, spec, split, actions, states, time.perf_counter() - start, log)
+
+
+def summarize(dataset: str, spec, split: str, actions: list[np.ndarray], states: list[np.ndarray], seconds: float,
+              log=print) -> dict:
+    """The stats dict of ``split`` from its episodes' actions ([T_e, A] each) and states ([T_e, S] each), in
+    episode order; ``seconds``: how long reading them took (logged)."""
+    lengths = [len(a) for a in actions]
     if not lengths:
         raise DataError(f"dataset '{dataset}': split '{split}' is empty, cannot compute statistics")
     action, state = np.concatenate(actions), np.concatenate(states)
@@ -131,6 +137,18 @@ def compute_stats(path: str, dataset: str, spec, split: str = "train", log=print
     }
 
 
+# Dataset kind (config.data.datasets.<name>.kind) -> (fingerprint(path, dataset, spec, split) -> str,
+# compute(path, dataset, spec, split, log) -> stats dict). Other modules register their kinds (vla_jax/data/lerobot.py).
+STATS_READERS: dict[str, tuple[Callable, Callable]] = {"robot": (dataset_fingerprint, compute_stats)}
+
+
+def _readers(kind: str) -> tuple[Callable, Callable]:
+    if kind not in STATS_READERS:
+        raise DataError(f"no normalization statistics for dataset kind {kind!r} (kinds with statistics: "
+                        f"{sorted(STATS_READERS)})")
+    return STATS_READERS[kind]
+
+
 def save_stats(stats: dict, stats_dir: str, fingerprint: str) -> str:
     os.makedirs(stats_dir, exist_ok=True)
     path = stats_path(stats_dir, stats["dataset"], fingerprint)
@@ -150,9 +168,12 @@ def stale_stats_files(stats_dir: str, dataset: str, fingerprint: str) -> list[st
     return sorted(files, key=os.path.getmtime, reverse=True)
 
 
-def ensure_stats(path: str, dataset: str, spec, stats_dir: str, *, if_missing: bool = True, log=print) -> str:
-    """Computes and saves stats unless a fresh file exists (with ``if_missing``); returns its path."""
-    fingerprint = dataset_fingerprint(path, dataset, spec)
+def ensure_stats(path: str, dataset: str, spec, stats_dir: str, *, if_missing: bool = True, log=print,
+                 kind: str = "robot") -> str:
+    """Computes and saves stats unless a fresh file exists (with ``if_missing``); returns its path. ``kind``: the
+    dataset kind (:data:`STATS_READERS`)."""
+    fingerprint_fn, compute_fn = _readers(kind)
+    fingerprint = fingerprint_fn(path, dataset, spec)
     out = stats_path(stats_dir, dataset, fingerprint)
     if if_missing and os.path.isfile(out):
         log(f"[stats] {dataset}: up to date ({out})")
@@ -160,15 +181,15 @@ def ensure_stats(path: str, dataset: str, spec, stats_dir: str, *, if_missing: b
     stale = stale_stats_files(stats_dir, dataset, fingerprint)
     if stale and not os.path.isfile(out):
         log(f"[stats] {dataset}: {os.path.basename(stale[0])} is stale ({_STALE_REASON}), recomputing")
-    stats = compute_stats(path, dataset, spec, log=log)
+    stats = compute_fn(path, dataset, spec, log=log)
     out = save_stats(stats, stats_dir, fingerprint)
     log(f"[stats] {dataset}: wrote {out}")
     return out
 
 
-def load_stats(path: str, dataset: str, spec, stats_dir: str) -> dict:
-    """Loads the stats of ``dataset``; one clear line if missing or stale."""
-    fingerprint = dataset_fingerprint(path, dataset, spec)
+def load_stats(path: str, dataset: str, spec, stats_dir: str, kind: str = "robot") -> dict:
+    """Loads the stats of ``dataset`` (of dataset ``kind``); one clear line if missing or stale."""
+    fingerprint = _readers(kind)[0](path, dataset, spec)
     file = stats_path(stats_dir, dataset, fingerprint)
     hint = "run `python tools/compute_stats.py --config=<your training config> --if_missing`"
     if not os.path.isfile(file):
