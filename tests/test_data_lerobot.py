@@ -17,7 +17,7 @@ from data_fixtures import make_config
 from vla_jax.batch import check_batch
 from vla_jax.data import DataError, compute_all_stats, load_stats, make_eval_iterator, make_train_iterator, mixture
 from vla_jax.data.lerobot import LeRobotFrames, LeRobotMeta
-from vla_jax.data.lerobot_writer import write_lerobot_dataset
+from vla_jax.data.lerobot_writer import synthetic_episodes, write_lerobot_dataset
 from vla_jax.data.settings import read_settings
 from vla_jax.data.specs import SPECS
 from vla_jax.train import testing
@@ -30,29 +30,11 @@ DATASETS = {"aloha_v21": dict(version="v2.1"), "aloha_v30": dict(version="v3.0")
             "aloha_images": dict(version="v3.0", video=False)}
 
 
-def smooth_frames(n: int, seed: int, size: int = 64) -> np.ndarray:
-    """uint8 [n, size, size, 3]: low-frequency color gradients drifting ~25 levels per frame (smooth, so the
-    codec's error stays small, and neighbouring frames stay far apart)."""
-    y, x = np.mgrid[0:size, 0:size] / size
-    t = np.arange(n)[:, None, None]
-    r = 128 + 80 * np.sin(2 * np.pi * (0.5 * x + 0.05 * t + 0.1 * seed))
-    g = 128 + 80 * np.cos(2 * np.pi * (0.5 * y + 0.03 * t))
-    b = 100 + 60 * x * y + 3 * t
-    return np.stack([r, g, b], axis=-1).clip(0, 255).astype(np.uint8)
-
-
 def make_episodes() -> list[dict]:
-    rng = np.random.default_rng(0)
-    episodes = []
-    for e, n in enumerate(LENGTHS):
-        episode = {"task": TASKS[e % len(TASKS)],
-                   "observation.state": rng.normal(size=(n, 14)).astype(np.float32),
-                   "observation.effort": rng.normal(size=(n, 14)).astype(np.float32),  # not in the spec
-                   "action": rng.normal(size=(n, 14)).astype(np.float32)}
-        for c, key in enumerate(CAMERAS):
-            episode[key] = smooth_frames(n, 3 * e + c)
-        episodes.append(episode)
-    return episodes
+    episodes = synthetic_episodes(LENGTHS, CAMERAS, {"observation.state": 14, "action": 14}, TASKS)
+    rng = np.random.default_rng(1)
+    return [{**ep, "observation.effort": rng.normal(size=(len(ep["action"]), 14)).astype(np.float32)}  # unused
+            for ep in episodes]
 
 
 EPISODES = make_episodes()

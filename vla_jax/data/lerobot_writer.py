@@ -1,5 +1,5 @@
 """Writes LeRobotDataset directories (codebase v2.1 and v3.0), the layout vla_jax/data/lerobot.py reads, from
-numpy episodes: the project's own writer for tests, tools/generate_data.py and conversions.
+numpy episodes: the project's own writer for tests, tools/generate_data.py (``--lerobot``) and conversions.
 
     write_lerobot_dataset(root, episodes, fps=50, version="v3.0")
 
@@ -246,4 +246,52 @@ def write_lerobot_dataset(root: str, episodes: Sequence[dict], *, fps: int, vers
     _write_json(root, "meta/info.json", info)
     values = {k: np.concatenate([ep[k].reshape(len(ep[k]), -1) for ep in episodes]) for k in _numeric_stats(episodes[0])}
     _write_json(root, "meta/stats.json", {k: _stats(v) for k, v in values.items()})
+    return root
+
+
+def smooth_frames(n: int, seed: int, size: int = 64) -> np.ndarray:
+    """uint8 [n, size, size, 3]: low-frequency color gradients drifting ~10 levels (mean over pixels and channels)
+    per frame: smooth, so a codec's error stays small, while neighbouring frames stay apart."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    t = np.arange(n)[:, None, None]
+    r = 128 + 80 * np.sin(2 * np.pi * (0.5 * x + 0.05 * t + 0.1 * seed))
+    g = 128 + 80 * np.cos(2 * np.pi * (0.5 * y + 0.03 * t))
+    b = 100 + 60 * x * y + 3 * t
+    return np.stack([r, g, b], axis=-1).clip(0, 255).astype(np.uint8)
+
+
+def synthetic_episodes(lengths: Sequence[int], cameras: Sequence[str], numeric: dict, tasks: Sequence[str],
+                       size: int = 64, seed: int = 0) -> list[dict]:
+    """Episodes for :func:`write_lerobot_dataset`: ``smooth_frames`` per camera, standard-normal float32 values per
+    ``numeric`` feature ({name: dim}), task ``tasks[e % len(tasks)]``: a smoke test of the reading path, nothing
+    to learn."""
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for e, n in enumerate(lengths):
+        episode = {"task": tasks[e % len(tasks)]}
+        episode.update({k: rng.normal(size=(n, d)).astype(np.float32) for k, d in numeric.items()})
+        episode.update({k: smooth_frames(n, len(cameras) * e + c, size) for c, k in enumerate(cameras)})
+        episodes.append(episode)
+    return episodes
+
+
+def write_synthetic_aloha(root: str, version: str = "v3.0", episodes: int = 20, length: int = 50,
+                          image_size: int = 64, seed: int = 0) -> str:
+    """A synthetic dataset in the layout of spec ``lerobot_aloha`` (mixture ``lerobot``): 3 video cameras, 14-D
+    state and action, 50 fps, the last tenth of the episodes in split "val". Written to ``root``.tmp, then renamed."""
+    import shutil
+
+    from vla_jax.data.specs import get_spec
+
+    spec = get_spec("lerobot_aloha")
+    data = synthetic_episodes([length] * episodes, [k for k in spec.image_keys if k],
+                              {"observation.state": spec.state_dim, "action": spec.action_dim},
+                              ("pick up the red block", "put the red block in the bowl"), image_size, seed)
+    val = max(1, episodes // 10)
+    tmp = f"{root}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_lerobot_dataset(tmp, data, fps=int(spec.control_hz), version=version, robot_type="aloha",
+                          splits={"train": f"0:{episodes - val}", "val": f"{episodes - val}:{episodes}"})
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)
     return root
