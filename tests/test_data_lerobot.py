@@ -15,7 +15,8 @@ import pytest
 from data_fixtures import make_config
 
 from vla_jax.batch import check_batch
-from vla_jax.data import DataError, compute_all_stats, load_stats, make_eval_iterator, make_train_iterator, mixture
+from vla_jax.data import (DataError, compute_all_stats, load_stats, make_eval_iterator, make_policy_io,
+                          make_train_iterator, mixture)
 from vla_jax.data.lerobot import LeRobotFrames, LeRobotMeta
 from vla_jax.data.lerobot_writer import synthetic_episodes, write_lerobot_dataset
 from vla_jax.data.settings import read_settings
@@ -142,6 +143,12 @@ def test_lerobot_batches_eval_split_stats_and_shards(lerobot_dir):
         np.testing.assert_allclose(st["action"]["mean"], actions.mean(0), atol=1e-5)
         np.testing.assert_allclose(st["action"]["q99"], np.quantile(actions, 0.99, axis=0), atol=1e-5)
         assert st["episode_lengths"] == list(LENGTHS[:4]) and st["num_transitions"] == sum(LENGTHS[:4])
+    # Closed-loop input from a LeRobot-style observation dict (feature names as keys), normalized like training.
+    io = make_policy_io(config, "aloha_v30")
+    obs = {k: EPISODES[0][k][0] for k in CAMERAS} | {"observation.state": EPISODES[0]["observation.state"][0]}
+    example = io.observation(obs, TASKS[0])
+    assert example["image_mask"].all() and io.control_hz == 50.0
+    np.testing.assert_allclose(example["state"][0, :14], io.state_norm(obs["observation.state"]), atol=1e-6)
     # Two processes: disjoint episodes that add up to the split.
     shards = [_source(lerobot_dir, "aloha_v30", process_index=p, process_count=2) for p in (0, 1)]
     assert set(shards[0].episode_ids).isdisjoint(shards[1].episode_ids)

@@ -45,7 +45,7 @@ from vla_jax.data.specs import RobotSpec, get_spec
 from vla_jax.data.transforms import Dims
 
 CACHE_BYTES = 64 * 2**20  # decoded parquet row groups kept per reading thread
-MAX_OPEN_VIDEOS = 8  # video containers kept open per reading thread
+MAX_OPEN_VIDEOS = 32  # video containers kept open per reading thread (least recently used closed)
 PARQUET_TAIL = 64 * 1024  # bytes of each data file's end (the parquet footer) in the statistics fingerprint
 CAMERA_DTYPES = ("video", "image")
 HINT = "expected a LeRobotDataset directory (meta/info.json; codebase v2.1 or v3.0)"
