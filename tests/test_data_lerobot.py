@@ -155,6 +155,19 @@ def test_lerobot_batches_eval_split_stats_and_shards(lerobot_dir):
     assert len(shards[0]) + len(shards[1]) == sum(LENGTHS[:4])
 
 
+def test_stats_go_stale_when_a_dataset_is_rewritten_with_the_same_counts(lerobot_dir, tmp_path):
+    root, name = str(tmp_path), "aloha_v30"
+    shutil.copy(os.path.join(lerobot_dir, "tokenizer.model"), root)
+    episodes = [{k: v[:10] for k, v in ep.items() if k != "task"} | {"task": ep["task"]} for ep in EPISODES]
+    write_lerobot_dataset(os.path.join(root, name), episodes, fps=50, splits={"train": "0:4", "val": "4:5"})
+    compute_all_stats(lerobot_config(root, (name,)), log=lambda *a: None)
+    episodes[1]["action"] = episodes[1]["action"] + 0.5
+    shutil.rmtree(os.path.join(root, name))
+    write_lerobot_dataset(os.path.join(root, name), episodes, fps=50, splits={"train": "0:4", "val": "4:5"})
+    with pytest.raises(DataError, match="stats are stale"):
+        load_stats(os.path.join(root, name), name, SPEC, os.path.join(root, "stats"), "lerobot")
+
+
 def test_iterator_state_replays_exactly_with_lerobot_sources(lerobot_dir):
     config = lerobot_config(lerobot_dir, batch_size=8, num_workers=1)
     it = make_train_iterator(config)
@@ -221,7 +234,8 @@ def test_train_steps_on_a_lerobot_dataset_from_config_only(lerobot_dir, tmp_path
     overrides = {**testing.TINY, "model.max_action_dim": 14, "model.max_state_dim": 14, "num_steps": 2,
                  "checkpoint.every": 2, "data.data_dir": data_dir, "data.num_workers": 0}
     workdir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "vla_jax.train", f"--workdir={workdir}", "--config=configs/pretrain.py:debug,mixture=lerobot"]
+    cmd = [sys.executable, "-m", "vla_jax.train", f"--workdir={workdir}",
+           "--config=configs/pretrain.py:debug,mixture=lerobot"]
     cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
     out = subprocess.run(cmd, cwd=testing.REPO, env=testing.env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -46,7 +46,6 @@ from vla_jax.data.transforms import Dims
 
 CACHE_BYTES = 64 * 2**20  # decoded parquet row groups kept per reading thread
 MAX_OPEN_VIDEOS = 32  # video containers kept open per reading thread (least recently used closed)
-PARQUET_TAIL = 64 * 1024  # bytes of each data file's end (the parquet footer) in the statistics fingerprint
 CAMERA_DTYPES = ("video", "image")
 HINT = "expected a LeRobotDataset directory (meta/info.json; codebase v2.1 or v3.0)"
 
@@ -127,8 +126,8 @@ def _layout_v30(meta: LeRobotMeta) -> tuple[dict, dict]:
         videos = {k: (info["video_path"].format(video_key=k, chunk_index=rows[f"videos/{k}/chunk_index"][i],
                                                 file_index=rows[f"videos/{k}/file_index"][i]),
                       float(rows[f"videos/{k}/from_timestamp"][i])) for k in meta.video_keys}
-        episodes[int(e)] = EpisodeFiles(int(rows["length"][i]), data[i], int(rows["dataset_from_index"][i]) - first[data[i]],
-                                        videos)
+        row = int(rows["dataset_from_index"][i]) - first[data[i]]
+        episodes[int(e)] = EpisodeFiles(int(rows["length"][i]), data[i], row, videos)
     return tasks, episodes
 
 
@@ -403,14 +402,29 @@ def compute_stats(path: str, dataset: str, spec: RobotSpec, split: str = "train"
                                [states[int(e)] for e in episodes], time.perf_counter() - start, log)
 
 
+def _digest(meta: LeRobotMeta, files: list[str], parquet_footer: bool) -> str:
+    """Hash of each file's path, size and content: the whole file, or with ``parquet_footer`` only its footer
+    (schema, row groups, per-column min / max; a few KB, so a v2.1 dataset's file per episode stays cheap)."""
+    digest = hashlib.sha256()
+    for relative in files:
+        with meta.reading(relative), open(meta.path(relative), "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            start = 0
+            if parquet_footer:
+                f.seek(max(size - 8, 0))
+                start = max(size - 8 - int.from_bytes(f.read(4), "little"), 0)  # footer length, then b"PAR1"
+            f.seek(start)
+            digest.update(f"{relative}:{size}:".encode() + f.read())
+    return digest.hexdigest()
+
+
 def fingerprint(path: str, dataset: str, spec: RobotSpec, split: str = "train") -> str:
-    """12 hex digits naming the statistics of ``split``: the resolved path, the split's episodes, the content of
-    meta/ (head and tail of each file), each data file's name, size and parquet footer, and the spec."""
+    """12 hex digits naming the statistics of ``split``: the resolved path, the split's episodes, meta/ (whole
+    files: info, tasks, episodes with their per-episode statistics), each data file's path, size and parquet
+    footer, and the spec. Videos are left out (statistics do not read them)."""
     meta = LeRobotMeta(path, dataset)
-    meta_files = sorted(f for f in glob.glob(meta.path("meta/**"), recursive=True) if os.path.isfile(f))
-    data_files = sorted({meta.path(f.data) for f in meta.episodes.values()})
-    with meta.reading("data/"):
-        data = stats_lib.content_digest(data_files, head=0, tail=PARQUET_TAIL)
+    meta_files = sorted(os.path.relpath(f, meta.root) for f in glob.glob(meta.path("meta/**"), recursive=True)
+                        if os.path.isfile(f))
     payload = {
         "format": stats_lib.FINGERPRINT_FORMAT,
         "kind": "lerobot",
@@ -418,8 +432,8 @@ def fingerprint(path: str, dataset: str, spec: RobotSpec, split: str = "train") 
         "version": meta.version,
         "split": split,
         "episodes": meta.split_episodes(split).tolist(),
-        "meta": stats_lib.content_digest(meta_files),
-        "data": data,
+        "meta": _digest(meta, meta_files, parquet_footer=False),
+        "data": _digest(meta, sorted({f.data for f in meta.episodes.values()}), parquet_footer=True),
         "spec": spec.fingerprint(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

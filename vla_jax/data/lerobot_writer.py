@@ -106,7 +106,8 @@ def _features(episode: dict, fps: int, video: bool, codec: str) -> dict:
             continue
         if _is_camera(value):
             h, w = value.shape[1:3]
-            feature = {"dtype": "video" if video else "image", "shape": [h, w, 3], "names": ["height", "width", "channels"]}
+            feature = {"dtype": "video" if video else "image", "shape": [h, w, 3],
+                       "names": ["height", "width", "channels"]}
             if video:
                 import av
 
@@ -187,7 +188,8 @@ def _write_v30(plan: _Plan) -> None:
     for k, first in enumerate(range(0, len(plan.episodes), plan.episodes_per_file)):
         ids = range(first, min(first + plan.episodes_per_file, len(plan.episodes)))
         where = dict(chunk_index=k // chunks, file_index=k % chunks)
-        _write_parquet(pa.concat_tables([plan.tables[e] for e in ids]), os.path.join(plan.root, V30_DATA.format(**where)))
+        _write_parquet(pa.concat_tables([plan.tables[e] for e in ids]),
+                       os.path.join(plan.root, V30_DATA.format(**where)))
         for key in plan.videos:
             encode_video(os.path.join(plan.root, V30_VIDEO.format(video_key=key, **where)),
                          [plan.episodes[e][key] for e in ids], fps, plan.codec, plan.gop)
@@ -200,8 +202,10 @@ def _write_v30(plan: _Plan) -> None:
             for key in plan.videos:
                 row.update({f"videos/{key}/chunk_index": where["chunk_index"],
                             f"videos/{key}/file_index": where["file_index"],
-                            f"videos/{key}/from_timestamp": offset / fps, f"videos/{key}/to_timestamp": (offset + n) / fps})
-            row.update({f"stats/{f}/{s}": v for f, st in _numeric_stats(plan.episodes[e]).items() for s, v in st.items()})
+                            f"videos/{key}/from_timestamp": offset / fps,
+                            f"videos/{key}/to_timestamp": (offset + n) / fps})
+            stats = _numeric_stats(plan.episodes[e])
+            row.update({f"stats/{f}/{s}": v for f, st in stats.items() for s, v in st.items()})
             row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
             rows.append(row)
             offset += n
@@ -244,7 +248,8 @@ def write_lerobot_dataset(root: str, episodes: Sequence[dict], *, fps: int, vers
             "features": features}
     WRITERS[version](_Plan(root, episodes, tables, videos, info, tasks, codec, gop, episodes_per_file))
     _write_json(root, "meta/info.json", info)
-    values = {k: np.concatenate([ep[k].reshape(len(ep[k]), -1) for ep in episodes]) for k in _numeric_stats(episodes[0])}
+    values = {k: np.concatenate([ep[k].reshape(len(ep[k]), -1) for ep in episodes])
+              for k in _numeric_stats(episodes[0])}
     _write_json(root, "meta/stats.json", {k: _stats(v) for k, v in values.items()})
     return root
 

@@ -32,10 +32,10 @@ TAIL_BYTES = 192 * 1024  # read from the end: array_record's index, postscript a
 _STALE_REASON = "other dataset contents, another spec or an older fingerprint format"
 
 
-def content_digest(files: Iterable[str | os.PathLike], head: int = HEAD_BYTES, tail: int = TAIL_BYTES) -> str:
+def content_digest(files: Iterable[str | os.PathLike]) -> str:
     """Hash of the record files' contents, from a bounded read of each (no record is parsed or decoded).
 
-    Per file: its name, size, first ``head`` and last ``tail`` bytes. The tail of an
+    Per file: its name, size, first :data:`HEAD_BYTES` and last :data:`TAIL_BYTES`. The tail of an
     array_record file holds its index (the offset of every record, i.e. every compressed record
     size, for shards of up to a few thousand records) and its last records, the head its first
     records, so regenerated episodes change the digest even when the counts stay the same.
@@ -46,9 +46,9 @@ def content_digest(files: Iterable[str | os.PathLike], head: int = HEAD_BYTES, t
         size = os.path.getsize(file)
         digest.update(f"{os.path.basename(file)}:{size}:".encode())
         with open(file, "rb") as f:
-            digest.update(f.read(head))
-            if size > head:
-                f.seek(max(size - tail, head))
+            digest.update(f.read(HEAD_BYTES))
+            if size > HEAD_BYTES:
+                f.seek(max(size - TAIL_BYTES, HEAD_BYTES))
                 digest.update(f.read())
     return digest.hexdigest()
 
