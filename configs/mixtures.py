@@ -10,6 +10,8 @@ Mixtures:
                    converted to array_record; see docs/data.md) plus a tokenizer at ``data_dir/tokenizer.model``
   bridge_openpi    bridge with openpi's pi0 preprocessing: the "pi0" prompt format and resize_with_pad
                    (for ``size=pi0`` with the PaliGemma tokenizer as ``data_dir/tokenizer.model``)
+  lerobot          a LeRobotDataset directory (codebase v2.1 or v3.0) in the ALOHA layout at
+                   ``data_dir/lerobot_aloha`` (spec ``lerobot_aloha``; docs/data.md, "LeRobot datasets")
   oxe_magic_soup             Octo's Open X-Embodiment mixture (25 datasets), Octo's weights
   oxe_magic_soup_plus        OpenVLA's magic soup++ (27 datasets: Octo's less nyu_door_opening, plus fmb,
                              dobbe, droid), OpenVLA's weights
@@ -24,7 +26,8 @@ Fields (read by vla_jax/data/settings.py only):
   data_dir            root; relative dataset dirs, tokenizer and stats_dir are resolved against it
   tokenizer           SentencePiece .model file
   stats_dir           normalization statistics cache (tools/compute_stats.py writes it)
-  datasets.<name>     kind ("robot" | "web"), dir, spec (vla_jax/data/specs.py), train_split, eval_split,
+  datasets.<name>     kind ("robot" = RLDS | "web" | "lerobot" = LeRobotDataset), dir, spec (vla_jax/data/specs.py),
+                      train_split, eval_split (lerobot: names in meta/info.json "splits"),
                       norm_group (robot datasets with the same non-empty group share combined stats),
                       grounding (robot: train the backbone to name where the target is, from the spec's
                       grounding text; the tabletop datasets record one, docs/experiments.md)
@@ -172,6 +175,8 @@ MIXTURES = {
     "balanced": dict(datasets=TABLETOP, weights={n: 1.0 for n in TABLETOP}, balance_by_size=True, ops=SIM_OPS),
     "bridge": dict(datasets={"bridge_dataset": dict(kind="robot", dir="bridge_dataset", spec="bridge_dataset")},
                    weights={"bridge_dataset": 1.0}, ops=REAL_OPS),
+    "lerobot": dict(datasets={"lerobot_aloha": dict(kind="lerobot", dir="lerobot_aloha", spec="lerobot_aloha")},
+                    weights={"lerobot_aloha": 1.0}, ops=REAL_OPS),
     "bridge_openpi": dict(datasets={"bridge_dataset": dict(kind="robot", dir="bridge_dataset", spec="bridge_dataset")},
                           weights={"bridge_dataset": 1.0}, ops=OPENPI_OPS, prompt_format="pi0"),
     "oxe_magic_soup": _oxe(OXE_MAGIC_SOUP),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import weakref
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import grain
 import numpy as np
@@ -130,7 +130,7 @@ def dataset_stats(settings: DataSettings, name: str) -> tuple[dict, dict]:
     loaded = []
     for member in members:
         ds = settings.datasets[member]
-        loaded.append(stats_lib.load_stats(ds.dir, member, get_spec(ds.spec, member), settings.stats_dir))
+        loaded.append(stats_lib.load_stats(ds.dir, member, get_spec(ds.spec, member), settings.stats_dir, ds.kind))
     own = loaded[members.index(name)]
     return own, stats_lib.combine_stats(loaded)
 
@@ -159,12 +159,20 @@ def _shard(ids: np.ndarray, name: str, process_index: int, process_count: int) -
     return shard
 
 
+# Robot dataset kinds whose sources other modules build (they register here: vla_jax/data/lerobot.py). Each is
+# called as build_source below and returns a robot SourceEntry.
+ROBOT_SOURCE_KINDS: dict[str, Callable[..., SourceEntry]] = {}
+
+
 def build_source(
     settings: DataSettings, name: str, source_index: int, *, split: str, process_index: int = 0,
     process_count: int = 1, max_records: int | None = None,
 ) -> SourceEntry:
     """One dataset's source for this process's shard, validated against its spec (one-line errors)."""
     ds = settings.datasets[name]
+    if ds.kind in ROBOT_SOURCE_KINDS:
+        return ROBOT_SOURCE_KINDS[ds.kind](settings, name, source_index, split=split, process_index=process_index,
+                                           process_count=process_count, max_records=max_records)
     spec = get_spec(ds.spec, name)
     dims = settings.dims
     reader = sources.RecordReader(ds.dir, split, name)
@@ -378,8 +386,8 @@ def describe_mixture(config) -> list[dict]:
     for name, weight in settings.mixture.items():
         ds = settings.datasets[name]
         spec = get_spec(ds.spec, name)
-        if ds.kind == "robot":
-            st = stats_lib.load_stats(ds.dir, name, spec, settings.stats_dir)
+        if ds.is_robot:
+            st = stats_lib.load_stats(ds.dir, name, spec, settings.stats_dir, ds.kind)
             sizes[name], episodes = int(st["num_transitions"]), int(st["num_trajectories"])
         else:
             sizes[name] = episodes = len(sources.RecordReader(ds.dir, ds.train_split, name))

@@ -26,13 +26,13 @@ def compute_all_stats(config, *, if_missing: bool = True, log=print) -> dict[str
         log(dropped_line(settings))
     names = []
     for name in settings.mixture:
-        if settings.datasets[name].kind == "robot":
+        if settings.datasets[name].is_robot:
             names += [n for n in settings.norm_group_members(name) if n not in names]
     out = {}
     for name in names:
         ds = settings.datasets[name]
         out[name] = stats_lib.ensure_stats(ds.dir, name, get_spec(ds.spec, name), settings.stats_dir,
-                                           if_missing=if_missing, log=log)
+                                           if_missing=if_missing, log=log, kind=ds.kind)
     return out
 
 
@@ -61,7 +61,7 @@ class PolicyIO:
 
     def __init__(self, config, dataset_name: str):
         settings = read_settings(config)
-        if dataset_name not in settings.datasets or settings.datasets[dataset_name].kind != "robot":
+        if dataset_name not in settings.datasets or not settings.datasets[dataset_name].is_robot:
             raise DataError(f"dataset '{dataset_name}' is not a robot dataset of config.data.datasets")
         ds = settings.datasets[dataset_name]
         self.spec = get_spec(ds.spec, dataset_name)

@@ -18,16 +18,26 @@ from vla_jax.data.transforms import Dims
 from vla_jax.models import addons
 
 
+# Dataset kind (config.data.datasets.<name>.kind) -> the spec kind it takes (vla_jax/data/specs.py). Kinds with
+# robot specs give robot samples and have normalization statistics; other modules register their kinds
+# (vla_jax/data/lerobot.py: "lerobot").
+SPEC_KINDS: dict[str, str] = {"robot": "robot", "web": "web"}
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetSettings:
     name: str
-    kind: str  # "robot" | "web"
+    kind: str  # a key of SPEC_KINDS: "robot" (RLDS) | "web" | "lerobot"
     dir: str  # resolved path (dataset root or versioned directory)
     spec: str
     train_split: str
     eval_split: str
     norm_group: str  # robot datasets with the same norm_group share combined stats
     grounding: bool  # robot: the prompt is followed by the spec's grounding text as a text-loss answer
+
+    @property
+    def is_robot(self) -> bool:
+        return SPEC_KINDS[self.kind] == "robot"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +67,7 @@ class DataSettings:
 
     def norm_group_members(self, name: str) -> list[str]:
         group = self.datasets[name].norm_group
-        return [n for n, d in self.datasets.items() if d.kind == "robot" and d.norm_group == group]
+        return [n for n, d in self.datasets.items() if d.is_robot and d.norm_group == group]
 
 
 def _resolve(path: str, data_dir: str) -> str:
@@ -71,10 +81,11 @@ def read_settings(config) -> DataSettings:
     datasets = {}
     for name, d in data.datasets.items():
         kind = str(d.kind)
-        if kind not in ("robot", "web"):
-            raise DataError(f"dataset '{name}': config.data.datasets.{name}.kind={kind!r} must be 'robot' or 'web'")
+        if kind not in SPEC_KINDS:
+            raise DataError(f"dataset '{name}': config.data.datasets.{name}.kind={kind!r} must be one of "
+                            f"{sorted(SPEC_KINDS)}")
         spec = get_spec(str(d.spec), name)
-        if spec.kind != kind:
+        if spec.kind != SPEC_KINDS[kind]:
             raise DataError(f"dataset '{name}': spec '{spec.name}' is a {spec.kind} spec but kind is {kind!r}")
         grounding = bool(d.get("grounding", False))
         if grounding and getattr(spec, "grounding_key", None) is None:

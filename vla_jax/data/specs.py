@@ -170,3 +170,19 @@ register_spec(RobotSpec(
 ))
 
 register_spec(WebSpec(name="tabletop_web_vl", notes="vla_jax.sim rendered scenes with captions and QA pairs."))
+
+# --- LeRobotDataset layouts (kind="lerobot", vla_jax/data/lerobot.py): keys are feature names of meta/info.json ----
+
+register_spec(RobotSpec(
+    name="lerobot_aloha",
+    image_keys=("observation.images.cam_high", "observation.images.cam_left_wrist",
+                "observation.images.cam_right_wrist"),
+    state_keys=("observation.state",),
+    action_keys=("action",),
+    instruction_key="task_index",
+    action_dim=14, state_dim=14, control_hz=50.0,
+    action_normalization="normal",
+    action_gripper_dims=(6, 13), state_gripper_dims=(6, 13),
+    notes="LeRobot ALOHA (lerobot/aloha_static_* style): 14-D joint positions (6 joints + gripper per arm, left "
+          "then right); observation.images.cam_low and observation.effort are unused.",
+))
