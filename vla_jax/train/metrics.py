@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 
 import jax
@@ -94,12 +95,17 @@ class MetricsWriter:
             self._tb.flush()
 
     def close(self) -> None:
-        if self._file:
-            self._file.close()
-            self._file = None
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        """Flushes and closes both logs. A full or failing disk is one warning line on stderr, never an
+        exception: closing runs while the run stops, and the reason it stops is what must be reported."""
+        for name, handle in (("metrics.jsonl", self._file), ("TensorBoard events", self._tb)):
+            if handle is None:
+                continue
+            try:
+                handle.close()
+            except OSError as e:
+                print(f"warning: could not finish writing {name} in {os.path.dirname(self.path)}: {e}", file=sys.stderr)
+        self._file = None
+        self._tb = None
 
 
 def read_metrics(workdir: str) -> list[dict]:
