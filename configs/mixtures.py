@@ -6,17 +6,19 @@ Mixtures:
   single_arm_only  tabletop single arm alone
   bimanual_only    tabletop bimanual alone
   balanced         the three tabletop datasets, equal weights multiplied by their sizes (balance_by_size)
-  bridge           a real BridgeData V2 download (``data_dir`` holds ``bridge_dataset/<version>``
-                   converted to array_record; see docs/data.md) plus a tokenizer at ``data_dir/tokenizer.model``
+  bridge           a real BridgeData V2 download (``data_dir`` holds ``bridge_dataset/<version>`` as released;
+                   see docs/data.md) plus a tokenizer at ``data_dir/tokenizer.model``
   bridge_openpi    bridge with openpi's pi0 preprocessing: the "pi0" prompt format and resize_with_pad
                    (for ``size=pi0`` with the PaliGemma tokenizer as ``data_dir/tokenizer.model``)
+  fractal          a real RT-1 (``fractal20220817_data/<version>``) download, like bridge
 
 Fields (read by vla_jax/data/settings.py only):
   data_dir            root; relative dataset dirs, tokenizer and stats_dir are resolved against it
   tokenizer           SentencePiece .model file
-  stats_dir           normalization statistics cache (tools/compute_stats.py writes it)
-  datasets.<name>     kind ("robot" | "web"), dir, spec (vla_jax/data/specs.py), train_split, eval_split,
-                      norm_group (robot datasets with the same non-empty group share combined stats),
+  stats_dir           normalization statistics cache (tools/prepare_data.py and tools/compute_stats.py write it)
+  prepared_dir        prepared copies of the datasets, what the trainer reads (tools/prepare_data.py writes them)
+  datasets.<name>     kind ("robot" | "web"), dir (the dataset as released), spec (vla_jax/data/specs.py),
+                      train_split, eval_split, norm_group (robot datasets with the same non-empty group share combined stats),
                       grounding (robot: train the backbone to name where the target is, from the spec's
                       grounding text; the tabletop datasets record one, docs/experiments.md)
   mixture.<name>      sampling weight (>= 0); source index in batches = position in sorted name order
@@ -68,6 +70,9 @@ MIXTURES = {
                    weights={"bridge_dataset": 1.0}, ops=REAL_OPS),
     "bridge_openpi": dict(datasets={"bridge_dataset": dict(kind="robot", dir="bridge_dataset", spec="bridge_dataset")},
                           weights={"bridge_dataset": 1.0}, ops=OPENPI_OPS, prompt_format="pi0"),
+    "fractal": dict(datasets={"fractal20220817_data": dict(kind="robot", dir="fractal20220817_data",
+                                                           spec="fractal20220817_data")},
+                    weights={"fractal20220817_data": 1.0}, ops=REAL_OPS),
 }
 
 
@@ -79,6 +84,7 @@ def get_data_config(mixture: str = "default", data_dir: str = "data/default") ->
     c.data_dir = data_dir
     c.tokenizer = "tokenizer.model"
     c.stats_dir = "stats"
+    c.prepared_dir = "prepared"  # vla_jax.data.generate writes the tabletop datasets' prepared copies here too
     c.datasets = ml_collections.ConfigDict()
     for name, d in m["datasets"].items():
         c.datasets[name] = ml_collections.ConfigDict(

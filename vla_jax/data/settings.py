@@ -22,7 +22,8 @@ from vla_jax.models import addons
 class DatasetSettings:
     name: str
     kind: str  # "robot" | "web"
-    dir: str  # resolved path (dataset root or versioned directory)
+    dir: str  # resolved path of the source as released (dataset root or versioned directory)
+    prepared: str  # resolved path of its prepared copy: <config.data.prepared_dir>/<name> (vla_jax/data/prepared.py)
     spec: str
     train_split: str
     eval_split: str
@@ -59,12 +60,13 @@ class DataSettings:
 
 def _resolve(path: str, data_dir: str) -> str:
     path = os.path.expanduser(str(path))
-    return path if os.path.isabs(path) else os.path.join(data_dir, path)
+    return path if os.path.isabs(path) or "://" in path else os.path.join(data_dir, path)
 
 
 def read_settings(config) -> DataSettings:
     data, model = config.data, config.model
     data_dir = os.path.abspath(os.path.expanduser(str(data.data_dir)))
+    prepared_dir = _resolve(data.get("prepared_dir", "prepared"), data_dir)
     datasets = {}
     for name, d in data.datasets.items():
         kind = str(d.kind)
@@ -81,6 +83,7 @@ def read_settings(config) -> DataSettings:
             name=name,
             kind=kind,
             dir=_resolve(d.dir, data_dir),
+            prepared=os.path.join(prepared_dir, name),
             spec=str(d.spec),
             train_split=str(d.get("train_split", "train")),
             eval_split=str(d.get("eval_split", "val")),

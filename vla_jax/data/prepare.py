@@ -1,0 +1,353 @@
+"""The prepare step: a dataset as released (TFDS, TFRecord or array_record) -> the prepared layout the
+trainer reads (vla_jax/data/prepared.py), plus its normalization statistics.
+
+    python tools/prepare_data.py --config=configs/pretrain.py:debug [--workers=N]
+
+Work is one task per source shard, run in ``num_workers`` processes. A task writes its outputs under
+``<prepared>/<dataset>.partial/<split>/`` and a done-marker last (naming the source file, its size and
+content digest); a re-run skips the shards whose marker matches, so a killed or failed run resumes.
+When every shard is done, the per-shard columns are joined, the manifest is written and the directory
+is renamed into place; then the statistics are computed from the prepared numeric columns.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from typing import Callable
+
+import numpy as np
+
+from vla_jax.data import norm_stats, prepared, records, release
+from vla_jax.data.errors import DataError
+from vla_jax.data.progress import Progress
+
+PARTIAL_SUFFIX = ".partial"
+Report = Callable[[int, int], None]  # (episodes, transitions) finished
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One source shard of one split."""
+
+    dataset: str
+    split: str
+    index: int  # output shard index within the split
+    shard: release.Shard
+    file_format: str
+    first: int  # split-wide index of the shard's first record
+    out_dir: str  # the split's directory under the partial dataset
+    spec: object  # RobotSpec | WebSpec
+    keys: dict | None  # robot: prepared.robot_keys format
+
+    @property
+    def marker(self) -> str:
+        return os.path.join(self.out_dir, f"shard-{self.index:05d}.done.json")
+
+    def source_id(self) -> dict:
+        return {"file": os.path.basename(self.shard.file), "records": self.shard.num_records,
+                "digest": release.content_digest([self.shard.file])}
+
+
+def _write_marker(task: Task, summary: dict) -> dict:
+    summary = {**summary, "source": task.source_id()}
+    tmp = f"{task.marker}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(summary, f)
+    os.replace(tmp, task.marker)
+    return summary
+
+
+def _done(task: Task) -> dict | None:
+    """The task's marker if it exists and still matches its source file."""
+    if not os.path.isfile(task.marker):
+        return None
+    with open(task.marker) as f:
+        summary = json.load(f)
+    return summary if summary.get("source") == task.source_id() else None
+
+
+# ----------------------------------------------------------------------------- robot
+
+
+def _robot_shard(task: Task, report: Report) -> dict:
+    """Frames + per-shard columns of one source shard of RLDS episodes."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    keys, name = task.keys, task.dataset
+    frames = os.path.join(task.out_dir, prepared.frame_file(task.index))
+    writer = ArrayRecordWriter(f"{frames}.tmp", "group_size:1")
+    numeric = {k: [] for k in keys["numeric"]}
+    text = {k: [] for k in keys["text"]}
+    lengths, source_keys, dims = [], None, None
+    for j, record in enumerate(release.iter_records(task.shard, task.file_format, name)):
+        episode = release.Episode(record, name)
+        if source_keys is None:  # the layout check, on the shard's first episode
+            source_keys = episode.step_keys()
+            dims = {k: int(episode.floats(k).shape[1]) for k in keys["numeric"] if episode.has(k)}
+            prepared.check_robot_layout(source_keys, dims, None, task.spec, name)
+        images = {k: episode.values(k) for k in keys["images"]}
+        for t in range(episode.num_steps):
+            writer.write(records.make_record({"episode": task.first + j, "step": t},
+                                             {k: images[k][t] for k in keys["images"]}))
+        for k in keys["numeric"]:
+            numeric[k].append(episode.floats(k))
+        for k in keys["text"]:
+            text[k].extend(records.to_text(v) for v in episode.values(k))
+        lengths.append(episode.num_steps)
+        report(1, episode.num_steps)
+    writer.close()
+    empty = np.zeros((0, 0), np.float32)  # a shard without episodes; reshaped when the shards are joined
+    columns = {f"numeric{i}": np.concatenate(numeric[k]) if lengths else empty for i, k in enumerate(keys["numeric"])}
+    columns.update({f"text{i}": np.asarray(text[k], dtype=str) for i, k in enumerate(keys["text"])})
+    shard_npz = os.path.join(task.out_dir, f"shard-{task.index:05d}.npz")
+    with open(f"{shard_npz}.tmp", "wb") as f:
+        np.savez(f, lengths=np.asarray(lengths, np.int64), **columns)
+    os.replace(f"{frames}.tmp", frames)
+    os.replace(f"{shard_npz}.tmp", shard_npz)
+    return _write_marker(task, {"episodes": len(lengths), "transitions": int(sum(lengths)),
+                                "source_keys": source_keys, "dims": dims})
+
+
+def _robot_finalize(partial: str, tasks: list[Task], summaries: list[dict]) -> dict:
+    """Joins the shards of every split into the split's columns; returns the manifest's robot fields."""
+    keys = tasks[0].keys
+    first = next((s for s in summaries if s["source_keys"] is not None), None)
+    if first is None:
+        raise DataError(f"dataset '{tasks[0].dataset}': the source holds no episodes")
+    splits = {}
+    for split in dict.fromkeys(t.split for t in tasks):
+        chosen = [(t, s) for t, s in zip(tasks, summaries) if t.split == split]
+        out_dir = chosen[0][0].out_dir
+        shards = [np.load(os.path.join(out_dir, f"shard-{t.index:05d}.npz")) for t, _ in chosen]
+        np.save(os.path.join(out_dir, "episode_lengths.npy"), np.concatenate([z["lengths"] for z in shards]))
+        for i, key in enumerate(keys["numeric"]):
+            column = np.concatenate([z[f"numeric{i}"].reshape(-1, first["dims"][key]) for z in shards])
+            np.save(os.path.join(out_dir, prepared.column_file(key)), column.astype(np.float32))
+        for i, key in enumerate(keys["text"]):
+            values: dict[str, int] = {}
+            ids = np.asarray([values.setdefault(v, len(values)) for z in shards for v in z[f"text{i}"].tolist()],
+                             np.int32)
+            ids_file, values_file = prepared.text_files(key)
+            np.save(os.path.join(out_dir, ids_file), ids)
+            with open(os.path.join(out_dir, values_file), "w") as f:
+                json.dump(list(values), f)
+        for t, _ in chosen:
+            os.remove(os.path.join(out_dir, f"shard-{t.index:05d}.npz"))
+            os.remove(t.marker)
+        splits[split] = {"episodes": sum(s["episodes"] for _, s in chosen),
+                         "transitions": sum(s["transitions"] for _, s in chosen),
+                         "files": [[prepared.frame_file(t.index), s["transitions"]] for t, s in chosen]}
+    return {"source_keys": first["source_keys"], "images": keys["images"],
+            "numeric": {k: first["dims"][k] for k in keys["numeric"]}, "text": keys["text"], "splits": splits}
+
+
+# ----------------------------------------------------------------------------- web
+
+
+def _web_shard(task: Task, report: Report) -> dict:
+    """The source shard's example records, copied unchanged."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    out = os.path.join(task.out_dir, prepared.example_file(task.index))
+    writer = ArrayRecordWriter(f"{out}.tmp", "group_size:1")
+    count = 0
+    for record in release.iter_records(task.shard, task.file_format, task.dataset):
+        writer.write(record)
+        count += 1
+        report(1, 0)
+    writer.close()
+    os.replace(f"{out}.tmp", out)
+    return _write_marker(task, {"examples": count})
+
+
+def _web_finalize(partial: str, tasks: list[Task], summaries: list[dict]) -> dict:
+    splits = {}
+    for task, summary in zip(tasks, summaries):
+        entry = splits.setdefault(task.split, {"examples": 0, "files": []})
+        entry["examples"] += summary["examples"]
+        entry["files"].append([prepared.example_file(task.index), summary["examples"]])
+        os.remove(task.marker)
+    return {"splits": splits}
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareKind:
+    shard: Callable[[Task, Report], dict]  # runs in a worker process
+    finalize: Callable[[str, list, list], dict]  # manifest fields from every task's summary
+
+
+PREPARE_KINDS: dict[str, PrepareKind] = {
+    "robot": PrepareKind(_robot_shard, _robot_finalize),
+    "web": PrepareKind(_web_shard, _web_finalize),
+}
+
+
+# ----------------------------------------------------------------------------- running tasks
+
+_QUEUE = None
+
+
+def _init_worker(queue) -> None:
+    global _QUEUE
+    _QUEUE = queue
+
+
+def _in_worker(kind: str, task: Task) -> dict:
+    return PREPARE_KINDS[kind].shard(task, lambda episodes, transitions: _QUEUE.put((episodes, transitions)))
+
+
+def _drain(queue, progress: Progress) -> None:
+    while not queue.empty():
+        progress.update(*queue.get())
+
+
+def _run(kind: str, tasks: list[Task], num_workers: int, progress: Progress) -> None:
+    if num_workers <= 1:
+        for task in tasks:
+            PREPARE_KINDS[kind].shard(task, progress.update)
+        return
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    pool = concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context, initializer=_init_worker,
+                                                  initargs=(queue,))
+    try:
+        pending = {pool.submit(_in_worker, kind, task) for task in tasks}
+        while pending:
+            done, pending = concurrent.futures.wait(pending, timeout=0.5,
+                                                    return_when=concurrent.futures.FIRST_COMPLETED)
+            _drain(queue, progress)
+            for future in done:
+                future.result()  # a worker's DataError stops the run; finished shards keep their markers
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    _drain(queue, progress)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def _plan(source: release.Release, path: str, dataset: str, spec, keys: dict | None) -> list[Task]:
+    partial = path + PARTIAL_SUFFIX
+    tasks = []
+    for split, shards in sorted(source.splits.items()):
+        first = 0
+        for index, shard in enumerate(shards):
+            tasks.append(Task(dataset, split, index, shard, source.file_format, first,
+                              os.path.join(partial, split), spec, keys))
+            first += shard.num_records
+    return tasks
+
+
+def _open_partial(path: str, plan: dict) -> str:
+    """The partial directory of ``path`` for ``plan`` (kept if made for the same plan, else emptied)."""
+    partial = path + PARTIAL_SUFFIX
+    plan_file = os.path.join(partial, "plan.json")
+    if os.path.isfile(plan_file):
+        with open(plan_file) as f:
+            if json.load(f) == plan:
+                return partial
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    with open(plan_file, "w") as f:
+        json.dump(plan, f)
+    return partial
+
+
+def is_up_to_date(source_dir: str, path: str, dataset: str, spec) -> bool:
+    """True if ``path`` holds a prepared copy of the current ``source_dir`` with every key ``spec`` reads."""
+    try:
+        manifest = prepared.read_manifest(path, dataset)
+    except DataError:
+        return False
+    if manifest["kind"] != spec.kind or manifest["source"] != prepared.source_entry(source_dir, dataset):
+        return False
+    return spec.kind != "robot" or prepared.covers(manifest, spec)
+
+
+def prepare_dataset(source_dir: str, path: str, dataset: str, spec, *, stats_dir: str | None = None,
+                    num_workers: int | None = None, progress: bool = True, log=print) -> bool:
+    """Prepares ``source_dir`` (a TFDS dataset root or versioned dir) into ``path`` unless up to date, then
+    (robot, with ``stats_dir``) makes sure its statistics exist. Returns True if it prepared."""
+    if spec.kind not in PREPARE_KINDS:
+        raise DataError(f"dataset '{dataset}': kind '{spec.kind}' has no prepare step ({sorted(PREPARE_KINDS)})")
+    done = is_up_to_date(source_dir, path, dataset, spec)
+    if done:
+        log(f"[prepare] {dataset}: up to date ({path})")
+    else:
+        _prepare(source_dir, path, dataset, spec, num_workers, progress, log)
+    if stats_dir is not None and spec.kind == "robot":
+        norm_stats.ensure_stats(path, dataset, spec, stats_dir, log=log)
+    return not done
+
+
+def _prepare(source_dir: str, path: str, dataset: str, spec, num_workers: int | None, progress: bool, log) -> None:
+    start = time.perf_counter()
+    source = release.open_release(source_dir, dataset)
+    entry = prepared.source_entry(source_dir, dataset)
+    keys = None
+    if spec.kind == "robot":
+        keys = prepared.robot_keys(spec, _first_step_keys(source, dataset))
+    tasks = _plan(source, path, dataset, spec, keys)
+    plan = {"format": prepared.FORMAT, "kind": spec.kind, "keys": keys, "source": entry["path"],
+            "tasks": [[t.split, os.path.basename(t.shard.file), t.shard.num_records] for t in tasks]}
+    partial = _open_partial(path, plan)
+    for split in source.splits:
+        os.makedirs(os.path.join(partial, split), exist_ok=True)
+    todo = [t for t in tasks if _done(t) is None]
+    workers = min(num_workers or os.cpu_count() or 1, len(todo))
+    log(f"[prepare] {dataset}: {source.path} ({source.file_format}) -> {path}: {len(tasks)} shards, "
+        f"{len(tasks) - len(todo)} already done, {max(workers, 1)} process(es)")
+    bar = Progress(f"[prepare] {dataset}", sum(t.shard.num_records for t in todo), enabled=progress)
+    try:
+        _run(spec.kind, todo, workers, bar)
+    finally:
+        bar.close()
+    summaries = [_done(t) for t in tasks]
+    manifest = {"format": prepared.FORMAT, "kind": spec.kind, "dataset": dataset, "source": entry,
+                **PREPARE_KINDS[spec.kind].finalize(partial, tasks, summaries)}
+    prepared.write_manifest(partial, manifest)
+    os.remove(os.path.join(partial, "plan.json"))
+    _swap_in(partial, path)
+    seconds = time.perf_counter() - start
+    counts = {s: {k: v for k, v in info.items() if k != "files"} for s, info in manifest["splits"].items()}
+    rate = f", {bar.transitions / seconds:,.0f} transitions/s" if bar.transitions else ""
+    log(f"[prepare] {dataset}: wrote {path} {counts} in {seconds:.1f}s{rate}")
+
+
+def _first_step_keys(source: release.Release, dataset: str) -> list[str]:
+    """Step keys of the first episode of the source (which grounding text it records)."""
+    for shards in source.splits.values():
+        for shard in shards:
+            for record in release.READERS[source.file_format](shard.file, dataset):
+                return release.Episode(record, dataset).step_keys()
+    raise DataError(f"dataset '{dataset}': {source.path} holds no episodes")
+
+
+def _swap_in(partial: str, path: str) -> None:
+    """Renames the finished ``partial`` to ``path``, replacing an older copy."""
+    old = f"{path}.old-{os.getpid()}"
+    if os.path.exists(path):
+        os.rename(path, old)
+    os.rename(partial, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def prepare_all(config, *, num_workers: int | None = None, progress: bool = True, log=print) -> dict[str, str]:
+    """Prepares every dataset of ``config.data.datasets`` (robot ones with their statistics) unless up to
+    date; returns {dataset: prepared path}."""
+    from vla_jax.data.settings import read_settings
+    from vla_jax.data.specs import get_spec
+
+    settings = read_settings(config)
+    out = {}
+    for name, ds in settings.datasets.items():
+        prepare_dataset(ds.dir, ds.prepared, name, get_spec(ds.spec, name), stats_dir=settings.stats_dir,
+                        num_workers=num_workers, progress=progress, log=log)
+        out[name] = ds.prepared
+    return out
