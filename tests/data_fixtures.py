@@ -45,28 +45,27 @@ _CACHE: dict[str, str] = {}
 
 @pytest.fixture(scope="session")
 def tabletop_dir(tmp_path_factory):
-    """Tiny generated tabletop datasets + tokenizer + stats (shared, treat as read-only)."""
+    """Tiny generated tabletop datasets, prepared, + tokenizer + stats (shared, treat as read-only)."""
     if "tabletop" not in _CACHE:
-        from vla_jax.data import compute_all_stats, generate_datasets
+        from vla_jax.data import generate_datasets
 
         out = str(tmp_path_factory.mktemp("tabletop"))
         generate_datasets(out, num_workers=0, progress=False, log=lambda *a: None, **TINY)
-        compute_all_stats(make_config(out), log=lambda *a: None)
         _CACHE["tabletop"] = out
     return _CACHE["tabletop"]
 
 
 @pytest.fixture(scope="session")
 def bridge_dir(tmp_path_factory, tabletop_dir):
-    """A tiny dataset in the real bridge_dataset layout, plus a tokenizer and stats next to it."""
+    """A tiny dataset in the real bridge_dataset layout, prepared, plus a tokenizer and stats next to it."""
     if "bridge" not in _CACHE:
         import shutil
 
-        from vla_jax.data import compute_all_stats, write_tiny_bridge_dataset
+        from vla_jax.data import prepare_all, write_tiny_bridge_dataset
 
         out = str(tmp_path_factory.mktemp("bridge"))
         write_tiny_bridge_dataset(out)
         shutil.copy(os.path.join(tabletop_dir, "tokenizer.model"), os.path.join(out, "tokenizer.model"))
-        compute_all_stats(make_config(out, "bridge"), log=lambda *a: None)
+        prepare_all(make_config(out, "bridge"), num_workers=1, progress=False, log=lambda *a: None)
         _CACHE["bridge"] = out
     return _CACHE["bridge"]
