@@ -112,10 +112,10 @@ def test_damaged_shard_is_one_line_and_the_rerun_resumes(tmp_path, tabletop_dir)
     prepare_all(config, num_workers=1, progress=False, log=lines.append)
     assert lines[0] == f"[prepare] {NAME}: up to date ({prepared})"
 
-    # The resumed copy is the one an uninterrupted run writes.
+    # The resumed copy is the one an uninterrupted run (in worker processes) writes.
     fresh = config.copy_and_resolve_references()
     fresh.data.prepared_dir, fresh.data.stats_dir = str(tmp_path / "fresh"), str(tmp_path / "fresh_stats")
-    prepare_all(fresh, num_workers=1, progress=False, log=_quiet)
+    prepare_all(fresh, num_workers=2, progress=False, log=_quiet)  # one process per shard
     files = sorted(os.path.relpath(p, prepared) for p in glob.glob(str(prepared / "*" / "*")))
     assert files == sorted(os.path.relpath(p, tmp_path / "fresh" / NAME)
                            for p in glob.glob(str(tmp_path / "fresh" / NAME / "*" / "*")))

@@ -30,7 +30,7 @@ def make_record(ints: dict[str, int], blobs: dict[str, bytes]) -> bytes:
         feature[key].int64_list.value.append(int(value))
     for key, value in blobs.items():
         feature[key].bytes_list.value.append(value)
-    return example.SerializeToString()
+    return example.SerializeToString(deterministic=True)  # map keys sorted: the same bytes in every process
 
 
 def feature_list(fmap, key: str, dataset: str):
