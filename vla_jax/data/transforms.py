@@ -281,8 +281,12 @@ def finalize_batch(batch: dict) -> dict:
     float32 in [-1, 1], missing cameras 0. Applied once per batch by the iterators / policy I/O."""
     images = batch["images"]
     if images.dtype == np.uint8:
-        mask = batch["image_mask"][..., None, None, None]
-        batch = dict(batch, images=np.where(mask, images.astype(np.float32) * (2.0 / 255.0) - 1.0, np.float32(0.0)))
+        out = np.zeros(images.shape, np.float32)
+        for b, c in zip(*np.nonzero(batch["image_mask"])):  # present cameras only, in place: no full-size temporaries
+            x = out[b, c]
+            np.multiply(images[b, c], np.float32(2.0 / 255.0), out=x, dtype=np.float32)
+            x -= np.float32(1.0)
+        batch = dict(batch, images=out)
     return batch
 
 
