@@ -81,7 +81,7 @@ def _robot_shard(task: Task, report: Report) -> dict:
 
     keys, name = task.keys, task.dataset
     frames = os.path.join(task.out_dir, prepared.frame_file(task.index))
-    writer = ArrayRecordWriter(f"{frames}.tmp", "group_size:1")
+    writer = ArrayRecordWriter(f"{frames}.tmp", "group_size:1,uncompressed")  # encoded images do not compress
     numeric = {k: [] for k in keys["numeric"]}
     text = {k: [] for k in keys["text"]}
     lengths, source_keys, dims = [], None, None
@@ -155,7 +155,7 @@ def _web_shard(task: Task, report: Report) -> dict:
     from array_record.python.array_record_module import ArrayRecordWriter
 
     out = os.path.join(task.out_dir, prepared.example_file(task.index))
-    writer = ArrayRecordWriter(f"{out}.tmp", "group_size:1")
+    writer = ArrayRecordWriter(f"{out}.tmp", "group_size:1,uncompressed")  # encoded images do not compress
     count = 0
     for record in release.iter_records(task.shard, task.file_format, task.dataset):
         writer.write(record)
