@@ -49,6 +49,11 @@ class Task:
     def marker(self) -> str:
         return os.path.join(self.out_dir, f"shard-{self.index:05d}.done.json")
 
+    @property
+    def columns(self) -> str:
+        """Robot: the shard's columns and episode lengths, joined by :func:`_robot_finalize`."""
+        return os.path.join(self.out_dir, f"shard-{self.index:05d}.npz")
+
     def source_id(self) -> dict:
         return {"file": os.path.basename(self.shard.file), "records": self.shard.num_records,
                 "digest": release.content_digest([self.shard.file])}
@@ -105,16 +110,15 @@ def _robot_shard(task: Task, report: Report) -> dict:
     empty = np.zeros((0, 0), np.float32)  # a shard without episodes; reshaped when the shards are joined
     columns = {f"numeric{i}": np.concatenate(numeric[k]) if lengths else empty for i, k in enumerate(keys["numeric"])}
     columns.update({f"text{i}": np.asarray(text[k], dtype=str) for i, k in enumerate(keys["text"])})
-    shard_npz = os.path.join(task.out_dir, f"shard-{task.index:05d}.npz")
-    with open(f"{shard_npz}.tmp", "wb") as f:
+    with open(f"{task.columns}.tmp", "wb") as f:
         np.savez(f, lengths=np.asarray(lengths, np.int64), **columns)
     os.replace(f"{frames}.tmp", frames)
-    os.replace(f"{shard_npz}.tmp", shard_npz)
+    os.replace(f"{task.columns}.tmp", task.columns)
     return _write_marker(task, {"episodes": len(lengths), "transitions": int(sum(lengths)),
                                 "source_keys": source_keys, "dims": dims})
 
 
-def _robot_finalize(partial: str, tasks: list[Task], summaries: list[dict]) -> dict:
+def _robot_finalize(tasks: list[Task], summaries: list[dict]) -> dict:
     """Joins the shards of every split into the split's columns; returns the manifest's robot fields."""
     keys = tasks[0].keys
     first = next((s for s in summaries if s["source_keys"] is not None), None)
@@ -124,7 +128,7 @@ def _robot_finalize(partial: str, tasks: list[Task], summaries: list[dict]) -> d
     for split in dict.fromkeys(t.split for t in tasks):
         chosen = [(t, s) for t, s in zip(tasks, summaries) if t.split == split]
         out_dir = chosen[0][0].out_dir
-        shards = [np.load(os.path.join(out_dir, f"shard-{t.index:05d}.npz")) for t, _ in chosen]
+        shards = [np.load(t.columns) for t, _ in chosen]
         np.save(os.path.join(out_dir, "episode_lengths.npy"), np.concatenate([z["lengths"] for z in shards]))
         for i, key in enumerate(keys["numeric"]):
             column = np.concatenate([z[f"numeric{i}"].reshape(-1, first["dims"][key]) for z in shards])
@@ -138,7 +142,7 @@ def _robot_finalize(partial: str, tasks: list[Task], summaries: list[dict]) -> d
             with open(os.path.join(out_dir, values_file), "w") as f:
                 json.dump(list(values), f)
         for t, _ in chosen:
-            os.remove(os.path.join(out_dir, f"shard-{t.index:05d}.npz"))
+            os.remove(t.columns)
             os.remove(t.marker)
         splits[split] = {"episodes": sum(s["episodes"] for _, s in chosen),
                          "transitions": sum(s["transitions"] for _, s in chosen),
@@ -166,7 +170,7 @@ def _web_shard(task: Task, report: Report) -> dict:
     return _write_marker(task, {"examples": count})
 
 
-def _web_finalize(partial: str, tasks: list[Task], summaries: list[dict]) -> dict:
+def _web_finalize(tasks: list[Task], summaries: list[dict]) -> dict:
     splits = {}
     for task, summary in zip(tasks, summaries):
         entry = splits.setdefault(task.split, {"examples": 0, "files": []})
@@ -179,7 +183,7 @@ def _web_finalize(partial: str, tasks: list[Task], summaries: list[dict]) -> dic
 @dataclasses.dataclass(frozen=True)
 class PrepareKind:
     shard: Callable[[Task, Report], dict]  # runs in a worker process
-    finalize: Callable[[str, list, list], dict]  # manifest fields from every task's summary
+    finalize: Callable[[list, list], dict]  # (tasks, their summaries) -> the manifest's kind-specific fields
 
 
 PREPARE_KINDS: dict[str, PrepareKind] = {
@@ -273,9 +277,8 @@ def is_up_to_date(source_dir: str, path: str, dataset: str, spec) -> bool:
 def prepare_dataset(source_dir: str, path: str, dataset: str, spec, *, stats_dir: str | None = None,
                     num_workers: int | None = None, progress: bool = True, log=print) -> bool:
     """Prepares ``source_dir`` (a TFDS dataset root or versioned dir) into ``path`` unless up to date, then
-    (robot, with ``stats_dir``) makes sure its statistics exist. Returns True if it prepared."""
-    if spec.kind not in PREPARE_KINDS:
-        raise DataError(f"dataset '{dataset}': kind '{spec.kind}' has no prepare step ({sorted(PREPARE_KINDS)})")
+    (robot, with ``stats_dir``) makes sure its statistics exist. ``num_workers``: processes (None: all
+    cores; 0 or 1: in this process). Returns True if it prepared."""
     done = is_up_to_date(source_dir, path, dataset, spec)
     if done:
         log(f"[prepare] {dataset}: up to date ({path})")
@@ -300,7 +303,7 @@ def _prepare(source_dir: str, path: str, dataset: str, spec, num_workers: int | 
     for split in source.splits:
         os.makedirs(os.path.join(partial, split), exist_ok=True)
     todo = [t for t in tasks if _done(t) is None]
-    workers = min(num_workers or os.cpu_count() or 1, len(todo))
+    workers = min((os.cpu_count() or 1) if num_workers is None else num_workers, len(todo))
     log(f"[prepare] {dataset}: {source.path} ({source.file_format}) -> {path}: {len(tasks)} shards, "
         f"{len(tasks) - len(todo)} already done, {max(workers, 1)} process(es)")
     bar = Progress(f"[prepare] {dataset}", sum(t.shard.num_records for t in todo), enabled=progress)
@@ -310,7 +313,7 @@ def _prepare(source_dir: str, path: str, dataset: str, spec, num_workers: int | 
         bar.close()
     summaries = [_done(t) for t in tasks]
     manifest = {"format": prepared.FORMAT, "kind": spec.kind, "dataset": dataset, "source": entry,
-                **PREPARE_KINDS[spec.kind].finalize(partial, tasks, summaries)}
+                **PREPARE_KINDS[spec.kind].finalize(tasks, summaries)}
     prepared.write_manifest(partial, manifest)
     os.remove(os.path.join(partial, "plan.json"))
     _swap_in(partial, path)
@@ -339,14 +342,16 @@ def _swap_in(partial: str, path: str) -> None:
 
 
 def prepare_all(config, *, num_workers: int | None = None, progress: bool = True, log=print) -> dict[str, str]:
-    """Prepares every dataset of ``config.data.datasets`` (robot ones with their statistics) unless up to
-    date; returns {dataset: prepared path}."""
+    """Prepares every dataset of ``config.data.datasets`` whose kind has a prepare step (robot ones with
+    their statistics) unless up to date; returns {dataset: prepared path}."""
     from vla_jax.data.settings import read_settings
     from vla_jax.data.specs import get_spec
 
     settings = read_settings(config)
     out = {}
     for name, ds in settings.datasets.items():
+        if ds.kind not in PREPARE_KINDS:
+            continue
         prepare_dataset(ds.dir, ds.prepared, name, get_spec(ds.spec, name), stats_dir=settings.stats_dir,
                         num_workers=num_workers, progress=progress, log=log)
         out[name] = ds.prepared

@@ -9,21 +9,20 @@ same message. Parsing uses the protobuf classes bundled with tensorflow-datasets
 from __future__ import annotations
 
 import numpy as np
+# At import, not in the first parse: grain's read threads parsing their first records at once would each
+# start importing tensorflow_datasets, which can deadlock on the import locks.
+from tensorflow_datasets.proto import tf_example_pb2
 
 from vla_jax.data.errors import DataError
 
 
 def parse_record(record: bytes):
     """Parses one serialized example; returns its protobuf feature map (nothing is decoded)."""
-    from tensorflow_datasets.proto import tf_example_pb2
-
     return tf_example_pb2.Example.FromString(record).features.feature
 
 
 def make_record(ints: dict[str, int], blobs: dict[str, bytes]) -> bytes:
     """Serialized example with one int64 per key of ``ints`` and one bytes value per key of ``blobs``."""
-    from tensorflow_datasets.proto import tf_example_pb2
-
     example = tf_example_pb2.Example()
     feature = example.features.feature
     for key, value in ints.items():

@@ -77,7 +77,7 @@ def open_release(path: str, dataset: str) -> Release:
 
     version_dir = resolve_dataset_dir(path, dataset)
     info = tfds.builder_from_directory(version_dir).info
-    file_format = str(info.file_format).split(".")[-1].lower().replace("arrayrecord", "array_record")
+    file_format = str(info.file_format).split(".")[-1].lower()  # FileFormat.TFRECORD -> "tfrecord"
     if file_format not in READERS:
         raise DataError(f"dataset '{dataset}': {version_dir} is stored as {file_format}; readable: {sorted(READERS)}")
     splits = {name: tuple(Shard(str(f), int(n)) for f, n in zip(split.filepaths, split.shard_lengths))
