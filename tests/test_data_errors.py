@@ -20,7 +20,7 @@ def _error(config, match):
 def test_missing_dataset_path_says_how_to_generate(tabletop_dir):  # noqa: F811
     config = make_config(tabletop_dir)
     config.data.datasets.tabletop_bimanual.dir = "/nonexistent/tabletop_bimanual"
-    msg = _error(config, "does not exist")
+    msg = _error(config, "missing on disk")
     assert "'tabletop_bimanual'" in msg and "tools/generate_data.py" in msg
 
 
@@ -88,6 +88,12 @@ def test_tokenizer_vocab_checks(tabletop_dir):  # noqa: F811
     config.model.addons = ("location_tokens(grid=8, first_id=5)",)
     msg = _error(config, r"encodes <loc00> as \[4\], but config.model.addons expect \[5\]")
     assert "remove it from config.model.addons" in msg
+
+
+def test_corrupt_tokenizer_is_one_line(tabletop_dir, tmp_path):  # noqa: F811
+    bad = tmp_path / "tokenizer.model"
+    bad.write_bytes(b"not a sentencepiece model")
+    _error(make_config(tabletop_dir, tokenizer=str(bad)), r"tokenizer .*tokenizer.model is not a SentencePiece model")
 
 
 def test_openpi_compatible_models_need_the_tokenizer_of_their_weights(tabletop_dir):  # noqa: F811

@@ -15,13 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from interop_fixtures import FIXTURES, ROOT, read_shape_list
+
 from vla_jax.config import load_config
 from vla_jax.interop import openpi
 from vla_jax.models import vla
 from vla_jax.train import testing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURES = os.path.join(ROOT, "..", "shared", "fixtures", "openpi")  # shared/ lies beside the repository
 PI05 = os.path.join(FIXTURES, "pi05_dummy.npz")
 PI0 = os.path.join(FIXTURES, "pi0_dummy.npz")
 pytestmark = pytest.mark.skipif(not os.path.isfile(PI05), reason=f"{PI05} not available")
@@ -30,16 +30,6 @@ pytestmark = pytest.mark.skipif(not os.path.isfile(PI05), reason=f"{PI05} not av
 @pytest.fixture(scope="module")
 def fixture():
     return openpi.Fixture.load(PI05)
-
-
-def _names(path: str) -> dict[str, tuple[tuple[int, ...], str]]:
-    out = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip() and not line.startswith("#"):
-                name, shape, dtype = line.rstrip("\n").split("\t")
-                out[name] = (tuple(int(d) for d in shape.strip("()").split(",") if d.strip()), dtype)
-    return out
 
 
 def test_parity_with_openpi_outputs():
@@ -80,7 +70,7 @@ def test_fixture_params_round_trip_exactly(fixture):
 
 def test_full_size_pi05_maps_one_to_one_onto_openpi_names():
     """eval_shape of the pi05 preset <-> openpi's full-size pi0.5 list: every name and shape, none left over."""
-    want = _names(os.path.join(FIXTURES, "openpi_param_names_pi05.txt"))
+    want = read_shape_list(os.path.join(FIXTURES, "openpi_param_names_pi05.txt"))
     config = load_config(os.path.join(ROOT, "configs/pretrain.py") + ":size=pi05")
     abstract = openpi.abstract_variables(config.model)
     got = {k: (tuple(v.shape), str(v.dtype)) for k, v in openpi.flatten(jax.eval_shape(openpi.to_openpi, abstract)).items()}
@@ -128,6 +118,12 @@ def _openpi_checkpoint(path: str, params: dict) -> str:
 
     ckpt = os.path.join(path, "openpi_ckpt")
     ocp.PyTreeCheckpointer().save(os.path.join(ckpt, "params"), {"params": openpi.unflatten(params)})
+    rng = np.random.default_rng(0)
+    block = lambda n: {"mean": rng.normal(size=n).tolist(), "std": rng.uniform(0.5, 1, n).tolist(),  # noqa: E731
+                       "q01": (-rng.uniform(1, 2, n)).tolist(), "q99": rng.uniform(1, 2, n).tolist()}
+    os.makedirs(os.path.join(ckpt, "assets", "droid"))
+    with open(os.path.join(ckpt, "assets", "droid", "norm_stats.json"), "w") as f:
+        json.dump({"norm_stats": {"state": block(8), "actions": block(8)}}, f)
     return ckpt
 
 
@@ -153,6 +149,9 @@ def test_import_chooses_the_pi05_preset(imported, fixture):
     assert "47 vla_jax parameters from 51 openpi arrays" in report and "none left over" in report
     assert "llm/final_norm_1/modulation/w  <-  PaliGemma/llm/final_norm_1/Dense_0/kernel" in report
     ck = load_params(out)
+    assert "dataset 'droid' (state 8-D, action 8-D, bounds_q99)" in report  # openpi's pi0.5: quantile norm
+    assert ck.norm_stats["droid"]["action_normalization"] == ck.norm_stats["droid"]["state_normalization"] == \
+        "bounds_q99"
     assert ck.config["preset"] == "pi05" and ck.config["model"]["action_expert"] == "pi05"
     assert ck.config["data"]["prompt_format"] == "pi05"
     want = openpi.flatten(openpi.to_vla_jax(fixture.params)["params"])
@@ -169,6 +168,28 @@ def _train(workdir: str, init: str, devices: int, steps: int, extra: dict | None
     cmd = [sys.executable, "-m", "vla_jax.train", f"--workdir={workdir}",
            "--config=configs/pretrain.py:size=pi05,mixture=synthetic"] + [f"--config.{k}={v}" for k, v in flags.items()]
     return subprocess.run(cmd, cwd=ROOT, env=testing.env(devices), capture_output=True, text=True, timeout=900)
+
+
+def test_openpi_export_gives_back_the_imported_pi05_checkpoint(imported, fixture, tmp_path):
+    import orbax.checkpoint as ocp
+    from etils import epath
+
+    run, _ = imported
+    out = tmp_path / "back"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools/export.py"), f"--workdir={run}", f"--out={out}",
+                           "--format=openpi"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=testing.env())
+    assert proc.returncode == 0, proc.stderr
+    handler = ocp.PyTreeCheckpointHandler()
+    tree = handler.metadata(epath.Path(out / "params")).tree
+    target = {"params": jax.tree.map(lambda _: 0, tree["params"])}
+    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+    got = openpi.flatten(handler.restore(epath.Path(out / "params"),
+                                         args=ocp.args.PyTreeRestore(item=target, restore_args=args))["params"])
+    handler.close()
+    assert set(got) == set(fixture.params)
+    assert all(got[k].tobytes() == v.tobytes() for k, v in fixture.params.items())
+    with open(out / "assets" / "droid" / "norm_stats.json") as f:
+        assert set(json.load(f)["norm_stats"]) == {"state", "actions"}
 
 
 @pytest.mark.slow

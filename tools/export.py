@@ -9,8 +9,8 @@ Reads parameters only (no optimizer state, no device mesh), so checkpoints saved
 of devices export on one CPU. The folder is written only if every parameter is finite and the exported
 model reproduces the (finite) JAX actions within --tolerance (float32). --format=openpi (pi0 runs with
 openpi_semantics) writes params/ (orbax {"params": ...}) and assets/<dataset>/norm_stats.json as openpi reads
-them, exactly converted (no parity gate); --format=lerobot (the same runs) writes LeRobot's pi0 folder
-(model.safetensors, config.json, processor pipelines with one dataset's norm stats), exactly converted.
+them, exactly converted (no parity gate); --format=lerobot (the same runs and pi05 runs) writes LeRobot's pi0 /
+pi0.5 folder (model.safetensors, config.json, processor pipelines with one dataset's norm stats), exactly converted.
 Errors are one line on stderr, exit code 2.
 """
 
@@ -32,7 +32,7 @@ def parse(argv):
     p.add_argument("--ema", action="store_true", help="export the EMA parameters")
     p.add_argument("--format", default="all", help="pytorch | onnx | all | openpi | lerobot")
     p.add_argument("--dtype", default="float32", help="weights dtype of model.safetensors: float32 | bfloat16 "
-                   "(lerobot: as LeRobot's PI0Policy keeps them, norms and projections float32)")
+                   "(lerobot: as LeRobot's PI0Policy / PI05Policy keep them, norms and projections float32)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     p.add_argument("--num_steps", type=int, default=None, help="flow steps baked into policy.onnx (default: config)")
     p.add_argument("--tokenizer", default=None, help="SentencePiece .model (default: the run's)")

@@ -10,13 +10,19 @@ Public entry points (see docs/data.md):
 - :func:`compute_all_stats` / :func:`load_stats` / :func:`combine_stats` / :class:`Normalizer`: statistics.
 - :class:`Tokenizer`, :func:`check_tokenizer`, :func:`train_tokenizer`.
 - :data:`SPECS`, :class:`RobotSpec`, :class:`WebSpec`: per-dataset standardization.
-- :func:`write_tiny_bridge_dataset`: a tiny dataset in the real ``bridge_dataset`` layout.
+- :func:`write_tiny_bridge_dataset`: a tiny dataset in the real ``bridge_dataset`` layout;
+  :func:`write_tiny_oxe_dataset`: one in the step layout of any OXE release with a spec (vla_jax/data/oxe_specs.py).
+- :func:`write_lerobot_dataset`: a LeRobotDataset (v2.1 / v3.0) directory; such directories are the robot
+  dataset kind ``"lerobot"`` (vla_jax/data/lerobot.py).
 - :class:`DataError`: the one exception type; its message is one line naming dataset and field.
 """
 
-from vla_jax.data.builders import write_tiny_bridge_dataset
+from vla_jax.data import oxe_specs  # noqa: F401  (registers the Open X-Embodiment specs)
+from vla_jax.data.builders import write_tiny_bridge_dataset, write_tiny_oxe_dataset
 from vla_jax.data.errors import DataError
 from vla_jax.data.generate import generate_datasets
+from vla_jax.data.lerobot import LeRobotFrames
+from vla_jax.data.lerobot_writer import write_lerobot_dataset
 from vla_jax.data.mixture import DataIterator, describe_mixture, make_eval_iterator, make_train_iterator, source_names
 from vla_jax.data.prepare import prepare_all, prepare_dataset
 from vla_jax.data.prompts import PROMPT_FORMATS
@@ -32,6 +38,7 @@ __all__ = [
     "SPECS",
     "DataError",
     "DataIterator",
+    "LeRobotFrames",
     "Normalizer",
     "PolicyIO",
     "RobotSpec",
@@ -55,5 +62,7 @@ __all__ = [
     "source_names",
     "train_tokenizer",
     "unnormalize",
+    "write_lerobot_dataset",
     "write_tiny_bridge_dataset",
+    "write_tiny_oxe_dataset",
 ]

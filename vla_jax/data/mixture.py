@@ -24,11 +24,11 @@ from typing import Callable, Mapping, Sequence
 
 import grain
 import numpy as np
-from absl import flags
+from absl import flags, logging
 
 from vla_jax.data import norm_stats as stats_lib, prepared, records, sources
 from vla_jax.data.errors import DataError
-from vla_jax.data.settings import DataSettings, read_settings
+from vla_jax.data.settings import DataSettings, check_on_disk, dropped_line, read_settings
 from vla_jax.data.specs import RobotSpec, get_spec
 from vla_jax.data.tokenizer import Tokenizer, check_tokenizer
 from vla_jax.data.transforms import (
@@ -60,7 +60,8 @@ def dataset_stats(settings: DataSettings, name: str) -> tuple[dict, dict]:
     loaded = []
     for member in members:
         ds = settings.datasets[member]
-        loaded.append(stats_lib.load_stats(ds.prepared, member, get_spec(ds.spec, member), settings.stats_dir))
+        loaded.append(stats_lib.load_stats(ds.read_dir, member, get_spec(ds.spec, member), settings.stats_dir,
+                                           ds.kind))
     own = loaded[members.index(name)]
     return own, stats_lib.combine_stats(loaded)
 
@@ -94,31 +95,35 @@ def _ids(count: int, max_records: int | None, name: str, split: str) -> np.ndarr
     return ids
 
 
-def _build_robot(settings: DataSettings, name: str, index: int, split: str, process_index: int,
-                 process_count: int, max_records: int | None) -> SourceEntry:
+def open_prepared_robot(settings: DataSettings, name: str) -> dict:
+    """The manifest of robot dataset ``name``'s prepared copy, checked against its source, its spec and the
+    model's dims (one-line errors naming the command to run)."""
     ds = settings.datasets[name]
     spec = get_spec(ds.spec, name)
-    dims = settings.dims
-    manifest = prepared.open_checked(ds.dir, ds.prepared, name, "robot")
-    prepared.check_robot_layout(manifest["source_keys"], manifest["numeric"], manifest, spec, name,
-                                dims.max_action_dim, dims.max_state_dim)
+    manifest = prepared.open_checked(ds.dir, ds.prepared, name, ds.kind)
+    prepared.check_robot_layout(manifest, spec, name, settings.dims.max_action_dim, settings.dims.max_state_dim)
     if ds.grounding and spec.grounding_key not in manifest["source_keys"]:
         raise DataError(f"dataset '{name}': grounding text '{spec.grounding_key}' is missing from the steps; "
                         "regenerate the data (python tools/generate_data.py) or set "
                         f"config.data.datasets.{name}.grounding=False")
-    if ds.grounding and spec.grounding_key not in manifest["text"]:
-        raise DataError(f"dataset '{name}': grounding text '{spec.grounding_key}' is not in the prepared copy; "
-                        f"{prepared.PREPARE_HINT}")
-    data = prepared.RobotSplit(ds.prepared, manifest, split, name)
+    return manifest
+
+
+def _build_robot(settings: DataSettings, name: str, source_index: int, *, split: str, process_index: int,
+                 process_count: int, max_records: int | None) -> SourceEntry:
+    ds = settings.datasets[name]
+    spec = get_spec(ds.spec, name)
+    dims = settings.dims
+    data = prepared.RobotSplit(ds.prepared, open_prepared_robot(settings, name), split, name)
     ids = _ids(len(data.lengths), max_records, name, split)
     shard = _shard(ids, name, process_index, process_count)
     _, group = dataset_stats(settings, name)
-    source = sources.RobotTransitions(data, spec, shard, dims.action_horizon, dims.num_cameras, index,
+    source = sources.RobotTransitions(data, spec, shard, dims.action_horizon, dims.num_cameras, source_index,
                                       grounding=ds.grounding)
     return SourceEntry(name, "robot", source, robot_source_info(spec, group), int(data.lengths[ids].sum()))
 
 
-def _build_web(settings: DataSettings, name: str, index: int, split: str, process_index: int,
+def _build_web(settings: DataSettings, name: str, source_index: int, *, split: str, process_index: int,
                process_count: int, max_records: int | None) -> SourceEntry:
     ds = settings.datasets[name]
     spec = get_spec(ds.spec, name)
@@ -130,12 +135,12 @@ def _build_web(settings: DataSettings, name: str, index: int, split: str, proces
     for key in (spec.image_key, spec.caption_key, spec.question_key, spec.answer_key):
         if key:
             records.feature_list(fmap, key, name)  # raises a one-line DataError if missing
-    return SourceEntry(name, "web", sources.WebExamples(data, spec, shard, index, name),
+    return SourceEntry(name, "web", sources.WebExamples(data, spec, shard, source_index, name),
                        WebSourceInfo(caption_prompt=spec.caption_prompt), len(ids))
 
 
-# How each ``config.data.datasets.<name>.kind`` becomes a source: (settings, name, source index, split,
-# process_index, process_count, max_records) -> SourceEntry.
+# How each ``config.data.datasets.<name>.kind`` becomes a source, called as build_source below. Other modules
+# register their kinds (vla_jax/data/lerobot.py).
 SOURCE_KINDS: dict[str, Callable[..., SourceEntry]] = {"robot": _build_robot, "web": _build_web}
 
 
@@ -146,8 +151,9 @@ def build_source(
     """One dataset's source for this process's shard, validated against its spec (one-line errors)."""
     if not 0 <= process_index < process_count:
         raise DataError(f"process_index={process_index} must be in [0, process_count={process_count})")
-    build = SOURCE_KINDS[settings.datasets[name].kind]
-    return build(settings, name, source_index, split, process_index, process_count, max_records)
+    return SOURCE_KINDS[settings.datasets[name].kind](settings, name, source_index, split=split,
+                                                      process_index=process_index, process_count=process_count,
+                                                      max_records=max_records)
 
 
 def load_tokenizer(settings: DataSettings) -> Tokenizer:
@@ -262,6 +268,9 @@ def make_train_iterator(config, *, process_index: int = 0, process_count: int = 
     keep ``config.data.num_workers`` fixed across a restore); ``close()`` stops worker processes.
     """
     settings = read_settings(config)
+    check_on_disk(settings)
+    if settings.dropped:
+        logging.warning(dropped_line(settings))
     if settings.batch_size % process_count:
         raise DataError(f"config.batch_size={settings.batch_size} is not divisible by process_count={process_count}")
     tokenizer = load_tokenizer(settings)
@@ -315,14 +324,17 @@ def source_names(config) -> list[str]:
 
 
 def describe_mixture(config) -> list[dict]:
-    """Rows of (name, kind, spec, weight, size, share) for the effective mixture (reads stats / counts)."""
+    """Rows of (name, kind, spec, weight, weight_share, records, size, share, dir) for the effective mixture
+    (reads stats / counts): ``weight_share`` = weight / sum of weights; ``share`` = the sampling share
+    (weights x sizes renormalized with ``balance_by_size``, else ``weight_share``)."""
     settings = read_settings(config)
+    check_on_disk(settings)
     rows, sizes = [], {}
     for name, weight in settings.mixture.items():
         ds = settings.datasets[name]
         spec = get_spec(ds.spec, name)
-        if ds.kind == "robot":
-            st = stats_lib.load_stats(ds.prepared, name, spec, settings.stats_dir)
+        if ds.is_robot:
+            st = stats_lib.load_stats(ds.read_dir, name, spec, settings.stats_dir, ds.kind)
             sizes[name], episodes = int(st["num_transitions"]), int(st["num_trajectories"])
         else:
             manifest = prepared.open_checked(ds.dir, ds.prepared, name, ds.kind)
@@ -330,6 +342,8 @@ def describe_mixture(config) -> list[dict]:
         rows.append({"name": name, "kind": ds.kind, "spec": ds.spec, "weight": weight, "size": sizes[name],
                      "records": episodes, "dir": ds.dir})
     shares = mixture_weights(settings, sizes)
+    total = sum(w for w in settings.mixture.values() if w > 0)
     for row in rows:
         row["share"] = shares.get(row["name"], 0.0)
+        row["weight_share"] = max(row["weight"], 0.0) / total
     return rows

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from vla_jax.data.errors import DataError
 STAT_KEYS = ("mean", "std", "min", "max", "q01", "q99")
 QUANTILE_SAMPLE_CAP = 2_000_000  # rows kept for quantiles; beyond this a uniform subsample is used
 _EPS = 1e-8
-FINGERPRINT_FORMAT = 3  # what dataset_fingerprint covers; stats files of another format read as stale
+FINGERPRINT_FORMAT = 2  # what dataset_fingerprint covers; stats files of another format read as stale
 _STALE_REASON = "other dataset contents, another spec or an older fingerprint format"
 
 
@@ -63,38 +64,57 @@ def _summary(values: np.ndarray, quantile_rows: np.ndarray) -> dict:
 
 
 def compute_stats(path: str, dataset: str, spec, split: str = "train", log=print) -> dict:
-    """Statistics of the state and action of every step of ``split`` of the prepared copy at ``path``
-    (reads those columns only); returns the stats dict (not saved)."""
+    """Statistics of ``split`` of the prepared copy at ``path`` from its state and action columns (no frame is
+    read); returns the stats dict (not saved)."""
     start = time.perf_counter()
     data = prepared.RobotSplit(path, prepared.read_manifest(path, dataset), split, dataset)
-    action = data.rows(spec.action_keys, 0, data.num_transitions)
-    state = data.rows(spec.state_keys, 0, data.num_transitions)
-    lengths = data.lengths
-    if not len(lengths):
+    ends = np.cumsum(data.lengths)[:-1]
+    actions, states = np.split(np.asarray(data.action), ends), np.split(np.asarray(data.state), ends)
+    return summarize(dataset, spec, split, actions, states, time.perf_counter() - start, log)
+
+
+def summarize(dataset: str, spec, split: str, actions: list[np.ndarray], states: list[np.ndarray], seconds: float,
+              log=print) -> dict:
+    """The stats dict of ``split`` from its episodes' actions ([T_e, A] each) and states ([T_e, S] each), in
+    episode order; ``seconds``: how long reading them took (logged)."""
+    lengths = [len(a) for a in actions]
+    if not lengths:
         raise DataError(f"dataset '{dataset}': split '{split}' is empty, cannot compute statistics")
+    action, state = np.concatenate(actions), np.concatenate(states)
     for what, values, dim in (("action", action, spec.action_dim), ("state", state, spec.state_dim)):
         if values.shape[-1] != dim:
             raise DataError(f"dataset '{dataset}': {what} is {values.shape[-1]}-D but spec '{spec.name}' expects {dim}-D")
     rows = np.arange(len(action))
     if len(rows) > QUANTILE_SAMPLE_CAP:
         rows = np.sort(np.random.default_rng(0).choice(len(rows), QUANTILE_SAMPLE_CAP, replace=False))
-    stats = {
+    num_transitions = int(sum(lengths))
+    log(
+        f"[stats] {dataset}: {len(lengths)} episodes, {num_transitions} transitions in {seconds:.2f}s "
+        f"({num_transitions / max(seconds, 1e-9):,.0f} transitions/s, state+action only, no image decoding)"
+    )
+    return {
         "dataset": dataset,
         "spec": spec.name,
         "split": split,
-        "num_transitions": int(lengths.sum()),
+        "num_transitions": num_transitions,
         "num_trajectories": len(lengths),
         "action": _summary(action, action[rows]),
         "state": _summary(state, state[rows]),
         "episode_lengths": [int(n) for n in lengths],
+        "transitions_per_second": num_transitions / max(seconds, 1e-9),
     }
-    seconds = time.perf_counter() - start
-    stats["transitions_per_second"] = stats["num_transitions"] / max(seconds, 1e-9)
-    log(
-        f"[stats] {dataset}: {len(lengths)} episodes, {stats['num_transitions']} transitions in {seconds:.2f}s "
-        f"({stats['transitions_per_second']:,.0f} transitions/s, state+action columns only, no image read)"
-    )
-    return stats
+
+
+# Dataset kind (config.data.datasets.<name>.kind) -> (fingerprint(path, dataset, spec, split) -> str,
+# compute(path, dataset, spec, split, log) -> stats dict). Other modules register their kinds (vla_jax/data/lerobot.py).
+STATS_READERS: dict[str, tuple[Callable, Callable]] = {"robot": (dataset_fingerprint, compute_stats)}
+
+
+def _readers(kind: str) -> tuple[Callable, Callable]:
+    if kind not in STATS_READERS:
+        raise DataError(f"no normalization statistics for dataset kind {kind!r} (kinds with statistics: "
+                        f"{sorted(STATS_READERS)})")
+    return STATS_READERS[kind]
 
 
 def save_stats(stats: dict, stats_dir: str, fingerprint: str) -> str:
@@ -116,10 +136,12 @@ def stale_stats_files(stats_dir: str, dataset: str, fingerprint: str) -> list[st
     return sorted(files, key=os.path.getmtime, reverse=True)
 
 
-def ensure_stats(path: str, dataset: str, spec, stats_dir: str, *, if_missing: bool = True, log=print) -> str:
-    """Computes and saves the stats of the prepared copy at ``path`` unless a fresh file exists (with
-    ``if_missing``); returns the stats file."""
-    fingerprint = dataset_fingerprint(path, dataset, spec)
+def ensure_stats(path: str, dataset: str, spec, stats_dir: str, *, if_missing: bool = True, log=print,
+                 kind: str = "robot") -> str:
+    """Computes and saves stats unless a fresh file exists (with ``if_missing``); returns its path. ``path``:
+    what the dataset ``kind`` reads (:data:`STATS_READERS`; robot: its prepared copy)."""
+    fingerprint_fn, compute_fn = _readers(kind)
+    fingerprint = fingerprint_fn(path, dataset, spec)
     out = stats_path(stats_dir, dataset, fingerprint)
     if if_missing and os.path.isfile(out):
         log(f"[stats] {dataset}: up to date ({out})")
@@ -127,15 +149,15 @@ def ensure_stats(path: str, dataset: str, spec, stats_dir: str, *, if_missing: b
     stale = stale_stats_files(stats_dir, dataset, fingerprint)
     if stale and not os.path.isfile(out):
         log(f"[stats] {dataset}: {os.path.basename(stale[0])} is stale ({_STALE_REASON}), recomputing")
-    stats = compute_stats(path, dataset, spec, log=log)
+    stats = compute_fn(path, dataset, spec, log=log)
     out = save_stats(stats, stats_dir, fingerprint)
     log(f"[stats] {dataset}: wrote {out}")
     return out
 
 
-def load_stats(path: str, dataset: str, spec, stats_dir: str) -> dict:
-    """Loads the stats of the prepared copy at ``path``; one clear line if missing or stale."""
-    fingerprint = dataset_fingerprint(path, dataset, spec)
+def load_stats(path: str, dataset: str, spec, stats_dir: str, kind: str = "robot") -> dict:
+    """Loads the stats of ``dataset`` (of dataset ``kind``); one clear line if missing or stale."""
+    fingerprint = _readers(kind)[0](path, dataset, spec)
     file = stats_path(stats_dir, dataset, fingerprint)
     hint = "run `python tools/compute_stats.py --config=<your training config> --if_missing`"
     if not os.path.isfile(file):

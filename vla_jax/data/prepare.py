@@ -43,7 +43,8 @@ class Task:
     first: int  # split-wide index of the shard's first record
     out_dir: str  # the split's directory under the partial dataset
     spec: object  # RobotSpec | WebSpec
-    keys: dict | None  # robot: prepared.robot_keys format
+    layout: dict | None  # robot: prepared.robot_layout(spec, source_keys)
+    source_keys: tuple = ()  # robot: every step key of the source (its first episode)
 
     @property
     def marker(self) -> str:
@@ -81,63 +82,63 @@ def _done(task: Task) -> dict | None:
 
 
 def _robot_shard(task: Task, report: Report) -> dict:
-    """Frames + per-shard columns of one source shard of RLDS episodes."""
+    """Frames + per-shard state, action and texts of one source shard of RLDS episodes."""
     from array_record.python.array_record_module import ArrayRecordWriter
 
-    keys, name = task.keys, task.dataset
+    layout, spec, name = task.layout, task.spec, task.dataset
     frames = os.path.join(task.out_dir, prepared.frame_file(task.index))
     writer = ArrayRecordWriter(f"{frames}.tmp", "group_size:1,uncompressed")  # encoded images do not compress
-    numeric = {k: [] for k in keys["numeric"]}
-    text = {k: [] for k in keys["text"]}
-    lengths, source_keys, dims = [], None, None
+    states, actions, lengths = [], [], []
+    texts: dict[str, list[str]] = {role: [] for role in _text_roles(layout)}
     for j, record in enumerate(release.iter_records(task.shard, task.file_format, name)):
         episode = release.Episode(record, name)
-        if source_keys is None:  # the layout check, on the shard's first episode
-            source_keys = episode.step_keys()
-            dims = {k: int(episode.floats(k).shape[1]) for k in keys["numeric"] if episode.has(k)}
-            prepared.check_robot_layout(source_keys, dims, None, task.spec, name)
-        images = {k: episode.values(k) for k in keys["images"]}
-        for t in range(episode.num_steps):
+        if not lengths:  # the layout check, on the shard's first episode
+            release.check_robot_layout(episode, spec)
+        num_steps = episode.num_steps
+        images = {k: episode.values(k) for k in layout["image_keys"]}
+        for t in range(num_steps):
             writer.write(records.make_record({"episode": task.first + j, "step": t},
-                                             {k: images[k][t] for k in keys["images"]}))
-        for k in keys["numeric"]:
-            numeric[k].append(episode.floats(k))
-        for k in keys["text"]:
-            text[k].extend(records.to_text(v) for v in episode.values(k))
-        lengths.append(episode.num_steps)
-        report(1, episode.num_steps)
+                                             {k: images[k][t] for k in layout["image_keys"]}))
+        states.append(release.for_dataset(name, spec.state_rows, episode.column, num_steps))
+        actions.append(release.for_dataset(name, spec.action_rows, episode.column, num_steps))
+        texts["instruction"] += [release.for_dataset(name, spec.instruction, episode.column, num_steps, t)
+                                 for t in range(num_steps)]
+        if layout["grounding_key"] is not None:
+            texts["grounding"] += [records.to_text(v) for v in episode.values(layout["grounding_key"])]
+        lengths.append(num_steps)
+        report(1, num_steps)
     writer.close()
     empty = np.zeros((0, 0), np.float32)  # a shard without episodes; reshaped when the shards are joined
-    columns = {f"numeric{i}": np.concatenate(numeric[k]) if lengths else empty for i, k in enumerate(keys["numeric"])}
-    columns.update({f"text{i}": np.asarray(text[k], dtype=str) for i, k in enumerate(keys["text"])})
     with open(f"{task.columns}.tmp", "wb") as f:
-        np.savez(f, lengths=np.asarray(lengths, np.int64), **columns)
+        np.savez(f, lengths=np.asarray(lengths, np.int64), state=np.concatenate(states) if lengths else empty,
+                 action=np.concatenate(actions) if lengths else empty,
+                 **{role: np.asarray(values, dtype=str) for role, values in texts.items()})
     os.replace(f"{frames}.tmp", frames)
     os.replace(f"{task.columns}.tmp", task.columns)
-    return _write_marker(task, {"episodes": len(lengths), "transitions": int(sum(lengths)),
-                                "source_keys": source_keys, "dims": dims})
+    return _write_marker(task, {"episodes": len(lengths), "transitions": int(sum(lengths))})
+
+
+def _text_roles(layout: dict) -> list[str]:
+    return ["instruction"] + (["grounding"] if layout["grounding_key"] is not None else [])
 
 
 def _robot_finalize(tasks: list[Task], summaries: list[dict]) -> dict:
     """Joins the shards of every split into the split's columns; returns the manifest's robot fields."""
-    keys = tasks[0].keys
-    first = next((s for s in summaries if s["source_keys"] is not None), None)
-    if first is None:
-        raise DataError(f"dataset '{tasks[0].dataset}': the source holds no episodes")
+    layout, spec = tasks[0].layout, tasks[0].spec
+    dims = {"state": spec.state_dim, "action": spec.action_dim}  # checked on every shard's first episode
     splits = {}
     for split in dict.fromkeys(t.split for t in tasks):
         chosen = [(t, s) for t, s in zip(tasks, summaries) if t.split == split]
         out_dir = chosen[0][0].out_dir
         shards = [np.load(t.columns) for t, _ in chosen]
         np.save(os.path.join(out_dir, "episode_lengths.npy"), np.concatenate([z["lengths"] for z in shards]))
-        for i, key in enumerate(keys["numeric"]):
-            column = np.concatenate([z[f"numeric{i}"].reshape(-1, first["dims"][key]) for z in shards])
-            np.save(os.path.join(out_dir, prepared.column_file(key)), column.astype(np.float32))
-        for i, key in enumerate(keys["text"]):
+        for what, dim in dims.items():
+            column = np.concatenate([z[what].reshape(-1, dim) for z in shards]).astype(np.float32)
+            np.save(os.path.join(out_dir, what + ".npy"), column)
+        for role in _text_roles(layout):
             values: dict[str, int] = {}
-            ids = np.asarray([values.setdefault(v, len(values)) for z in shards for v in z[f"text{i}"].tolist()],
-                             np.int32)
-            ids_file, values_file = prepared.text_files(key)
+            ids = np.asarray([values.setdefault(v, len(values)) for z in shards for v in z[role].tolist()], np.int32)
+            ids_file, values_file = prepared.text_files(role)
             np.save(os.path.join(out_dir, ids_file), ids)
             with open(os.path.join(out_dir, values_file), "w") as f:
                 json.dump(list(values), f)
@@ -147,8 +148,7 @@ def _robot_finalize(tasks: list[Task], summaries: list[dict]) -> dict:
         splits[split] = {"episodes": sum(s["episodes"] for _, s in chosen),
                          "transitions": sum(s["transitions"] for _, s in chosen),
                          "files": [[prepared.frame_file(t.index), s["transitions"]] for t, s in chosen]}
-    return {"source_keys": first["source_keys"], "images": keys["images"],
-            "numeric": {k: first["dims"][k] for k in keys["numeric"]}, "text": keys["text"], "splits": splits}
+    return {"source_keys": tasks[0].source_keys, "layout": layout, "dims": dims, "splits": splits}
 
 
 # ----------------------------------------------------------------------------- web
@@ -236,14 +236,15 @@ def _run(kind: str, tasks: list[Task], num_workers: int, progress: Progress) -> 
 # ----------------------------------------------------------------------------- datasets
 
 
-def _plan(source: release.Release, path: str, dataset: str, spec, keys: dict | None) -> list[Task]:
+def _plan(source: release.Release, path: str, dataset: str, spec, source_keys: list[str]) -> list[Task]:
     partial = path + PARTIAL_SUFFIX
+    layout = prepared.robot_layout(spec, source_keys) if spec.kind == "robot" else None
     tasks = []
     for split, shards in sorted(source.splits.items()):
         first = 0
         for index, shard in enumerate(shards):
             tasks.append(Task(dataset, split, index, shard, source.file_format, first,
-                              os.path.join(partial, split), spec, keys))
+                              os.path.join(partial, split), spec, layout, tuple(source_keys)))
             first += shard.num_records
     return tasks
 
@@ -264,14 +265,14 @@ def _open_partial(path: str, plan: dict) -> str:
 
 
 def is_up_to_date(source_dir: str, path: str, dataset: str, spec) -> bool:
-    """True if ``path`` holds a prepared copy of the current ``source_dir`` with every key ``spec`` reads."""
+    """True if ``path`` holds a prepared copy of the current ``source_dir`` made for ``spec``'s layout."""
     try:
         manifest = prepared.read_manifest(path, dataset)
     except DataError:
         return False
     if manifest["kind"] != spec.kind or manifest["source"] != prepared.source_entry(source_dir, dataset):
         return False
-    return spec.kind != "robot" or prepared.covers(manifest, spec)
+    return spec.kind != "robot" or prepared.robot_layout(spec, manifest["source_keys"]) == manifest["layout"]
 
 
 def prepare_dataset(source_dir: str, path: str, dataset: str, spec, *, stats_dir: str | None = None,
@@ -293,11 +294,10 @@ def _prepare(source_dir: str, path: str, dataset: str, spec, num_workers: int | 
     start = time.perf_counter()
     source = release.open_release(source_dir, dataset)
     entry = prepared.source_entry(source_dir, dataset)
-    keys = None
-    if spec.kind == "robot":
-        keys = prepared.robot_keys(spec, _first_step_keys(source, dataset))
-    tasks = _plan(source, path, dataset, spec, keys)
-    plan = {"format": prepared.FORMAT, "kind": spec.kind, "keys": keys, "source": entry["path"],
+    source_keys = _first_step_keys(source, dataset) if spec.kind == "robot" else []
+    tasks = _plan(source, path, dataset, spec, source_keys)
+    plan = {"format": prepared.FORMAT, "kind": spec.kind, "layout": tasks[0].layout, "source": entry["path"],
+            "dims": [getattr(spec, "state_dim", 0), getattr(spec, "action_dim", 0)],
             "tasks": [[t.split, os.path.basename(t.shard.file), t.shard.num_records] for t in tasks]}
     partial = _open_partial(path, plan)
     for split in source.splits:
@@ -324,7 +324,8 @@ def _prepare(source_dir: str, path: str, dataset: str, spec, num_workers: int | 
 
 
 def _first_step_keys(source: release.Release, dataset: str) -> list[str]:
-    """Step keys of the first episode of the source (which grounding text it records)."""
+    """Step keys of the first episode of the source (recorded in the manifest for one-line errors; whether
+    it records the spec's grounding text)."""
     for shards in source.splits.values():
         for shard in shards:
             for record in release.READERS[source.file_format](shard.file, dataset):

@@ -2,18 +2,19 @@
 
 One directory per dataset, ``<config.data.prepared_dir>/<dataset>/``::
 
-    manifest.json                          kind, source (dir, versioned path, digest), stored keys, splits
+    manifest.json                          kind, source (dir, versioned path, digest), the spec layout it was
+                                           prepared for, the source's step keys, dims, splits
     <split>/frames-XXXXX.array_record      robot: one record per step (transition), in episode order:
                                            that step's camera bytes + its episode and step index
     <split>/episode_lengths.npy            robot: [E] int64
-    <split>/<key>.npy                      robot: [N, D] float32 per stored numeric step key ("/" -> ".")
-    <split>/<key>.ids.npy, <key>.values.json
-                                           robot: [N] int32 index into the distinct strings of a text key
+    <split>/state.npy, action.npy          robot: [N, S], [N, A] float32, the spec's column expressions
+                                           evaluated over whole episodes (vla_jax/data/columns.py)
+    <split>/<role>.ids.npy, .values.json   robot: [N] int32 index into the distinct strings of the
+                                           instruction (and the grounding text, when the source has it)
     <split>/examples-XXXXX.array_record    web: the source's example records, unchanged
 
 Transition ``g`` of a split (``g = offset of its episode + step``) is frame record ``g`` and row ``g``
 of every column, so a sample reads one frame record and a few rows whatever its episode's length.
-Robot datasets store the keys their spec reads (cameras, state, action, instruction, grounding text).
 Columns are memory-mapped and frame files opened lazily, so splits pickle cheaply into grain workers.
 """
 
@@ -32,13 +33,8 @@ MANIFEST = "manifest.json"
 PREPARE_HINT = "run `python tools/prepare_data.py --config=<your training config>`"
 
 
-def column_file(key: str) -> str:
-    return key.replace("/", ".") + ".npy"
-
-
-def text_files(key: str) -> tuple[str, str]:
-    stem = key.replace("/", ".")
-    return stem + ".ids.npy", stem + ".values.json"
+def text_files(role: str) -> tuple[str, str]:
+    return role + ".ids.npy", role + ".values.json"
 
 
 def frame_file(index: int) -> str:
@@ -76,27 +72,17 @@ def source_entry(source_dir: str, dataset: str) -> dict:
 
 
 def open_checked(source_dir: str, path: str, dataset: str, kind: str) -> dict:
-    """The manifest of the prepared copy at ``path`` after checking it against its source ``source_dir``.
-
-    The copy must have been made from ``source_dir``; a local source that still exists must have the
-    digest recorded at preparation (a source deleted after preparing is fine, a remote one is not read).
-    Every failure is one line naming the command to run.
-    """
-    local = not release.is_remote(source_dir)
-    missing = local and not os.path.exists(source_dir)
-    if missing and not os.path.isfile(os.path.join(path, MANIFEST)):
-        raise DataError(f"dataset '{dataset}': path {source_dir} does not exist; {release.GENERATE_HINT}")
+    """The manifest of the prepared copy at ``path`` after checking it against its source: a copy of ``kind``
+    made from ``source_dir`` and, for a local source, from its current content (digest). Every failure is
+    one line naming the command to run; a remote (``gs://``) source is not read."""
     manifest = read_manifest(path, dataset)
     if manifest["kind"] != kind:
         raise DataError(f"dataset '{dataset}': {path} holds a prepared {manifest['kind']} dataset, not {kind}; "
                         f"{PREPARE_HINT}")
-    recorded = manifest["source"]
-    if recorded["dir"] != str(source_dir):
-        if missing:
-            raise DataError(f"dataset '{dataset}': path {source_dir} does not exist; {release.GENERATE_HINT}")
-        raise DataError(f"dataset '{dataset}': {path} was prepared from {recorded['dir']}, not {source_dir}; "
-                        f"{PREPARE_HINT}")
-    if local and not missing and source_entry(source_dir, dataset) != recorded:
+    if manifest["source"]["dir"] != str(source_dir):
+        raise DataError(f"dataset '{dataset}': {path} was prepared from {manifest['source']['dir']}, not "
+                        f"{source_dir}; {PREPARE_HINT}")
+    if not release.is_remote(source_dir) and source_entry(source_dir, dataset) != manifest["source"]:
         raise DataError(f"dataset '{dataset}': {source_dir} changed since it was prepared into {path}; {PREPARE_HINT}")
     return manifest
 
@@ -128,14 +114,14 @@ class _LazyFiles:
 
 
 class RobotSplit:
-    """One prepared robot split: per-episode lengths, frame records and step columns, all indexed by
-    the transition index ``g`` of the split (episodes in record order, steps in order)."""
+    """One prepared robot split: per-episode lengths, frame records, state / action rows and texts, all
+    indexed by the transition index ``g`` of the split (episodes in record order, steps in order)."""
 
     def __init__(self, path: str, manifest: dict, split: str, dataset: str):
         info = split_info(manifest, split, dataset, path)
         self.dir = os.path.join(path, split)
         self.dataset = dataset
-        self.images = tuple(manifest["images"])
+        self.images = tuple(manifest["layout"]["image_keys"])
         self.lengths = np.load(os.path.join(self.dir, "episode_lengths.npy"))  # [E]
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)  # [E] first g
         self.num_transitions = int(info["transitions"])
@@ -151,24 +137,32 @@ class RobotSplit:
         fmap = records.parse_record(self.frames[g])
         return {key: fmap[key].bytes_list.value[0] for key in self.images}
 
-    def column(self, key: str) -> np.ndarray:
-        """[N, D] float32 (memory-mapped) numeric step key."""
-        if key not in self._columns:
-            self._columns[key] = np.load(os.path.join(self.dir, column_file(key)), mmap_mode="r")
-        return self._columns[key]
+    def column(self, what: str) -> np.ndarray:
+        """[N, D] float32 (memory-mapped): ``what`` = "state" | "action"."""
+        if what not in self._columns:
+            self._columns[what] = np.load(os.path.join(self.dir, what + ".npy"), mmap_mode="r")
+        return self._columns[what]
 
-    def rows(self, keys, start: int, stop: int) -> np.ndarray:
-        """[stop - start, sum of dims] float32: rows [start, stop) of ``keys`` concatenated."""
-        parts = [np.asarray(self.column(k)[start:stop], np.float32) for k in keys]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+    @property
+    def state(self) -> np.ndarray:
+        return self.column("state")
 
-    def text(self, key: str, g: int) -> str:
-        if key not in self._texts:
-            ids_file, values_file = text_files(key)
+    @property
+    def action(self) -> np.ndarray:
+        return self.column("action")
+
+    def rows(self, what: str, start: int, stop: int) -> np.ndarray:
+        """[stop - start, D] float32 copy of rows [start, stop) of ``what``."""
+        return np.array(self.column(what)[start:stop], np.float32)
+
+    def text(self, role: str, g: int) -> str:
+        """The ``role`` ("instruction" | "grounding") string of transition ``g``."""
+        if role not in self._texts:
+            ids_file, values_file = text_files(role)
             with open(os.path.join(self.dir, values_file)) as f:
                 values = json.load(f)
-            self._texts[key] = (np.load(os.path.join(self.dir, ids_file), mmap_mode="r"), values)
-        ids, values = self._texts[key]
+            self._texts[role] = (np.load(os.path.join(self.dir, ids_file), mmap_mode="r"), values)
+        ids, values = self._texts[role]
         return values[int(ids[g])]
 
 
@@ -188,68 +182,51 @@ class WebSplit:
         return records.parse_record(self.records[index])
 
 
-# ----------------------------------------------------------------------------- robot keys
+# ----------------------------------------------------------------------------- robot layout
 
 
 def _image_like(keys) -> list[str]:
     return sorted(k for k in keys if "image" in k or "cam" in k)
 
 
-def robot_keys(spec, source_keys) -> dict:
-    """The keys a prepared copy stores for ``spec``: cameras, numeric state + action keys, text keys
-    (instruction, and the grounding text when the source records it)."""
-    text = [spec.instruction_key] + ([spec.grounding_key] if spec.grounding_key in source_keys else [])
+def robot_layout(spec, source_keys) -> dict:
+    """What a prepared copy made for ``spec`` holds: its cameras and the column expressions of its state,
+    action and instruction, and its grounding text key when the source records it (else None)."""
     return {
-        "images": [k for k in spec.image_keys if k is not None],
-        "numeric": list(dict.fromkeys(spec.state_keys + spec.action_keys)),
-        "text": text,
+        "image_keys": [k for k in spec.image_keys if k is not None],
+        "state_keys": list(spec.state_keys),
+        "action_keys": list(spec.action_keys),
+        "instruction_key": spec.instruction_key,
+        "grounding_key": spec.grounding_key if spec.grounding_key in source_keys else None,
     }
 
 
-def covers(manifest: dict, spec) -> bool:
-    """True if the prepared copy stores every key ``spec`` reads."""
-    need = robot_keys(spec, manifest["source_keys"])
-    return (set(need["images"]) <= set(manifest["images"]) and set(need["numeric"]) <= set(manifest["numeric"])
-            and set(need["text"]) <= set(manifest["text"]))
-
-
-def check_robot_layout(source_keys, dims: dict, stored: dict | None, spec, dataset: str,
-                       max_action_dim: int | None = None, max_state_dim: int | None = None) -> None:
-    """One line if a robot dataset does not match its spec.
-
-    ``source_keys``: every step key of the source; ``dims``: {numeric key: dim} of (at least) the spec's
-    keys present; ``stored``: the prepared copy's stored keys (:func:`robot_keys` format) or None while
-    preparing.
-    """
-    hint = f"the prepared copy lacks it (spec '{spec.name}' changed since preparing); {PREPARE_HINT}"
+def check_robot_layout(manifest: dict, spec, dataset: str, max_action_dim: int | None = None,
+                       max_state_dim: int | None = None) -> None:
+    """One line if the prepared copy does not match ``spec``: a key the spec reads missing from the source,
+    a copy made for other expressions (prepare again), other dims or dims above the model's."""
+    source_keys = manifest["source_keys"]
     for slot, key in enumerate(spec.image_keys):
-        if key is None:
-            continue
-        if key not in source_keys:
+        if key is not None and key not in source_keys:
             raise DataError(
                 f"dataset '{dataset}': image key '{key}' (camera slot {slot}, spec '{spec.name}') is missing "
                 f"from the steps; image-like keys present: {_image_like(source_keys)}"
             )
-        if stored is not None and key not in stored["images"]:
-            raise DataError(f"dataset '{dataset}': image key '{key}': {hint}")
+    for key in spec.step_keys():
+        if key not in source_keys:
+            raise DataError(f"dataset '{dataset}': key '{key}' not found in the steps (available: "
+                            f"{', '.join(source_keys)})")
+    if robot_layout(spec, source_keys) != manifest["layout"]:
+        raise DataError(f"dataset '{dataset}': its prepared copy was made for other keys or column expressions "
+                        f"than spec '{spec.name}' has now; {PREPARE_HINT}")
     for what, keys, dim, cap in (
         ("action", spec.action_keys, spec.action_dim, max_action_dim),
         ("state", spec.state_keys, spec.state_dim, max_state_dim),
     ):
-        for key in keys:
-            if key not in source_keys:
-                raise DataError(f"dataset '{dataset}': {what} key '{key}' not found in the steps "
-                                f"(available: {', '.join(source_keys)})")
-            if stored is not None and key not in stored["numeric"]:
-                raise DataError(f"dataset '{dataset}': {what} key '{key}': {hint}")
-        total = sum(int(dims[k]) for k in keys)
-        if total != dim:
-            raise DataError(f"dataset '{dataset}': {what} keys {list(keys)} give {total}-D {what}s but spec "
+        stored = int(manifest["dims"][what])
+        if stored != dim:
+            raise DataError(f"dataset '{dataset}': {what} keys {list(keys)} give {stored}-D {what}s but spec "
                             f"'{spec.name}' expects {dim}-D")
         if cap is not None and dim > cap:
             raise DataError(f"dataset '{dataset}': {what} keys {list(keys)} are {dim}-D, more than "
                             f"config.model.max_{what}_dim={cap}")
-    if spec.instruction_key not in source_keys:
-        raise DataError(f"dataset '{dataset}': instruction key '{spec.instruction_key}' is missing from the steps")
-    if stored is not None and spec.instruction_key not in stored["text"]:
-        raise DataError(f"dataset '{dataset}': instruction key '{spec.instruction_key}': {hint}")

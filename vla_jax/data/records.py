@@ -44,13 +44,5 @@ def feature_list(fmap, key: str, dataset: str):
     return getattr(feature, kind).value
 
 
-def feature_array(fmap, key: str, dataset: str, rows: int) -> np.ndarray:
-    """Numeric feature ``key`` as float32 [rows, -1]."""
-    array = np.asarray(feature_list(fmap, key, dataset), dtype=np.float32)
-    if rows == 0 or array.size % rows:
-        raise DataError(f"dataset '{dataset}': key '{key}' has {array.size} values, not a multiple of {rows} steps")
-    return array.reshape(rows, -1)
-
-
 def to_text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)

@@ -16,9 +16,7 @@ import hashlib
 import re
 from typing import Callable, Iterable, Iterator
 
-import numpy as np
-
-from vla_jax.data import records
+from vla_jax.data import columns, records
 from vla_jax.data.errors import DataError
 
 GENERATE_HINT = "generate it with `python tools/generate_data.py --out_dir DIR` or point config.data at it"
@@ -172,13 +170,50 @@ class Episode:
     def has(self, key: str) -> bool:
         return "steps/" + key in self.fmap
 
-    def floats(self, key: str) -> np.ndarray:
-        """[T, D] float32 rows of a numeric step key."""
-        return records.feature_array(self.fmap, "steps/" + key, self.dataset, rows=self.num_steps)
+    def column(self, key: str):
+        """The raw values of step key ``key`` over the episode (flat; what spec column expressions read)."""
+        return records.feature_list(self.fmap, "steps/" + key, self.dataset)
 
     def values(self, key: str) -> list:
         """The T per-step values of a bytes step key (images, text)."""
-        values = records.feature_list(self.fmap, "steps/" + key, self.dataset)
+        values = self.column(key)
         if len(values) != self.num_steps:
             raise DataError(f"dataset '{self.dataset}': key '{key}' has {len(values)} values for {self.num_steps} steps")
         return list(values)
+
+
+def check_robot_layout(episode: Episode, spec) -> None:
+    """One line if an episode does not match its spec: a camera or key missing, other dims, a bad instruction."""
+    name = episode.dataset
+    for slot, key in enumerate(spec.image_keys):
+        if key is not None and not episode.has(key):
+            images = sorted(k for k in episode.step_keys() if "image" in k or "cam" in k)
+            raise DataError(
+                f"dataset '{name}': image key '{key}' (camera slot {slot}, spec '{spec.name}') is missing "
+                f"from the steps; image-like keys present: {images}"
+            )
+    for what, keys, rows, dim in (
+        ("action", spec.action_keys, spec.action_rows, spec.action_dim),
+        ("state", spec.state_keys, spec.state_rows, spec.state_dim),
+    ):
+        values = for_dataset(name, rows, episode.column, episode.num_steps)
+        if values.shape[-1] != dim:
+            raise DataError(
+                f"dataset '{name}': {what} keys {list(keys)} give {values.shape[-1]}-D {what}s but spec "
+                f"'{spec.name}' expects {dim}-D"
+            )
+    for key in columns.keys(spec.instruction_key):
+        if not episode.has(key.path):
+            raise DataError(f"dataset '{name}': instruction key '{key.path}' is missing from the steps")
+    for_dataset(name, spec.instruction, episode.column, episode.num_steps, 0)
+
+
+def for_dataset(name: str, fn, *args):
+    """``fn(*args)``; a DataError that does not name a dataset gets ``dataset '<name>': `` in front (spec
+    column expressions report the key, not the dataset)."""
+    try:
+        return fn(*args)
+    except DataError as e:
+        if str(e).startswith("dataset '"):
+            raise
+        raise DataError(f"dataset '{name}': {e}") from None

@@ -1,7 +1,8 @@
 """grain random-access sources over prepared splits (vla_jax/data/prepared.py).
 
 A robot sample reads its own step: one frame record (its cameras' encoded bytes), its state row,
-the rows of its action chunk and its instruction, whatever the length of its episode. A web sample
+the rows of its action chunk and its instruction (the spec's expressions were evaluated when the copy
+was prepared), whatever the length of its episode. A web sample
 reads its one example record. Sources hold only this process's shard of the episodes / examples.
 """
 
@@ -22,7 +23,6 @@ class RobotTransitions:
     def __init__(self, split: prepared.RobotSplit, spec, episode_ids, horizon: int, num_cameras: int,
                  source: int, grounding: bool = False):
         self.split = split
-        self.spec = spec
         self.episode_ids = np.asarray(episode_ids, np.int64)
         self.lengths = split.lengths[self.episode_ids]  # [E_shard]
         self.starts = split.offsets[self.episode_ids]  # [E_shard] transition index of each step 0 in the split
@@ -50,17 +50,16 @@ class RobotTransitions:
         g = int(self.starts[k]) + t
         n = min(self.horizon, int(self.lengths[k]) - t)
         frame = self.split.frame(g)
-        spec = self.spec
         raw = {
             "source": self.source,
             "images": [frame[key] if key is not None else None for key in self.image_keys],
-            "state": self.split.rows(spec.state_keys, g, g + 1)[0],
-            "actions": self.split.rows(spec.action_keys, g, g + n),
+            "state": self.split.rows("state", g, g + 1)[0],
+            "actions": self.split.rows("action", g, g + n),
             "num_steps": n,
-            "instruction": self.split.text(spec.instruction_key, g),
+            "instruction": self.split.text("instruction", g),
         }
         if self.grounding:
-            raw["grounding"] = self.split.text(spec.grounding_key, g)
+            raw["grounding"] = self.split.text("grounding", g)
         return raw
 
 

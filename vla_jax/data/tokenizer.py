@@ -29,14 +29,21 @@ class Tokenizer:
         self.path = path
         with open(path, "rb") as f:
             self._proto = f.read()
-        self._sp = None
+        self._sp = self._load()  # parsed now: a corrupt file fails here, in one line
+
+    def _load(self):
+        import sentencepiece as spm
+
+        try:
+            return spm.SentencePieceProcessor(model_proto=self._proto)
+        except (RuntimeError, OSError) as e:
+            raise DataError(f"tokenizer {self.path} is not a SentencePiece model ({str(e).splitlines()[0]}); "
+                            "point config.data.tokenizer at a .model file") from None
 
     @property
     def sp(self):
-        if self._sp is None:
-            import sentencepiece as spm
-
-            self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
+        if self._sp is None:  # unpickled in a worker
+            self._sp = self._load()
         return self._sp
 
     def __getstate__(self):

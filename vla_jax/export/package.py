@@ -15,11 +15,12 @@ Folder layout (``--format=all``)::
     params/                             orbax PyTree checkpoint {"params": <openpi's nested pi0 params>}, float32
     assets/<dataset>/norm_stats.json    openpi's {"norm_stats": {"state": ..., "actions": ...}} per robot dataset
 
-``--format=lerobot`` writes LeRobot's pi0 pretrained folder (:func:`export_lerobot`)::
+``--format=lerobot`` writes LeRobot's pi0 or pi0.5 pretrained folder (:func:`export_lerobot`)::
 
-    model.safetensors                   PI0Policy state_dict (names in vla_jax/interop/lerobot.py), float32 / bfloat16
-    config.json                         PI0Config ("type": "pi0")
-    policy_{pre,post}processor.json     processor pipelines + their normalizer state files (one dataset's MEAN_STD)
+    model.safetensors                   PI0Policy / PI05Policy state_dict (names in vla_jax/interop/lerobot.py)
+    config.json                         PI0Config / PI05Config ("type": "pi0" | "pi05")
+    policy_{pre,post}processor.json     processor pipelines + their normalizer state files (one dataset's MEAN_STD
+                                        statistics for pi0, QUANTILES for pi0.5)
 
 Checkpoints are read and written by ``vla_jax/train/checkpoint.py``: :func:`export` reads the parameters of
 one step with its ``load_params``, :func:`import_torch` writes a params-only step with its ``write_checkpoint``
@@ -275,7 +276,8 @@ def export_openpi(workdir: str, out: str, *, step: int | None = None, ema: bool 
                 raise ExportError(f"--dataset={dataset} has no state and action norm stats in {ck.path} (robot "
                                   f"datasets: {', '.join(stats) or 'none'})")
             stats = {dataset: stats[dataset]}
-        assets = {name: openpi.to_openpi_norm_stats(s, name) for name, s in stats.items()}
+        variant = openpi.vla_jax_variant(openpi.flatten(ck.params["params"]))
+        assets = {name: openpi.to_openpi_norm_stats(s, name, variant) for name, s in stats.items()}
         shutil.rmtree(tmp, ignore_errors=True)
         num_params = openpi.write_checkpoint(tmp, ck.params, assets)
         if os.path.exists(out):
@@ -295,12 +297,12 @@ def export_openpi(workdir: str, out: str, *, step: int | None = None, ema: bool 
 
 def export_lerobot(workdir: str, out: str, *, step: int | None = None, ema: bool = False, dataset: str | None = None,
                    dtype: str = "float32", log=print) -> dict:
-    """Writes a checkpoint of a ``pi0`` run (``openpi_semantics``, no add-ons) as LeRobot's pi0 pretrained folder
-    (:func:`vla_jax.interop.lerobot.write_folder`) with the norm stats of ``dataset`` (default: the only robot
-    dataset). No parity gate: the conversion is a pure re-layout, which the writer verifies exact. Written to
-    ``out.tmp-<pid>``, renamed into place; returns the report. ExportError (one line) for another model, a dataset
-    LeRobot cannot normalize, a missing or ambiguous ``dataset``, an ``out`` that is neither empty nor a LeRobot
-    folder."""
+    """Writes a checkpoint of a ``pi0`` or ``pi05`` run (``openpi_semantics``, no add-ons) as LeRobot's pi0 / pi0.5
+    pretrained folder (:func:`vla_jax.interop.lerobot.write_folder`, ``config.model.action_expert`` picks the type)
+    with the norm stats of ``dataset`` (default: the only robot dataset). No parity gate: the conversion is a pure
+    re-layout, which the writer verifies exact. Written to ``out.tmp-<pid>``, renamed into place; returns the
+    report. ExportError (one line) for another model, a dataset LeRobot cannot normalize, a missing or ambiguous
+    ``dataset``, an ``out`` that is neither empty nor a LeRobot folder."""
     from vla_jax.interop import lerobot
 
     if os.path.exists(out) and os.listdir(out) and not lerobot.is_folder(out):
@@ -321,9 +323,9 @@ def export_lerobot(workdir: str, out: str, *, step: int | None = None, ema: bool
         shutil.rmtree(tmp, ignore_errors=True)
     report = {"preset": ck.config.get("preset"), "step": ck.step, "ema": ema, "source": os.path.abspath(ck.path),
               "formats": ["lerobot"], "dtype": dtype, **written}
-    log(f"[export] {ck.path}: preset {ck.config.get('preset', '?')}, {'EMA' if ema else 'raw'} params -> LeRobot pi0 "
-        f"folder {out} ({written['keys']} keys, {written['num_params']:,} values, {dtype}; norm stats: "
-        f"{written['dataset']}) in {time.perf_counter() - t0:.1f}s")
+    log(f"[export] {ck.path}: preset {ck.config.get('preset', '?')}, {'EMA' if ema else 'raw'} params -> LeRobot "
+        f"{written['type']} folder {out} ({written['keys']} keys, {written['num_params']:,} values, {dtype}; norm "
+        f"stats: {written['dataset']}) in {time.perf_counter() - t0:.1f}s")
     return report
 
 
@@ -350,6 +352,9 @@ def model_card(config: dict, report: dict, files: list[str]) -> str:
     inputs = ("images f32 [B,C,R,R,3] in [-1,1], image_mask bool [B,C], tokens int32 [B,L], token_mask bool [B,L], "
               "state f32 [B,S] (normalized), state_mask bool [B,S], action_dim_mask bool [B,A]"
               + (", noise f32 [B,H,A]" if config["action_head"] == "flow" else ""))
+    if config.get("action_expert", "pi0") == "pi05":
+        inputs += (" (pi0.5: the state is not read, write it into the prompt; `policy.onnx` has no `state` / "
+                   "`state_mask` inputs)")
     return f"""# vla_jax policy: preset `{report['preset']}`, {config['action_head']} head
 
 Exported from `{report['source']}` ({'EMA' if report['ema'] else 'raw'} parameters) on {report['exported_at']}.

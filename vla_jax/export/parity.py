@@ -8,20 +8,32 @@ bf16 costs) and PyTorch-bf16 vs JAX run in bf16 (implementation agreement at tha
 
 NaN-safe: a non-finite action from any runtime (the JAX references included) raises ParityError at once,
 and a non-finite difference fails :func:`check` whatever the tolerance (a NaN never compares greater than it).
+
+openpi fixtures (``vla_jax/interop/openpi.py``, ``tools/check_parity.py --backend=torch|onnx``):
+:func:`fixture_outputs` runs a fixture's inputs through the PyTorch policy or onnxruntime and returns the
+counterparts of openpi's recorded outputs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import tempfile
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import torch
+from torch import nn
 
+from vla_jax.export import to_onnx
 from vla_jax.export import torch_port as tp
-from vla_jax.export.to_onnx import run_onnx
 from vla_jax.models import vla
+
+if TYPE_CHECKING:
+    from vla_jax.interop.openpi import Fixture
 
 OBS_KEYS = ("images", "image_mask", "tokens", "token_mask", "state", "state_mask", "action_dim_mask")
 DEFAULT_INSTRUCTION = "pick up the red block and place it in the bowl"
@@ -108,7 +120,7 @@ def torch_actions(policy: tp.VLAPolicy, inputs: dict, num_steps: int | None = No
 
 
 def onnx_actions(session, inputs: dict) -> np.ndarray:
-    return run_onnx(session, inputs)
+    return to_onnx.run_onnx(session, inputs)
 
 
 # ----------------------------------------------------------------------------------------- measure
@@ -176,3 +188,92 @@ def check(figures: dict, tolerance: float = TOLERANCE_F32) -> None:
         desc = ", ".join(f"{k}={v:.2e}" for k, v in bad.items())
         raise ParityError(f"parity check failed: max abs action difference vs JAX {desc} > {tolerance:.0e} "
                           "(float32); the folder was not written")
+
+
+# ----------------------------------------------------------------------------------------- openpi fixtures
+BACKENDS = ("torch", "onnx")
+PROBE_INPUTS = ("images", "image_mask", "tokens", "token_mask", "state", "x_t", "t", "loss_x_t", "loss_t")
+PROBE_OUTPUTS = ("prefix_tokens", "prefix_mask", "velocity", "velocity_cached", "suffix_tokens", "suffix_ar_mask",
+                 "loss_velocity", "adarms_cond")
+
+
+class FixtureProbe(nn.Module):
+    """The flow policy's intermediate outputs, traced as is for onnxruntime: images [B, C, R, R, 3], image_mask
+    [B, C], tokens [B, L], token_mask [B, L], state [B, S] (padded dims zeroed), x_t [B, H, A], t [B], loss_x_t
+    [B, H, A], loss_t [B] -> :func:`probe_outputs`: prefix tokens [B, P, D], prefix mask [B, P], float32 velocity
+    [B, H, A] at (x_t, t) from one joint pass over prefix + suffix and through the prefix KV cache, suffix tokens
+    [B, T_s, W] and causal-block flags [B, T_s] at (x_t, t), the cached velocity at (loss_x_t, loss_t) and
+    (adaptive norms, pi0.5) the conditioning vector [B, W] at t."""
+
+    def __init__(self, policy: tp.VLAPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, images, image_mask, tokens, token_mask, state, x_t, t, loss_x_t, loss_t):
+        p = self.policy
+        prefix = p.encode_prefix(images, image_mask, tokens, token_mask, state)
+        suffix = p.embed_suffix(state, x_t, t, prefix)
+        outs = (prefix.tokens, prefix.mask, p.full_velocity(state, x_t, t, prefix),
+                p.suffix_velocity(state, x_t, t, prefix), suffix.tokens, suffix.ar,
+                p.suffix_velocity(state, loss_x_t, loss_t, prefix))
+        return outs if suffix.cond is None else (*outs, suffix.cond)
+
+
+def probe_outputs(policy: tp.VLAPolicy) -> list[str]:
+    """The names of :class:`FixtureProbe`'s outputs for ``policy`` (``adarms_cond`` with adaptive norms)."""
+    return list(PROBE_OUTPUTS if policy.action_expert.adaptive_norm else PROBE_OUTPUTS[:-1])
+
+
+def fixture_outputs(policy: tp.VLAPolicy, batch: dict, fixture: "Fixture", backend: str) -> dict[str, np.ndarray]:
+    """The PyTorch (``backend="torch"``) or onnxruntime (``"onnx"``) counterparts of an openpi fixture's outputs,
+    as ``vla_jax.interop.openpi.model_outputs`` gives JAX's: prefix_tokens / prefix_mask; velocity (one joint pass)
+    and velocity_cached (prefix KV cache), suffix_tokens, suffix_ar_mask [T_s] and (pi0.5) adarms_cond at
+    ``in/x_t``, ``in/t``; loss [B, H]: openpi's mean over all action dims of ``(v - u)^2`` from the cached velocity
+    at the fixture's ``loss_noise`` / ``loss_time`` (the port has no loss of its own); sampled [B, H, A] from
+    ``in/noise`` (torch: ``sample_actions``; onnx: the exported ``policy.onnx``). ``policy``: float32,
+    ``openpi_semantics`` on; ``batch``: :meth:`Fixture.batch`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+    obs = {k: batch[k] for k in OBS_KEYS}
+    obs["state"] = np.where(obs["state_mask"], obs["state"], 0.0).astype(np.float32)
+    x, y, actions = fixture.inputs, fixture.outputs, batch["actions"]
+    loss_t = y.get("loss_time", x["t"]).astype(np.float32)
+    noise = y.get("loss_noise", x["x_t"])
+    tt = loss_t[:, None, None]
+    inputs = {**{k: np.asarray(obs[k]).astype(to_onnx.INPUT_DTYPES[k]) for k in PROBE_INPUTS[:5]},
+              "x_t": x["x_t"].astype(np.float32), "t": x["t"].astype(np.float32),
+              "loss_x_t": (tt * noise + (1.0 - tt) * actions).astype(np.float32), "loss_t": loss_t}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = _run_probe(policy, inputs, backend, tmp)
+        out["sampled"] = _sampled(policy, obs, x["noise"], backend, tmp)
+    v = out.pop("loss_velocity")
+    if "loss_noise" in y:
+        out["loss"] = np.square(v - (noise - actions)).mean(axis=-1)
+    out["suffix_ar_mask"] = out["suffix_ar_mask"][0]
+    if "adarms_cond" not in y:
+        out.pop("adarms_cond", None)
+    order = ("prefix_tokens", "prefix_mask", "velocity", "velocity_cached", "suffix_tokens", "suffix_ar_mask",
+             "adarms_cond", "loss", "sampled")  # model_outputs' order
+    return {k: out[k] for k in order if k in out}
+
+
+def _run_probe(policy: tp.VLAPolicy, inputs: dict[str, np.ndarray], backend: str, tmp: str) -> dict[str, np.ndarray]:
+    """:class:`FixtureProbe` on ``inputs`` (:data:`PROBE_INPUTS`, numpy) in PyTorch, or traced into ``tmp`` and
+    run by onnxruntime. Returns :func:`probe_outputs` by name."""
+    graph, names = FixtureProbe(policy), probe_outputs(policy)
+    if backend == "onnx":
+        session = to_onnx.onnx_session(to_onnx.trace(graph, inputs, names, os.path.join(tmp, "probe.onnx")))
+        used = {i.name for i in session.get_inputs()}  # the tracer drops inputs a model ignores (pi0.5: state)
+        return dict(zip(names, session.run(names, {k: v for k, v in inputs.items() if k in used})))
+    with torch.no_grad():
+        outs = graph(*(torch.from_numpy(v) for v in inputs.values()))
+    return {name: o.numpy() for name, o in zip(names, outs)}
+
+
+def _sampled(policy: tp.VLAPolicy, obs: dict, noise: np.ndarray, backend: str, tmp: str) -> np.ndarray:
+    """Actions sampled from ``noise`` by ``policy.sample_actions`` or the exported ``policy.onnx`` (written to
+    ``tmp``), the config's number of Euler steps."""
+    if backend == "torch":
+        return torch_actions(policy, {**obs, "noise": noise})
+    session = to_onnx.onnx_session(to_onnx.export_onnx(policy, os.path.join(tmp, to_onnx.ONNX_FILE)))
+    return onnx_actions(session, {**obs, "noise": noise})

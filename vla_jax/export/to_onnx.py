@@ -132,19 +132,25 @@ def export_onnx(policy: tp.VLAPolicy, path: str, num_steps: int | None = None, o
         f32.load_state_dict({k: v.float() for k, v in policy.state_dict().items()})
         policy = f32
     policy = policy.eval()
-    names = input_names(config)
     if config["action_head"] == "flow":
         graph: nn.Module = FlowGraph(policy, int(num_steps or config["num_flow_steps"]))
         outputs = ["actions"]
     else:
         graph = DiscreteGraph(policy)
         outputs = ["actions", "action_tokens"]
-    args = tuple(torch.from_numpy(v) for v in example_inputs(config, batch_size=2).values())
-    dynamic = {n: {0: "batch"} for n in (*names, *outputs)}
+    return trace(graph, example_inputs(config, batch_size=2), outputs, path, opset)
+
+
+def trace(graph: nn.Module, inputs: dict[str, np.ndarray], outputs: list[str], path: str,
+          opset: int = DEFAULT_OPSET) -> str:
+    """Traces ``graph`` called on ``inputs`` (numpy, named in call order) into ``path`` with the named
+    ``outputs``; axis 0 of every input and output is the dynamic batch. Returns the path."""
+    args = tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values())
+    dynamic = {n: {0: "batch"} for n in (*inputs, *outputs)}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about python constants (num_steps, shapes) are expected
-        torch.onnx.export(graph, args, path, dynamo=False, opset_version=opset, input_names=list(names),
+        torch.onnx.export(graph, args, path, dynamo=False, opset_version=opset, input_names=list(inputs),
                           output_names=outputs, dynamic_axes=dynamic, do_constant_folding=True)
     return path
 

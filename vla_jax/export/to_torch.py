@@ -17,14 +17,17 @@ img/ln_final/{scale,bias}                               img.ln_final.{weight,bia
 img_proj/{w,b}                                          img_proj.{weight,bias}                        T
 llm/embedding [V, D]                                    llm.embedding.weight                          -
 llm/layers/pre_{attn,mlp}_norm_e/scale                  llm.layers.L.pre_{attn,mlp}_norm_e.weight     - (Gemma: 1 + w)
+llm/layers/pre_{attn,mlp}_norm_e/modulation/{w,b}       llm.layers.L.pre_{attn,mlp}_norm_e            T
+ (adaptive norm, pi0.5: w [W, 3W], b [3W])               .modulation.{weight [3W, W], bias}
 llm/layers/q_e/w [D, N, h]                              llm.layers.L.q_e.weight [Nh, D]               reshape + T
 llm/layers/kv_e/w [2, D, K, h]                          llm.layers.L.{k_e,v_e}.weight [Kh, D]         split + reshape + T
 llm/layers/attn_out_e/w [N, h, D]                       llm.layers.L.attn_out_e.weight [D, Nh]        reshape + T
 llm/layers/gating_e/w [2, D, F]                         llm.layers.L.{gate_e,up_e}.weight [F, D]      split + T
 llm/layers/mlp_out_e/w [F, D]                           llm.layers.L.mlp_out_e.weight [D, F]          T
 llm/final_norm_e/scale                                  llm.final_norm_e.weight                       -
+llm/final_norm_e/modulation/{w,b} (adaptive norm)       llm.final_norm_e.modulation.{weight,bias}     T
 {state_proj,action_in_proj,time_mlp_in,time_mlp_out,    same name .{weight,bias}                      T
- action_out_proj}/{w,b}
+ action_out_proj}/{w,b} (pi0.5: no state_proj)
 =====================================================  ============================================  =====================
 
 Add-ons (``ADDON_RULES``): ``<addon>/conv_i_{w,b}``, ``keypoints/conv_{w,b}`` -> ``<addon>.conv_i.{weight,bias}``
@@ -152,18 +155,33 @@ def _vit_block_inv(t: Flat, width: int, heads: int) -> Flat:
     }
 
 
+def _norm(p: Flat, src: str, dst: str) -> Flat:
+    """An RMSNorm's JAX leaves ``src/...`` -> PyTorch names ``dst....``: plain ``scale`` -> ``weight``; adaptive
+    (pi0.5, an expert with ``adaptive_norm``) ``modulation/{w,b}`` -> ``modulation.{weight,bias}`` (Linear T)."""
+    if f"{src}/scale" in p:
+        return {f"{dst}.weight": p[f"{src}/scale"]}
+    return {f"{dst}.modulation.weight": p[f"{src}/modulation/w"].T, f"{dst}.modulation.bias": p[f"{src}/modulation/b"]}
+
+
+def _norm_inv(t: Flat, src: str, dst: str) -> Flat:
+    """Inverse of :func:`_norm`: PyTorch names ``src....`` -> JAX leaves ``dst/...``."""
+    if f"{src}.weight" in t:
+        return {f"{dst}/scale": t[f"{src}.weight"]}
+    return {f"{dst}/modulation/w": t[f"{src}.modulation.weight"].T, f"{dst}/modulation/b": t[f"{src}.modulation.bias"]}
+
+
 def _llm_layer(p: Flat, num_experts: int) -> Flat:
     out: Flat = {}
     for e in range(num_experts):
         d = p[f"q_{e}/w"].shape[0]
         kv = p[f"kv_{e}/w"]
         out.update({
-            f"pre_attn_norm_{e}.weight": p[f"pre_attn_norm_{e}/scale"],
+            **_norm(p, f"pre_attn_norm_{e}", f"pre_attn_norm_{e}"),
+            **_norm(p, f"pre_mlp_norm_{e}", f"pre_mlp_norm_{e}"),
             f"q_{e}.weight": p[f"q_{e}/w"].reshape(d, -1).T,
             f"k_{e}.weight": kv[0].reshape(d, -1).T,
             f"v_{e}.weight": kv[1].reshape(d, -1).T,
             f"attn_out_{e}.weight": p[f"attn_out_{e}/w"].reshape(-1, d).T,
-            f"pre_mlp_norm_{e}.weight": p[f"pre_mlp_norm_{e}/scale"],
             f"gate_{e}.weight": p[f"gating_{e}/w"][0].T,
             f"up_{e}.weight": p[f"gating_{e}/w"][1].T,
             f"mlp_out_{e}.weight": p[f"mlp_out_{e}/w"].T,
@@ -175,11 +193,11 @@ def _llm_layer_inv(t: Flat, widths: list[int], n: int, k: int, h: int) -> Flat:
     out: Flat = {}
     for e, d in enumerate(widths):
         out.update({
-            f"pre_attn_norm_{e}/scale": t[f"pre_attn_norm_{e}.weight"],
+            **_norm_inv(t, f"pre_attn_norm_{e}", f"pre_attn_norm_{e}"),
+            **_norm_inv(t, f"pre_mlp_norm_{e}", f"pre_mlp_norm_{e}"),
             f"q_{e}/w": t[f"q_{e}.weight"].T.reshape(d, n, h),
             f"kv_{e}/w": np.stack([t[f"k_{e}.weight"].T.reshape(d, k, h), t[f"v_{e}.weight"].T.reshape(d, k, h)]),
             f"attn_out_{e}/w": t[f"attn_out_{e}.weight"].T.reshape(n, h, d),
-            f"pre_mlp_norm_{e}/scale": t[f"pre_mlp_norm_{e}.weight"],
             f"gating_{e}/w": np.stack([t[f"gate_{e}.weight"].T, t[f"up_{e}.weight"].T]),
             f"mlp_out_{e}/w": t[f"mlp_out_{e}.weight"].T,
         })
@@ -257,7 +275,8 @@ def jax_to_torch(variables: dict, cfg) -> dict[str, np.ndarray]:
             out[f"{name}.bias"] = take(f"{name}/b")
     num_experts = len(cfg.decoder.experts)
     for e in range(num_experts):
-        out[f"llm.final_norm_{e}.weight"] = take(f"llm/final_norm_{e}/scale")
+        leaves = {path: take(path) for path in list(flat) if path.startswith(f"llm/final_norm_{e}/")}
+        out.update(_norm(leaves, f"llm/final_norm_{e}", f"llm.final_norm_{e}"))
     for i, p in enumerate(_layer_slices(flat, "img/blocks", "img/block", cfg.vit.depth)):
         out.update({f"img.blocks.{i}.{k}": v for k, v in _vit_block(p).items()})
     for i, p in enumerate(_layer_slices(flat, "llm/layers", "llm/layer", cfg.decoder.depth)):
@@ -295,7 +314,8 @@ def torch_to_jax(tensors: dict[str, np.ndarray], cfg) -> dict:
             flat[f"{name}/b"] = take(f"{name}.bias")
     widths = [e.width for e in cfg.decoder.experts]
     for e in range(len(widths)):
-        flat[f"llm/final_norm_{e}/scale"] = take(f"llm.final_norm_{e}.weight")
+        leaves = {name: take(name) for name in list(t) if name.startswith(f"llm.final_norm_{e}.")}
+        flat.update(_norm_inv(leaves, f"llm.final_norm_{e}", f"llm/final_norm_{e}"))
 
     def per_layer(prefix, depth):
         layers = []
@@ -367,3 +387,10 @@ def torch_state_dict(variables: dict, cfg, dtype=None) -> dict:
 
     return {k: torch.from_numpy(np.asarray(v, np.float32)).to(dtype or torch.float32)
             for k, v in jax_to_torch(variables, cfg).items()}
+
+
+def torch_policy(variables: dict, cfg) -> "tp.VLAPolicy":
+    """JAX variables + VLAConfig -> the float32 :class:`VLAPolicy` (eval mode) that an export of them loads."""
+    policy = tp.VLAPolicy({**config_to_dict(cfg), "torch_dtype": "float32"})
+    policy.load_state_dict(torch_state_dict(variables, cfg))
+    return policy.eval()

@@ -1,9 +1,9 @@
-"""LeRobot pi0 (``PI0Policy``, LeRobot 0.4.4) <-> vla_jax: state_dict names and layouts, the pretrained folder
-LeRobot's ``from_pretrained`` reads, export and import.
+"""LeRobot pi0 / pi0.5 (``PI0Policy`` / ``PI05Policy``, LeRobot 0.4.4) <-> vla_jax: state_dict names and layouts,
+the pretrained folder LeRobot's ``from_pretrained`` reads, export and import.
 
-LeRobot's pi0 is openpi's PyTorch port (HF PaliGemma + a Gemma action expert); the ``pi0`` core (flow head,
-``openpi_semantics``, scanned layers, no add-ons) maps onto its ``state_dict`` one-to-one. ``P.`` stands for
-``model.paligemma_with_expert.``, ``DEC_0`` for ``P.paligemma.model.language_model.``, ``DEC_1`` for
+LeRobot's pi0 and pi0.5 are openpi's PyTorch port (HF PaliGemma + a Gemma action expert); the ``pi0`` and ``pi05``
+cores (flow head, ``openpi_semantics``, scanned layers, no add-ons) map onto their ``state_dict`` one-to-one.
+``P.`` stands for ``model.paligemma_with_expert.``, ``DEC_0`` for ``P.paligemma.model.language_model.``, ``DEC_1`` for
 ``P.gemma_expert.model.``, ``VIS`` for ``P.paligemma.model.vision_tower.vision_model.``; ``{i}`` is a layer index
 (vla_jax stacks layers on a leading axis L, LeRobot writes one key set per layer). D = width, H / N / K = heads /
 query heads / key-value heads, h = head dim, F = MLP size, V = vocabulary, p = patch, T = image tokens, e = 0
@@ -41,9 +41,17 @@ name (``model.time_mlp_{in,out}``); the expert's norms are adaptive, ``llm/layer
 dense.{weight [3D, D], bias}`` and ``DEC_1 norm.dense.{weight,bias}`` (T), with no norm ``weight``.
 
 Every conversion is a pure re-layout (transpose / reshape / split / stack), so both directions are exact in float32.
-Loading, LeRobot adds a missing ``model.`` prefix, renames an unprefixed ``time_mlp_*`` to ``action_time_mlp_*``
-(pi0), copies ``P.paligemma.lm_head.weight`` onto the tied ``embed_tokens``, loads strictly, but only prints a load
-error: the exporter therefore writes every key, the unused expert ``lm_head`` included, and checks the file.
+Loading, LeRobot adds a missing ``model.`` prefix and applies its policy's fixes to unprefixed keys (pi0: renames
+``time_mlp_*`` to ``action_time_mlp_*``; pi0.5: renames ``action_time_mlp_*`` to ``time_mlp_*``, drops ``state_proj.*``
+and the expert's norm ``weight``), copies ``P.paligemma.lm_head.weight`` onto the tied ``embed_tokens``, loads
+strictly, but only prints a load error: the exporter therefore writes every key, the unused expert ``lm_head``
+included, and checks the file.
+
+The folder of each policy type (:data:`VARIANTS`): ``config.json`` (the type's config fields in LeRobot's order),
+``policy_preprocessor.json`` (pi0: rename, to-batch, newline, tokenizer, device, normalizer; pi0.5: rename,
+to-batch, normalizer, state-into-prompt, tokenizer, device), ``policy_postprocessor.json`` (unnormalizer, device)
+and the (un)normalizer state files: pi0 normalizes state and action MEAN_STD (vla_jax's ``normal``), pi0.5
+QUANTILES (vla_jax's ``bounds_q99``, q01 / q99).
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from typing import Callable
 
 import jax
@@ -68,6 +77,7 @@ POSTPROCESSOR_FILE = "policy_postprocessor.json"
 NORMALIZER, UNNORMALIZER = "normalizer_processor", "unnormalizer_processor"
 STATS_EPS = 1e-8  # LeRobot's MEAN_STD: (x - mean) / (std + eps), eps 1e-8 as vla_jax's
 DTYPES = ("float32", "bfloat16")
+MAX_STATE_DIM = 32  # PI0Config / PI05Config default
 VIT_HEADS = 16  # LeRobot keeps HF SigLIP's default head count (So400m); not in the weights
 # paligemma_variant / action_expert_variant -> width, depth, mlp_dim, num_heads, num_kv_heads, head_dim
 GEMMA_VARIANTS = {
@@ -84,6 +94,7 @@ ENC = VIS + "encoder.layers.{i}."
 DEC = (P + "paligemma.model.language_model.", P + "gemma_expert.model.")
 EMBED, LM_HEAD = DEC[0] + "embed_tokens.weight", P + "paligemma.lm_head.weight"
 EXPERT_LM_HEAD = P + "gemma_expert.lm_head.weight"
+STATE_PROJ = "model.state_proj.weight"  # pi0 only: [max_state_dim -> D_1]
 # substrings of the keys LeRobot keeps in float32 when its dtype is bfloat16 (besides everything outside P)
 FLOAT32_KEYS = ("embeddings.patch_embedding.", "embeddings.position_embedding.", "input_layernorm.",
                 "post_attention_layernorm.", "model.norm.")
@@ -147,27 +158,68 @@ class Rule:
         return "{i}" in self.theirs[0]
 
 
+# config.json fields in LeRobot 0.4.4's order: PreTrainedConfig's, then PI0Config's (the pi0 example folder's layout)
+_BASE_FIELDS = ("type", "n_obs_steps", "input_features", "output_features", "device", "use_amp", "use_peft",
+                "push_to_hub", "repo_id", "private", "tags", "license", "pretrained_path")
+_PI0_FIELDS = _BASE_FIELDS + (
+    "paligemma_variant", "action_expert_variant", "dtype", "chunk_size", "n_action_steps", "max_state_dim",
+    "max_action_dim", "num_inference_steps", "time_sampling_beta_alpha", "time_sampling_beta_beta",
+    "time_sampling_scale", "time_sampling_offset", "min_period", "max_period", "rtc_config", "image_resolution",
+    "empty_cameras", "normalization_mapping", "gradient_checkpointing", "compile_model", "compile_mode",
+    "freeze_vision_encoder", "train_expert_only", "optimizer_lr", "optimizer_betas", "optimizer_eps",
+    "optimizer_weight_decay", "optimizer_grad_clip_norm", "scheduler_warmup_steps", "scheduler_decay_steps",
+    "scheduler_decay_lr", "tokenizer_max_length")
+# PI05Config declares tokenizer_max_length first after empty_cameras (its second declaration keeps that place)
+_AFTER_CAMERAS = _PI0_FIELDS.index("empty_cameras") + 1
+_PI05_FIELDS = _PI0_FIELDS[:_AFTER_CAMERAS] + ("tokenizer_max_length",) + _PI0_FIELDS[_AFTER_CAMERAS:-1]
+# PI05Policy's load drops the expert's norm weights (adaptive norms have none), as unprefixed keys
+_EXPERT_NORM_WEIGHT = (r"paligemma_with_expert\.gemma_expert\.model\."
+                       r"(layers\.\d+\.(input|post_attention)_layernorm|norm)\.weight$")
+
+
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """What differs between LeRobot's pi0 and pi0.5 state_dicts: the projections around the action expert
-    (vla_jax name, LeRobot name under ``model.``) and the expert's norm parameters (vla_jax leaf, LeRobot leaf,
-    layout)."""
+    """What differs between LeRobot's pi0 and pi0.5 (``config.json`` ``"type"``): the state_dict (projections
+    around the action expert as (vla_jax name, LeRobot name under ``model.``), the expert's norm parameters as
+    (vla_jax leaf, LeRobot leaf, layout), LeRobot's load-time fixes of unprefixed keys), the vla_jax preset, the
+    normalization, the prompt length default, the preprocessor steps and the config fields."""
 
     projections: tuple[tuple[str, str], ...]
     expert_norm: tuple[tuple[str, str, Layout], ...]
-    renames: tuple[tuple[str, str], ...]  # LeRobot's load-time renames of unprefixed keys (old prefix, new)
+    renames: tuple[tuple[str, str], ...]  # unprefixed keys renamed on load (old prefix, new)
+    drops: tuple[str, ...]  # regexes of unprefixed keys dropped on load
+    preset: str  # configs/pretrain.py preset computing it
+    norm_mode: str  # LeRobot's normalization_mapping of STATE and ACTION
+    norm_method: str  # vla_jax's method (vla_jax/data/norm_stats.py) computing the same
+    stats: tuple[str, ...]  # statistics the (un)normalizer state files carry per quantity
+    tokenizer_max_length: int  # LeRobot's default
+    pre_steps: tuple[str, ...]  # policy_preprocessor.json registry names, in order
+    config_fields: tuple[str, ...]  # config.json, in order
 
 
 _SCALE_NORM = (("scale", "weight", SAME),)
 VARIANTS = {
-    "pi0": Variant((("state_proj", "state_proj"), ("action_in_proj", "action_in_proj"),
-                           ("action_out_proj", "action_out_proj"), ("time_mlp_in", "action_time_mlp_in"),
-                           ("time_mlp_out", "action_time_mlp_out")),
-                   _SCALE_NORM, (("time_mlp_in.", "action_time_mlp_in."), ("time_mlp_out.", "action_time_mlp_out."))),
-    "pi05": Variant((("action_in_proj", "action_in_proj"), ("action_out_proj", "action_out_proj"),
-                             ("time_mlp_in", "time_mlp_in"), ("time_mlp_out", "time_mlp_out")),
-                    (("modulation/w", "dense.weight", LINEAR), ("modulation/b", "dense.bias", SAME)),
-                    (("action_time_mlp_in.", "time_mlp_in."), ("action_time_mlp_out.", "time_mlp_out."))),
+    "pi0": Variant(
+        projections=(("state_proj", "state_proj"), ("action_in_proj", "action_in_proj"),
+                     ("action_out_proj", "action_out_proj"), ("time_mlp_in", "action_time_mlp_in"),
+                     ("time_mlp_out", "action_time_mlp_out")),
+        expert_norm=_SCALE_NORM,
+        renames=(("time_mlp_in.", "action_time_mlp_in."), ("time_mlp_out.", "action_time_mlp_out.")), drops=(),
+        preset="pi0", norm_mode="MEAN_STD", norm_method="normal", stats=("mean", "std"), tokenizer_max_length=48,
+        pre_steps=("rename_observations_processor", "to_batch_processor", "pi0_new_line_processor",
+                   "tokenizer_processor", "device_processor", NORMALIZER),
+        config_fields=_PI0_FIELDS),
+    "pi05": Variant(
+        projections=(("action_in_proj", "action_in_proj"), ("action_out_proj", "action_out_proj"),
+                     ("time_mlp_in", "time_mlp_in"), ("time_mlp_out", "time_mlp_out")),
+        expert_norm=(("modulation/w", "dense.weight", LINEAR), ("modulation/b", "dense.bias", SAME)),
+        renames=(("action_time_mlp_in.", "time_mlp_in."), ("action_time_mlp_out.", "time_mlp_out.")),
+        drops=(r"state_proj\.", _EXPERT_NORM_WEIGHT),
+        preset="pi05", norm_mode="QUANTILES", norm_method="bounds_q99", stats=("mean", "std", "q01", "q99"),
+        tokenizer_max_length=200,
+        pre_steps=("rename_observations_processor", "to_batch_processor", NORMALIZER,
+                   "pi05_prepare_state_tokenizer_processor_step", "tokenizer_processor", "device_processor"),
+        config_fields=_PI05_FIELDS),
 }
 
 
@@ -286,13 +338,17 @@ def check_inverse(variables: dict, variant: str = "pi0") -> None:
 
 def canonical_keys(state_dict: dict, variant: str = "pi0") -> dict:
     """A state_dict's arrays (or their shapes, to check names before loading) under LeRobot's own load-time key
-    fixes: an unprefixed old projection name renamed (``time_mlp_*`` ->
-    ``action_time_mlp_*`` for pi0), the ``model.`` prefix added where missing, the tied PaliGemma ``lm_head`` /
+    fixes for the policy type ``variant`` (:data:`VARIANTS`): unprefixed keys dropped or renamed (pi0:
+    ``time_mlp_*`` -> ``action_time_mlp_*``; pi0.5: ``action_time_mlp_*`` -> ``time_mlp_*``, ``state_proj.*`` and the
+    expert's norm ``weight`` dropped), the ``model.`` prefix added where missing, the tied PaliGemma ``lm_head`` /
     ``embed_tokens`` completed from each other (LeRobot saves only ``lm_head``). LerobotError (one line) when both
     are present and differ."""
+    v = VARIANTS[variant]
     out = {}
     for key, value in state_dict.items():
-        for old, new in VARIANTS[variant].renames:
+        if any(re.match(drop, key) for drop in v.drops):
+            continue
+        for old, new in v.renames:
             if key.startswith(old):
                 key = new + key[len(old):]
         out[key if key.startswith("model.") else "model." + key] = value
@@ -305,8 +361,9 @@ def canonical_keys(state_dict: dict, variant: str = "pi0") -> dict:
 
 
 def lerobot_dtype(key: str, dtype: str) -> str:
-    """The dtype LeRobot's PI0Policy gives ``key`` for its config ``dtype``: with bfloat16 the patch / position
-    embeddings, every RMSNorm and everything outside ``paligemma_with_expert`` stay float32."""
+    """The dtype LeRobot's PI0Policy and PI05Policy give ``key`` for their config ``dtype`` (both
+    ``to_bfloat16_for_selected_params``): with bfloat16 the patch / position embeddings, every RMSNorm (pi0.5's
+    adaptive ``dense`` included) and everything outside ``paligemma_with_expert`` stay float32."""
     if dtype == "float32" or not key.startswith(P) or any(s in key for s in FLOAT32_KEYS):
         return "float32"
     return "bfloat16"
@@ -345,14 +402,15 @@ def _depth(shapes: dict[str, tuple[int, ...]], key: str) -> int:
 
 def infer_model(shapes: dict[str, tuple[int, ...]], heads: dict[str, int]) -> dict:
     """Model sizes from LeRobot's (canonical) state_dict shapes and :func:`head_sizes`: ``{"a.b": value}``
-    config.model overrides of the ``pi0`` preset."""
+    config.model overrides of the type's preset. ``max_state_dim`` only where ``state_proj`` holds it (pi0; pi0.5
+    writes the state into the prompt)."""
     width, _, patch, _ = _shape(shapes, VIS + "embeddings.patch_embedding.weight")
     tokens = _shape(shapes, VIS + "embeddings.position_embedding.weight")[0]
     vocab, llm_width = _shape(shapes, EMBED)
     expert_width, action_dim = _shape(shapes, "model.action_in_proj.weight")
     return {
         "image_size": math.isqrt(tokens) * patch, "vocab_size": vocab, "max_action_dim": action_dim,
-        "max_state_dim": _shape(shapes, "model.state_proj.weight")[1],
+        **({"max_state_dim": shapes[STATE_PROJ][1]} if STATE_PROJ in shapes else {}),
         "vit.width": width, "vit.patch_size": patch, "vit.depth": _depth(shapes, ENC + "layer_norm1.weight"),
         "vit.mlp_dim": _shape(shapes, ENC.format(i=0) + "mlp.fc1.weight")[0],
         "llm.width": llm_width, "llm.depth": _depth(shapes, DEC[0] + "layers.{i}.input_layernorm.weight"),
@@ -362,25 +420,26 @@ def infer_model(shapes: dict[str, tuple[int, ...]], heads: dict[str, int]) -> di
     }
 
 
-def pi0_config(sizes: dict, overrides: dict | None = None) -> ml_collections.ConfigDict:
-    """The ``pi0`` preset (configs/pretrain.py, ``openpi_semantics=True``) with ``sizes`` (:func:`infer_model`,
-    under ``model.``) and ``overrides`` (``{"model.dtype": "float32", ...}``) applied."""
+def run_config(variant: str, sizes: dict, overrides: dict | None = None) -> ml_collections.ConfigDict:
+    """The preset of the policy type ``variant`` (configs/pretrain.py ``pi0`` | ``pi05``, ``openpi_semantics=True``)
+    with ``sizes`` (:func:`infer_model`, under ``model.``) and ``overrides`` (``{"model.dtype": "float32", ...}``)."""
     from vla_jax.config import load_config
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return load_config(os.path.join(root, "configs", "pretrain.py") + ":size=pi0",
+    return load_config(os.path.join(root, "configs", "pretrain.py") + f":size={VARIANTS[variant].preset}",
                        {f"model.{k}": v for k, v in sizes.items()} | (overrides or {}))
 
 
-def expected_shapes(abstract: dict) -> dict[str, tuple[int, ...]]:
-    """LeRobot key -> shape for the vla_jax model whose abstract variables are ``abstract``."""
-    return {k: tuple(v.shape) for k, v in jax.eval_shape(to_lerobot, abstract).items()}
+def expected_shapes(abstract: dict, variant: str = "pi0") -> dict[str, tuple[int, ...]]:
+    """LeRobot key -> shape of the policy type ``variant`` for the vla_jax model whose abstract variables are
+    ``abstract``."""
+    return {k: tuple(v.shape) for k, v in jax.eval_shape(lambda a: to_lerobot(a, variant), abstract).items()}
 
 
-def check_shapes(shapes: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]]) -> None:
+def check_shapes(shapes: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]], variant: str = "pi0") -> None:
     """LerobotError (one line) unless the (canonical) state_dict ``shapes`` are ``want``'s (the expert's unused
     ``lm_head`` may be absent)."""
-    _check_names(set(shapes), set(want) - ({EXPERT_LM_HEAD} - set(shapes)), "LeRobot key", "vla_jax pi0")
+    _check_names(set(shapes), set(want) - ({EXPERT_LM_HEAD} - set(shapes)), "LeRobot key", f"vla_jax {variant}")
     for key, shape in shapes.items():
         if shape != want[key]:
             raise LerobotError(f"LeRobot key {key} has shape {shape}; the model its sizes describe needs {want[key]}")
@@ -396,19 +455,18 @@ def _feature(kind: str, shape: list[int]) -> dict:
     return {"type": kind, "shape": shape}
 
 
-NORM_MAP = {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}
-
-
 def policy_config(model: dict, state_dim: int, action_dim: int, dtype: str) -> dict:
-    """LeRobot's ``config.json`` (PI0Config fields, LeRobot 0.4.4's order) for a saved ``config.model``: sizes,
-    chunk, dims, cameras, prompt length and flow steps from the run, the rest LeRobot's defaults."""
+    """LeRobot's ``config.json`` for a saved ``config.model`` (``action_expert`` pi0 | pi05 -> PI0Config |
+    PI05Config, ``"type"`` and the fields in LeRobot 0.4.4's order, :data:`VARIANTS`): sizes, chunk, dims, cameras,
+    prompt length and flow steps from the run, the normalization the type's, the rest LeRobot's defaults."""
+    variant = model.get("action_expert", "pi0")
     res, horizon = model["image_size"], model["action_horizon"]
     llm, expert = model["llm"], model["expert"]
     shared = (llm["depth"], llm["num_heads"], llm["num_kv_heads"], llm["head_dim"])
     features = {f"observation.images.{c}": _feature("VISUAL", [3, res, res])
                 for c in camera_names(model["num_cameras"])}
-    return {
-        "type": "pi0", "n_obs_steps": 1,
+    values = {
+        "type": variant, "n_obs_steps": 1,
         "input_features": features | {"observation.state": _feature("STATE", [state_dim])},
         "output_features": {"action": _feature("ACTION", [action_dim])},
         "device": "cpu", "use_amp": False, "use_peft": False, "push_to_hub": True, "repo_id": None, "private": None,
@@ -420,7 +478,7 @@ def policy_config(model: dict, state_dim: int, action_dim: int, dtype: str) -> d
         "num_inference_steps": model["num_flow_steps"],
         "time_sampling_beta_alpha": 1.5, "time_sampling_beta_beta": 1.0, "time_sampling_scale": 0.999,
         "time_sampling_offset": 0.001, "min_period": 0.004, "max_period": 4.0, "rtc_config": None,
-        "image_resolution": [res, res], "empty_cameras": 0, "normalization_mapping": dict(NORM_MAP),
+        "image_resolution": [res, res], "empty_cameras": 0, "normalization_mapping": norm_map(variant),
         "gradient_checkpointing": False, "compile_model": False, "compile_mode": "max-autotune",
         "freeze_vision_encoder": False, "train_expert_only": False,
         "optimizer_lr": 2.5e-05, "optimizer_betas": [0.9, 0.95], "optimizer_eps": 1e-08,
@@ -428,86 +486,102 @@ def policy_config(model: dict, state_dim: int, action_dim: int, dtype: str) -> d
         "scheduler_warmup_steps": 1000, "scheduler_decay_steps": 30000, "scheduler_decay_lr": 2.5e-06,
         "tokenizer_max_length": model["max_text_len"],
     }
+    return {k: values[k] for k in VARIANTS[variant].config_fields}
+
+
+def norm_map(variant: str) -> dict[str, str]:
+    """LeRobot's ``normalization_mapping`` / ``norm_map`` of the policy type: images as they are, state and action
+    in the type's mode."""
+    mode = VARIANTS[variant].norm_mode
+    return {"VISUAL": "IDENTITY", "STATE": mode, "ACTION": mode}
 
 
 def _stats_file(pipeline: str, index: int, step: str) -> str:
     return f"{pipeline}_step_{index}_{step}.safetensors"
 
 
-def _device_step() -> dict:
-    return {"registry_name": "device_processor", "config": {"device": "cpu", "float_dtype": None}}
+def _normalizer_config(features: dict, config: dict) -> dict:
+    return {"eps": STATS_EPS, "features": features, "norm_map": dict(config["normalization_mapping"])}
 
 
-def _normalizer_config(features: dict) -> dict:
-    return {"eps": STATS_EPS, "features": features, "norm_map": dict(NORM_MAP)}
+# processor registry name -> its step config for a config.json (each step's get_config in LeRobot 0.4.4)
+STEP_CONFIGS: dict[str, Callable[[dict], dict]] = {
+    "rename_observations_processor": lambda c: {"rename_map": {}},
+    "to_batch_processor": lambda c: {},
+    "pi0_new_line_processor": lambda c: {},
+    "pi05_prepare_state_tokenizer_processor_step": lambda c: {},  # its max_state_dim is not saved
+    "tokenizer_processor": lambda c: {"max_length": c["tokenizer_max_length"], "task_key": "task",
+                                      "padding_side": "right", "padding": "max_length", "truncation": True,
+                                      "tokenizer_name": "google/paligemma-3b-pt-224"},
+    "device_processor": lambda c: {"device": "cpu", "float_dtype": None},
+    NORMALIZER: lambda c: _normalizer_config(c["input_features"] | c["output_features"], c),
+}
 
 
 def processors(config: dict) -> tuple[dict, dict]:
-    """LeRobot's ``policy_preprocessor.json`` and ``policy_postprocessor.json`` for a pi0 ``config.json``: rename,
-    batch, newline, PaliGemma tokenizer (``tokenizer_max_length``), device, normalizer / unnormalizer and device,
-    with the normalizers' ``state_file`` names."""
-    pre = [{"registry_name": "rename_observations_processor", "config": {"rename_map": {}}},
-           {"registry_name": "to_batch_processor", "config": {}},
-           {"registry_name": "pi0_new_line_processor", "config": {}},
-           {"registry_name": "tokenizer_processor",
-            "config": {"max_length": config["tokenizer_max_length"], "task_key": "task", "padding_side": "right",
-                       "padding": "max_length", "truncation": True, "tokenizer_name": "google/paligemma-3b-pt-224"}},
-           _device_step(),
-           {"registry_name": NORMALIZER,
-            "config": _normalizer_config(config["input_features"] | config["output_features"]),
-            "state_file": _stats_file("policy_preprocessor", 5, NORMALIZER)}]
-    post = [{"registry_name": UNNORMALIZER, "config": _normalizer_config(dict(config["output_features"])),
+    """LeRobot's ``policy_preprocessor.json`` and ``policy_postprocessor.json`` for a ``config.json``: the type's
+    preprocessor steps (:data:`VARIANTS`, configs of :data:`STEP_CONFIGS`), then unnormalizer (action) and
+    device; the (un)normalizer's ``state_file`` named after its pipeline and index as LeRobot's save does."""
+    pre = [{"registry_name": name, "config": STEP_CONFIGS[name](config)}
+           | ({"state_file": _stats_file("policy_preprocessor", i, name)} if name == NORMALIZER else {})
+           for i, name in enumerate(VARIANTS[config["type"]].pre_steps)]
+    post = [{"registry_name": UNNORMALIZER, "config": _normalizer_config(dict(config["output_features"]), config),
              "state_file": _stats_file("policy_postprocessor", 0, UNNORMALIZER)},
-            _device_step()]
+            {"registry_name": "device_processor", "config": STEP_CONFIGS["device_processor"](config)}]
     return {"name": "policy_preprocessor", "steps": pre}, {"name": "policy_postprocessor", "steps": post}
 
 
 # ----------------------------------------------------------------------------------------- folder: norm stats
-def normalizer_stats(stats: dict, dataset: str) -> dict[str, np.ndarray]:
-    """One robot dataset's entry of vla_jax's checkpoint norm stats -> the normalizer state file's arrays
-    (``observation.state.{mean,std}``, ``action.{mean,std}``, float32). vla_jax and LeRobot both divide by
-    ``std + 1e-8``, so ``std`` is written as is. LerobotError (one line) for a quantity vla_jax does not z-score on
-    every dim (LeRobot's pi0 normalizes MEAN_STD)."""
+QUANTITIES = (("state", "observation.state"), ("action", "action"))  # vla_jax's name, LeRobot's feature
+
+
+def normalizer_stats(stats: dict, dataset: str, variant: str = "pi0") -> dict[str, np.ndarray]:
+    """One robot dataset's entry of vla_jax's checkpoint norm stats -> the (un)normalizer state file's arrays for
+    the policy type ``variant``: ``observation.state.<stat>`` and ``action.<stat>`` [dim] float32 for the type's
+    statistics (pi0: mean, std; pi0.5: mean, std, q01, q99). pi0 normalizes MEAN_STD, vla_jax's ``normal`` (both
+    divide by ``std + 1e-8``, so ``std`` is written as is); pi0.5 QUANTILES, vla_jax's ``bounds_q99`` (both map
+    [q01, q99] to [-1, 1]). LerobotError (one line) for a quantity vla_jax normalizes otherwise or not on every
+    dim, or a statistic the type needs that is missing."""
+    v = VARIANTS[variant]
     out = {}
-    for ours, theirs in (("state", "observation.state"), ("action", "action")):
-        method = stats.get(f"{ours}_normalization", openpi.NORM_DEFAULTS[ours])
-        if method != "normal":
-            raise LerobotError(f"dataset '{dataset}' normalizes {ours} with {method!r}; LeRobot's pi0 normalizes "
-                               "MEAN_STD (normal) only")
-        mask = stats.get(f"{ours}_norm_mask")
-        if mask is not None and not all(mask):
-            raise LerobotError(f"dataset '{dataset}' leaves {ours} dims {[i for i, m in enumerate(mask) if not m]} "
-                               "unnormalized; LeRobot's pi0 normalizes every dim")
-        for k in ("mean", "std"):
-            out[f"{theirs}.{k}"] = np.asarray(stats[ours][k], np.float32).reshape(-1)
+    for ours, theirs in QUANTITIES:
+        block = openpi.check_normalization(stats, dataset, ours, v.norm_method, v.stats,
+                                           f"LeRobot's {variant} ({v.norm_mode})", LerobotError)
+        for k in v.stats:
+            out[f"{theirs}.{k}"] = np.asarray(block[k], np.float32).reshape(-1)
     return out
 
 
-def read_normalizer(folder: str) -> dict:
+def read_normalizer(folder: str, variant: str = "pi0") -> dict | None:
     """A folder's ``policy_preprocessor.json`` normalizer step -> vla_jax norm-stats blocks ``{"state": {...},
     "action": {...}}`` (every statistic the state file holds; ``std`` shifted by the step's ``eps - 1e-8`` so
-    vla_jax's ``(x - mean) / (std + 1e-8)`` equals LeRobot's). LerobotError (one line) when it is missing or does
-    not z-score state and action."""
+    vla_jax's ``(x - mean) / (std + 1e-8)`` equals LeRobot's); None when the step has no ``state_file`` (LeRobot
+    writes one only for non-empty statistics, e.g. not for a base model). LerobotError (one line) when the step is
+    missing, normalizes state or action in another mode than the type's, or its file lacks the type's statistics."""
     from safetensors.numpy import load_file
 
+    v = VARIANTS[variant]
     step = _normalizer_step(_read_json(os.path.join(folder, PREPROCESSOR_FILE)))
-    norm_map = step["config"].get("norm_map", {})
+    modes = step["config"].get("norm_map", {})
     for kind in ("STATE", "ACTION"):
-        if norm_map.get(kind) != "MEAN_STD":
-            raise LerobotError(f"{PREPROCESSOR_FILE} normalizes {kind} with {norm_map.get(kind)!r}; the pi0 import "
-                               "reads MEAN_STD")
-    path = os.path.join(folder, step.get("state_file", ""))
+        if modes.get(kind) != v.norm_mode:
+            raise LerobotError(f"{PREPROCESSOR_FILE} normalizes {kind} with {modes.get(kind)!r}; the {variant} "
+                               f"import reads {v.norm_mode}")
+    if "state_file" not in step:
+        return None
+    path = os.path.join(folder, step["state_file"])
     try:
         arrays = load_file(path)
     except Exception as e:  # noqa: BLE001 - safetensors raises several types; one line
         raise LerobotError(f"{path} cannot be read as safetensors: {_first_line(e)}") from None
     shift = float(step["config"].get("eps", STATS_EPS)) - openpi.VLA_STD_EPS
     out = {}
-    for ours, theirs in (("state", "observation.state"), ("action", "action")):
-        block = {k[len(theirs) + 1:]: np.asarray(v, np.float64).reshape(-1).tolist() for k, v in arrays.items()
+    for ours, theirs in QUANTITIES:
+        block = {k[len(theirs) + 1:]: np.asarray(a, np.float64).reshape(-1).tolist() for k, a in arrays.items()
                  if k.startswith(theirs + ".") and "." not in k[len(theirs) + 1:]}
-        if "mean" not in block or "std" not in block:
-            raise LerobotError(f"{path} lacks {theirs}.mean / {theirs}.std")
+        missing = [k for k in v.stats if k not in block]
+        if missing:
+            raise LerobotError(f"{path} lacks {', '.join(f'{theirs}.{k}' for k in missing)}")
         block["std"] = [s + shift for s in block["std"]]
         out[ours] = block
     return out
@@ -565,23 +639,28 @@ def pick_dataset(norm_stats: dict | None, dataset: str | None) -> tuple[str, dic
 
 def write_folder(out: str, variables: dict, model: dict, norm_stats: dict | None, *, dataset: str | None = None,
                  dtype: str = "float32", preset: str | None = None) -> dict:
-    """A ``pi0`` run's variables + saved ``config.model`` + checkpoint norm stats -> LeRobot's pretrained folder at
-    ``out`` (a new directory): ``model.safetensors`` (every key of :func:`to_lerobot`, dtypes of
-    :func:`lerobot_dtype`, metadata ``vla_jax.<HEAD_KEYS>``), ``config.json``, ``policy_{pre,post}processor.json``
-    and their normalizer state files. Verified: the conversion inverts bit for bit, the written file lists every
-    key with its shape and dtype. Returns ``{"dataset", "num_params", "keys"}``. LerobotError (one line) for a
-    model LeRobot's pi0 does not compute, a dataset it cannot normalize, a bad ``dtype``."""
+    """A ``pi0`` or ``pi05`` run's variables + saved ``config.model`` + checkpoint norm stats -> LeRobot's pretrained
+    folder of the policy type ``config.model.action_expert`` at ``out`` (a new directory): ``model.safetensors``
+    (every key of :func:`to_lerobot`, dtypes of :func:`lerobot_dtype`, metadata ``vla_jax.<HEAD_KEYS>``),
+    ``config.json``, ``policy_{pre,post}processor.json`` and their (un)normalizer state files. Verified: the
+    conversion inverts bit for bit, the written file lists every key with its shape and dtype. Returns ``{"type",
+    "dataset", "num_params", "keys"}``. LerobotError (one line) for a model LeRobot's pi0 / pi0.5 does not compute,
+    a dataset it cannot normalize, a bad ``dtype``."""
     if dtype not in DTYPES:
         raise LerobotError(f"--dtype={dtype} must be one of {', '.join(DTYPES)}")
+    variant = model.get("action_expert", "pi0")
+    if variant not in VARIANTS:
+        raise LerobotError(f"config.model.action_expert={variant!r} has no LeRobot policy (LeRobot's: "
+                           f"{', '.join(VARIANTS)})")
     try:
         openpi.check_model(model, preset)
     except openpi.OpenpiError as e:
-        raise LerobotError(f"not a LeRobot pi0 (openpi's pi0): {e}") from None
+        raise LerobotError(f"not a LeRobot {variant} (openpi's {variant}): {e}") from None
     name, stats = pick_dataset(norm_stats, dataset)
-    arrays = normalizer_stats(stats, name)
+    arrays = normalizer_stats(stats, name, variant)
     variables = {"params": {k: np.asarray(v, np.float32) for k, v in _flat_params(variables).items()}}
-    theirs = to_lerobot(variables)
-    check_inverse(variables)
+    theirs = to_lerobot(variables, variant)
+    check_inverse(variables, variant)
     config = policy_config(model, arrays["observation.state.mean"].shape[0], arrays["action.mean"].shape[0], dtype)
     os.makedirs(out)
     heads = {"vit.num_heads": model["vit"]["num_heads"]} | {f"llm.{k}": model["llm"][k] for k in
@@ -596,7 +675,8 @@ def write_folder(out: str, variables: dict, model: dict, norm_stats: dict | None
     for step in pre["steps"] + post["steps"]:
         if "state_file" in step:
             save_file(arrays, os.path.join(out, step["state_file"]))
-    return {"dataset": name, "num_params": int(sum(v.size for v in theirs.values())), "keys": len(theirs)}
+    return {"type": variant, "dataset": name, "num_params": int(sum(v.size for v in theirs.values())),
+            "keys": len(theirs)}
 
 
 def _write_weights(path: str, arrays: dict, dtype: str, heads: dict[str, int]) -> None:
@@ -648,66 +728,78 @@ def read_weights(folder: str) -> tuple[dict[str, tuple[int, ...]], dict[str, str
 class ImportReport:
     folder: str
     out: str
+    variant: str  # LeRobot's policy type
     num_params: int
     sizes: dict
     norm_stats: str  # one line
 
     def format(self) -> str:
-        lines = [f"[import_lerobot] {self.folder} -> {self.out}: {len(rules())} vla_jax parameters from LeRobot's pi0 "
-                 f"state_dict ({self.num_params:,} values), none left over",
+        table = rules(self.variant)
+        lines = [f"[import_lerobot] {self.folder} -> {self.out}: {len(table)} vla_jax parameters from LeRobot's "
+                 f"{self.variant} state_dict ({self.num_params:,} values), none left over",
                  "  sizes: " + ", ".join(f"{k}={v}" for k, v in self.sizes.items()),
                  f"  norm stats: {self.norm_stats}"]
-        lines += [f"  {r.ours}  <-  {' + '.join(r.theirs)}" for r in rules()]
+        lines += [f"  {r.ours}  <-  {' + '.join(r.theirs)}" for r in table]
         return "\n".join(lines)
 
 
 def folder_overrides(config: dict, sizes: dict) -> dict:
-    """config.model overrides read from LeRobot's ``config.json`` (chunk, prompt length, cameras, flow steps);
-    LerobotError (one line) where it disagrees with the weights (image resolution, max dims)."""
+    """config.model overrides read from LeRobot's ``config.json`` (chunk, prompt length, cameras, flow steps, max
+    state dim), defaults LeRobot's for its ``type``; LerobotError (one line) where it disagrees with the weights
+    (image resolution, max dims the weights hold)."""
+    v = VARIANTS[config["type"]]
     res = config.get("image_resolution") or [sizes["image_size"]] * 2
+    state_dim = int(config.get("max_state_dim", sizes.get("max_state_dim", MAX_STATE_DIM)))
     checks = (("image_resolution", list(res), [sizes["image_size"]] * 2),
-              ("max_state_dim", config.get("max_state_dim", sizes["max_state_dim"]), sizes["max_state_dim"]),
+              ("max_state_dim", state_dim, sizes.get("max_state_dim", state_dim)),
               ("max_action_dim", config.get("max_action_dim", sizes["max_action_dim"]), sizes["max_action_dim"]))
     for field, have, want in checks:
         if have != want:
             raise LerobotError(f"{CONFIG_FILE} {field}={have} disagrees with the weights ({want})")
-    cameras = [k for k, v in (config.get("input_features") or {}).items() if (v or {}).get("type") == "VISUAL"]
+    cameras = [k for k, f in (config.get("input_features") or {}).items() if (f or {}).get("type") == "VISUAL"]
     cameras += [f"empty_camera_{i}" for i in range(int(config.get("empty_cameras", 0)))]
     if not cameras:
-        raise LerobotError(f"{CONFIG_FILE} has no VISUAL input feature (LeRobot's pi0 needs a camera)")
+        raise LerobotError(f"{CONFIG_FILE} has no VISUAL input feature (LeRobot's {config['type']} needs a camera)")
     return {"model.action_horizon": int(config.get("chunk_size", 50)),
-            "model.max_text_len": int(config.get("tokenizer_max_length", 48)),
-            "model.num_cameras": len(cameras), "model.num_flow_steps": int(config.get("num_inference_steps", 10))}
+            "model.max_text_len": int(config.get("tokenizer_max_length", v.tokenizer_max_length)),
+            "model.num_cameras": len(cameras), "model.num_flow_steps": int(config.get("num_inference_steps", 10)),
+            "model.max_state_dim": state_dim}
 
 
 def import_folder(folder: str, out: str, dataset: str = "lerobot", overrides: dict | None = None) -> ImportReport:
-    """LeRobot pi0 folder -> a vla_jax params-only run at ``out`` (step 0, ``write_checkpoint``): the ``pi0`` preset
-    at the weights' sizes, chunk / prompt length / cameras / flow steps from ``config.json``, ``overrides`` on top,
-    the normalizer's statistics under ``dataset``. LerobotError (one line) for anything that is not a LeRobot pi0
-    folder or does not map."""
+    """LeRobot pi0 / pi0.5 folder -> a vla_jax params-only run at ``out`` (step 0, ``write_checkpoint``): the
+    ``pi0`` / ``pi05`` preset (``config.json``'s ``type``) at the weights' sizes, chunk / prompt length / cameras /
+    flow steps / max state dim from ``config.json``, ``overrides`` on top, the normalizer's statistics under
+    ``dataset`` with the type's normalization (none when the normalizer carries none). LerobotError (one line) for
+    anything that is not a LeRobot pi0 / pi0.5 folder or does not map."""
     from vla_jax.train import checkpoint as ckpt_lib
 
     if not os.path.isdir(folder):
         raise LerobotError(f"{folder} is not a directory")
     config = _read_json(os.path.join(folder, CONFIG_FILE))
-    if config.get("type") != "pi0":
-        raise LerobotError(f"{folder}/{CONFIG_FILE} has type {config.get('type')!r}; only LeRobot's pi0 imports")
+    variant = config.get("type")
+    if variant not in VARIANTS:
+        raise LerobotError(f"{folder}/{CONFIG_FILE} has type {variant!r}; only LeRobot's "
+                           f"{' and '.join(VARIANTS)} import")
     if os.path.isdir(os.path.join(out, "checkpoints")) and ckpt_lib.available_steps(out):
         raise LerobotError(f"--out={out} already has checkpoints; choose a new run directory")
     shapes, metadata, load = read_weights(folder)
-    shapes = canonical_keys(shapes)
+    shapes = canonical_keys(shapes, variant)
     sizes = infer_model(shapes, head_sizes(metadata, config))
-    run_config = pi0_config(sizes, folder_overrides(config, sizes) | (overrides or {}))
-    abstract = openpi.abstract_variables(run_config.model)
-    check_shapes(shapes, expected_shapes(abstract))
-    blocks = read_normalizer(folder)
-    variables = from_lerobot(canonical_keys(load()),
-                             {k: tuple(v.shape) for k, v in openpi.flatten(abstract["params"]).items()})
-    stats = {dataset: {"dataset": dataset, "source": f"LeRobot {PREPROCESSOR_FILE}", "action_normalization": "normal",
-                       "state_normalization": "normal", **blocks, "state_dim": len(blocks["state"]["mean"]),
-                       "action_dim": len(blocks["action"]["mean"])}}
-    ckpt_lib.write_checkpoint(out, variables, run_config, stats)
-    note = (f"{PREPROCESSOR_FILE} normalizer -> dataset '{dataset}' (state {stats[dataset]['state_dim']}-D, action "
-            f"{stats[dataset]['action_dim']}-D, normal)")
-    return ImportReport(folder=folder, out=out, num_params=int(sum(v.size for v in openpi.flatten(variables["params"])
-                                                                   .values())), sizes=sizes, norm_stats=note)
+    config_out = run_config(variant, sizes, folder_overrides(config, sizes) | (overrides or {}))
+    abstract = openpi.abstract_variables(config_out.model)
+    check_shapes(shapes, expected_shapes(abstract, variant), variant)
+    blocks = read_normalizer(folder, variant)
+    variables = from_lerobot(canonical_keys(load(), variant),
+                             {k: tuple(v.shape) for k, v in openpi.flatten(abstract["params"]).items()}, variant)
+    method = VARIANTS[variant].norm_method
+    stats, note = None, f"none ({PREPROCESSOR_FILE}'s normalizer carries no statistics)"
+    if blocks is not None:
+        stats = {dataset: {"dataset": dataset, "source": f"LeRobot {PREPROCESSOR_FILE}",
+                           "action_normalization": method, "state_normalization": method, **blocks,
+                           "state_dim": len(blocks["state"]["mean"]), "action_dim": len(blocks["action"]["mean"])}}
+        note = (f"{PREPROCESSOR_FILE} normalizer -> dataset '{dataset}' (state {stats[dataset]['state_dim']}-D, "
+                f"action {stats[dataset]['action_dim']}-D, {method})")
+    ckpt_lib.write_checkpoint(out, variables, config_out, stats)
+    return ImportReport(folder=folder, out=out, variant=variant, sizes=sizes, norm_stats=note,
+                        num_params=int(sum(v.size for v in openpi.flatten(variables["params"]).values())))

@@ -54,6 +54,7 @@ from flax import traverse_util
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")  # openpi's pi0 camera order
 LOSS_RTOL = 1e-4  # openpi's own loss from recorded noise / time differs by up to 2.3e-5 near t = 0 or 1
 ATOL = 1e-5
+BACKEND_ATOL = {"jax": ATOL, "torch": 1e-4, "onnx": 1e-4}  # the exported runtimes: the export's parity gate
 NORM_KEYS = ("mean", "std", "q01", "q99")
 OPENPI_STD_EPS = 1e-6  # openpi normalizes (x - mean) / (std + 1e-6)
 VLA_STD_EPS = 1e-8  # vla_jax.data.norm_stats: (x - mean) / (std + 1e-8)
@@ -134,12 +135,13 @@ def _rules(variant: str) -> dict[str, tuple[tuple[str, ...], Callable, Callable]
     return rules
 
 
-# openpi model -> the vla_jax preset computing it, its action-expert input, its top-level linears (ours, openpi's)
+# openpi model -> the vla_jax preset computing it, how openpi normalizes its state and actions (vla_jax's method:
+# z-score, or quantiles [q01, q99] -> [-1, 1]), its top-level linears (ours, openpi's)
 VARIANTS = {
-    "pi0": dict(preset="pi0", linears=(("state_proj", "state_proj"), ("action_in_proj", "action_in_proj"),
+    "pi0": dict(preset="pi0", normalization="normal", linears=(("state_proj", "state_proj"), ("action_in_proj", "action_in_proj"),
                                        ("action_out_proj", "action_out_proj"), ("time_mlp_in", "action_time_mlp_in"),
                                        ("time_mlp_out", "action_time_mlp_out"))),
-    "pi05": dict(preset="pi05", linears=(("action_in_proj", "action_in_proj"), ("action_out_proj", "action_out_proj"),
+    "pi05": dict(preset="pi05", normalization="bounds_q99", linears=(("action_in_proj", "action_in_proj"), ("action_out_proj", "action_out_proj"),
                                          ("time_mlp_in", "time_mlp_in"), ("time_mlp_out", "time_mlp_out"))),
 }
 RULES = {variant: _rules(variant) for variant in VARIANTS}
@@ -336,13 +338,14 @@ def read_norm_stats(ckpt: str, asset_id: str | None) -> tuple[str, dict] | None:
     return asset_id, stats
 
 
-def convert_norm_stats(stats: dict, dataset: str, max_state_dim: int, max_action_dim: int) -> dict:
+def convert_norm_stats(stats: dict, dataset: str, max_state_dim: int, max_action_dim: int,
+                       method: str = "normal") -> dict:
     """openpi ``{"state": {mean, std, q01, q99}, "actions": {...}}`` -> vla_jax's checkpoint norm-stats item
     ``{dataset: {"action": ..., "state": ..., "action_normalization": "normal", ...}}``
     (vla_jax/data/norm_stats.py). ``std`` is shifted by 1e-6 - 1e-8 so vla_jax's ``(x - mean) / (std + 1e-8)``
     equals openpi's ``(x - mean) / (std + 1e-6)``; openpi's std is kept as ``std_openpi``."""
-    out = {"dataset": dataset, "source": "openpi norm_stats.json", "action_normalization": "normal",
-           "state_normalization": "normal"}
+    out = {"dataset": dataset, "source": "openpi norm_stats.json", "action_normalization": method,
+           "state_normalization": method}
     for theirs, ours, limit in (("state", "state", max_state_dim), ("actions", "action", max_action_dim)):
         block = stats.get(theirs)
         if not isinstance(block, dict) or any(k not in block or block[k] is None for k in NORM_KEYS):
@@ -392,9 +395,11 @@ def import_checkpoint(ckpt: str, out: str, asset_id: str | None = None, dataset:
     norm_stats, note = None, "none (no assets/<asset_id>/norm_stats.json)"
     if found:
         name = dataset or found[0]
-        norm_stats = convert_norm_stats(found[1], name, config.model.max_state_dim, config.model.max_action_dim)
+        method = VARIANTS[openpi_variant(theirs)]["normalization"]
+        norm_stats = convert_norm_stats(found[1], name, config.model.max_state_dim, config.model.max_action_dim,
+                                        method)
         note = (f"assets/{found[0]}/norm_stats.json -> dataset '{name}' (state {norm_stats[name]['state_dim']}-D, "
-                f"action {norm_stats[name]['action_dim']}-D, normal)")
+                f"action {norm_stats[name]['action_dim']}-D, {method})")
     ckpt_lib.write_checkpoint(out, variables, config, norm_stats)
     return ImportReport(ckpt=ckpt, out=out, num_params=int(sum(v.size for v in theirs.values())),
                         mapped=[(ours, sources) for ours, (sources, _, _) in RULES[openpi_variant(theirs)].items()],
@@ -425,26 +430,36 @@ def robot_datasets(norm_stats: dict | None) -> dict[str, dict]:
             if isinstance(s, dict) and isinstance(s.get("state"), dict) and isinstance(s.get("action"), dict)}
 
 
-def to_openpi_norm_stats(stats: dict, dataset: str) -> dict:
+def check_normalization(stats: dict, dataset: str, quantity: str, method: str, keys: tuple[str, ...], target: str,
+                        error: type[ValueError]) -> dict:
+    """``stats[quantity]`` (a dataset's entry of vla_jax's checkpoint norm stats, ``quantity`` = state | action) if
+    vla_jax normalizes it with ``method`` on every dim and it carries ``keys``; else raises ``error`` with one line
+    naming ``target`` (e.g. "openpi's pi0")."""
+    have = stats.get(f"{quantity}_normalization", NORM_DEFAULTS[quantity])
+    if have != method:
+        raise error(f"dataset '{dataset}' normalizes {quantity} with {have!r}; {target} normalizes with {method!r} "
+                    "only")
+    mask = stats.get(f"{quantity}_norm_mask")
+    if mask is not None and not all(mask):
+        raise error(f"dataset '{dataset}' leaves {quantity} dims {[i for i, m in enumerate(mask) if not m]} "
+                    f"unnormalized; {target} normalizes every dim")
+    missing = [k for k in keys if stats[quantity].get(k) is None]
+    if missing:
+        raise error(f"dataset '{dataset}' {quantity} statistics lack {', '.join(missing)} ({target} needs "
+                    f"{', '.join(keys)})")
+    return stats[quantity]
+
+
+def to_openpi_norm_stats(stats: dict, dataset: str, variant: str = "pi0") -> dict:
     """One robot dataset's entry of vla_jax's checkpoint norm stats -> openpi's ``{"state": {mean, std, q01, q99},
     "actions": {...}}``, the inverse of :func:`convert_norm_stats`: ``std`` is ``std_openpi`` where present (an
     imported entry, exact), else vla_jax's ``std + 1e-8 - 1e-6`` (so openpi's ``(x - mean) / (std + 1e-6)`` equals
-    vla_jax's ``(x - mean) / (std + 1e-8)``). Raises OpenpiError (one line) for a quantity vla_jax does not z-score
-    on every dim: openpi's pi0 z-scores all of them."""
+    vla_jax's ``(x - mean) / (std + 1e-8)``). Raises OpenpiError (one line) for a quantity vla_jax does not
+    normalize as openpi's ``variant`` does on every dim (pi0: z-score, pi0.5: quantiles)."""
     out = {}
     for ours, theirs in (("state", "state"), ("action", "actions")):
-        method = stats.get(f"{ours}_normalization", NORM_DEFAULTS[ours])
-        if method != "normal":
-            raise OpenpiError(f"dataset '{dataset}' normalizes {ours} with {method!r}; openpi's pi0 z-scores "
-                              "(normal) only")
-        mask = stats.get(f"{ours}_norm_mask")
-        if mask is not None and not all(mask):
-            raise OpenpiError(f"dataset '{dataset}' leaves {ours} dims {[i for i, m in enumerate(mask) if not m]} "
-                              "unnormalized; openpi's pi0 normalizes every dim")
-        block = stats[ours]
-        missing = [k for k in NORM_KEYS if block.get(k) is None]
-        if missing:
-            raise OpenpiError(f"dataset '{dataset}' {ours} statistics lack {', '.join(missing)}")
+        block = check_normalization(stats, dataset, ours, VARIANTS[variant]["normalization"], NORM_KEYS,
+                                    f"openpi's {variant}", OpenpiError)
         std = block.get("std_openpi")
         if std is None:
             std = (np.asarray(block["std"], np.float64) + VLA_STD_EPS - OPENPI_STD_EPS).tolist()
@@ -605,8 +620,8 @@ class Diff:
                 f"tol={self.tol:.0e} ({'relative' if self.relative else 'abs'}) {'ok' if self.ok else 'FAIL'}")
 
 
-def compare(ours: dict[str, np.ndarray], fixture: Fixture) -> list[Diff]:
-    """One :class:`Diff` per output; the loss at :data:`LOSS_RTOL` relative, the rest at :data:`ATOL`."""
+def compare(ours: dict[str, np.ndarray], fixture: Fixture, atol: float = ATOL) -> list[Diff]:
+    """One :class:`Diff` per output; the loss at :data:`LOSS_RTOL` relative, the rest at ``atol``."""
     diffs = []
     for name, value in ours.items():
         ref = fixture.outputs[REFERENCE.get(name, name)]
@@ -615,18 +630,29 @@ def compare(ours: dict[str, np.ndarray], fixture: Fixture) -> list[Diff]:
         err = np.abs(value.astype(np.float64) - ref.astype(np.float64))
         max_abs = float(err.max()) if err.size else 0.0
         rel = max_abs / max(float(np.abs(ref.astype(np.float64)).max()), 1e-30)
-        diffs.append(Diff(name, max_abs, rel, LOSS_RTOL if name == "loss" else ATOL, name == "loss"))
+        diffs.append(Diff(name, max_abs, rel, LOSS_RTOL if name == "loss" else atol, name == "loss"))
     return diffs
 
 
-def check_fixture(path: str) -> list[Diff]:
-    """Loads a fixture, converts its params as :func:`import_checkpoint` does, runs vla_jax, compares."""
+def check_fixture(path: str, backend: str = "jax") -> list[Diff]:
+    """Loads a fixture, converts its params as :func:`import_checkpoint` does, runs them in ``backend`` and
+    compares at :data:`BACKEND_ATOL`: ``jax`` (vla_jax), ``torch`` (the exported PyTorch port, built from the
+    converted variables as ``tools/export.py`` builds it) or ``onnx`` (the port's graphs in onnxruntime; see
+    :func:`vla_jax.export.parity.fixture_outputs`)."""
     from vla_jax.models.vla import VLA, make_config
 
+    if backend not in BACKEND_ATOL:
+        raise OpenpiError(f"backend {backend!r} is not one of {', '.join(BACKEND_ATOL)}")
     fixture = Fixture.load(path)
     variables = to_vla_jax(fixture.params)
     config = fixture.config()
     check_against(variables, abstract_variables(config.model))
-    model = VLA(make_config(config.model))
+    cfg = make_config(config.model)
     batch = fixture.batch()
-    return compare(model_outputs(model, jax.tree.map(jnp.asarray, variables), batch, fixture), fixture)
+    if backend == "jax":
+        ours = model_outputs(VLA(cfg), jax.tree.map(jnp.asarray, variables), batch, fixture)
+    else:
+        from vla_jax.export import parity, to_torch
+
+        ours = parity.fixture_outputs(to_torch.torch_policy(variables, cfg), batch, fixture, backend)
+    return compare(ours, fixture, BACKEND_ATOL[backend])

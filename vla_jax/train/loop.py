@@ -95,7 +95,7 @@ def make_data(config, process_index: int, process_count: int):
     names = data_lib.source_names(config)
     settings = read_settings(config)
     # per robot dataset: the (norm-group combined) statistics its batches were normalized with
-    stats = {name: dataset_stats(settings, name)[1] for name in names if settings.datasets[name].kind == "robot"}
+    stats = {name: dataset_stats(settings, name)[1] for name in names if settings.datasets[name].is_robot}
     return it, names, stats
 
 

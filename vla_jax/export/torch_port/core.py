@@ -9,8 +9,9 @@ PyTorch can do::
     actions = policy.sample_actions(images, image_mask, tokens, token_mask, state, state_mask, action_dim_mask)
 
 It mirrors ``vla_jax/models`` op for op (the parity check in ``vla_jax/export/parity.py`` holds the two
-within 1e-4 in float32), with the same split: this file is the pi0 core, ``addons/`` the research add-ons
-(one module each, the same hooks as the JAX model's, built from config.json's ``addons``):
+within 1e-4 in float32), with the same split: this file is the core, ``action_experts.py`` the suffix of pi0 or
+pi0.5 (``vla_jax/models/action_expert.py``), ``addons/`` the research add-ons (one module each, the same hooks as
+the JAX model's, built from config.json's ``addons``):
 
 * ViT: patch embedding (a strided conv over whatever pixel grid the add-ons hand it), learned position
   embedding, pre-norm blocks with GELU(tanh) MLPs, final LayerNorm (eps 1e-6, computed in float32).
@@ -18,8 +19,10 @@ within 1e-4 in float32), with the same split: this file is the pi0 core, ``addon
   action expert) and one joint attention over all experts' tokens; RMSNorm with ``(1 + weight)``,
   rotary positions, multi-/grouped-query attention with float32 logits, GeGLU (tanh GELU), tied
   input/output embedding scaled by sqrt(width).
-* Prefix (images + text [+ state token for the discrete head]) and suffix (state token + action tokens
-  mixed with a sin-cos time embedding); attention masks from cumulative autoregressive flags.
+* Prefix (images + text [+ state token for the discrete head]) and suffix, by ``action_expert``
+  (``action_experts.py``): pi0's state token + action tokens mixed with a sin-cos time embedding, or pi0.5's
+  action tokens alone with the time driving the action expert's adaptive RMSNorms (scale, shift, residual gate);
+  attention masks from cumulative autoregressive flags.
 * ``sample_actions``: the prefix runs once into a KV cache; N Euler steps (t: 1 -> 0) run only the suffix.
   The discrete head decodes H * A tokens greedily (restricted to the last 256 vocabulary ids) with a KV cache.
 
@@ -39,12 +42,12 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .action_experts import ACTION_EXPERTS, Suffix
 from .addons import REGISTRY as ADDONS
-from .addons.base import Prefix, PrefixInputs
-from .layers import LayerNorm, RMSNorm, attention, gelu_tanh, make_attn_mask, posemb_sincos, rope
+from .addons.base import Prefix, PrefixInputs, TorchAddon
+from .layers import AdaptiveRMSNorm, LayerNorm, RMSNorm, attention, gelu_tanh, make_attn_mask, rope
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -92,6 +95,17 @@ def check_config(cfg: dict) -> None:
         need(addon["name"] in ADDONS, f"add-on {addon['name']!r} is not implemented by the PyTorch module "
                                       f"(one of {sorted(ADDONS)})")
     need(head != "discrete" or dec["vocab_size"] > NUM_BINS, f"vocab_size must exceed {NUM_BINS} (discrete head)")
+    expert = cfg.get("action_expert", "pi0")
+    need(expert in ACTION_EXPERTS, f"action_expert={expert!r} is not supported by the PyTorch module "
+                                   f"(one of {sorted(ACTION_EXPERTS)})")
+    need(expert == "pi0" or head == "flow", f"action_expert={expert!r} needs the flow head")
+    adaptive = [bool(e.get("adaptive_norm", False)) for e in dec["experts"]]
+    need(adaptive == [False, ACTION_EXPERTS[expert].adaptive_norm][:len(adaptive)],
+         f"decoder.experts adaptive_norm={adaptive} does not match action_expert={expert!r}")
+    hooked = [a["name"] for a in cfg.get("addons", ())
+              if ADDONS[a["name"]].suffix_state_token is not TorchAddon.suffix_state_token]
+    need(not hooked or ACTION_EXPERTS[expert].state_token,
+         f"add-ons {hooked} change the suffix's state token, which action_expert={expert!r} does not have")
     need(head == "flow" or all(a["name"] != "prefix_readout" for a in cfg.get("addons", ())),
          "prefix_readout needs the flow head")
     dtype = cfg.get("torch_dtype", "float32")
@@ -146,9 +160,30 @@ class ViT(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------- decoder
+def make_norm(expert: dict) -> nn.Module:
+    """An expert's RMSNorm: adaptive (``adaptive_norm``, conditioned on a vector of the expert's width) or plain."""
+    width = expert["width"]
+    return AdaptiveRMSNorm(width, width) if expert.get("adaptive_norm") else RMSNorm(width)
+
+
+def run_norm(norm: nn.Module, x: torch.Tensor, cond: Optional[torch.Tensor]):
+    """(normed x, the residual gate [B, 1, D] of an adaptive norm, else None)."""
+    if not isinstance(norm, AdaptiveRMSNorm):
+        return norm(x), None
+    if cond is None:
+        raise ValueError("an adaptive-norm expert runs only with the decoder's cond (the flow time)")
+    return norm(x, cond)
+
+
+def residual(x: torch.Tensor, y: torch.Tensor, gate: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x + y``, or ``x + y * gate`` after an adaptive norm."""
+    return x + y if gate is None else x + y * gate
+
+
 class DecoderLayer(nn.Module):
     """One mixture-of-transformers layer. Per expert ``e``: pre_attn_norm_e, q_e, k_e, v_e, attn_out_e,
-    pre_mlp_norm_e, gate_e, up_e, mlp_out_e. Attention runs once over all experts' tokens."""
+    pre_mlp_norm_e, gate_e, up_e, mlp_out_e. Attention runs once over all experts' tokens. An adaptive-norm
+    expert gates its two residuals with its norms' gates."""
 
     def __init__(self, experts: list, num_heads: int, num_kv_heads: int, head_dim: int):
         super().__init__()
@@ -156,12 +191,12 @@ class DecoderLayer(nn.Module):
         self.n, self.k, self.h = num_heads, num_kv_heads, head_dim
         for e, ex in enumerate(experts):
             w, f = ex["width"], ex["mlp_dim"]
-            self.add_module(f"pre_attn_norm_{e}", RMSNorm(w))
+            self.add_module(f"pre_attn_norm_{e}", make_norm(ex))
             self.add_module(f"q_{e}", nn.Linear(w, num_heads * head_dim, bias=False))
             self.add_module(f"k_{e}", nn.Linear(w, num_kv_heads * head_dim, bias=False))
             self.add_module(f"v_{e}", nn.Linear(w, num_kv_heads * head_dim, bias=False))
             self.add_module(f"attn_out_{e}", nn.Linear(num_heads * head_dim, w, bias=False))
-            self.add_module(f"pre_mlp_norm_{e}", RMSNorm(w))
+            self.add_module(f"pre_mlp_norm_{e}", make_norm(ex))
             self.add_module(f"gate_{e}", nn.Linear(w, f, bias=False))
             self.add_module(f"up_{e}", nn.Linear(w, f, bias=False))
             self.add_module(f"mlp_out_{e}", nn.Linear(f, w, bias=False))
@@ -169,13 +204,19 @@ class DecoderLayer(nn.Module):
     def sub(self, name: str, e: int) -> nn.Module:
         return getattr(self, f"{name}_{e}")
 
-    def forward(self, xs: list, positions: torch.Tensor, mask: torch.Tensor, cache: Optional[tuple]):
-        qs, ks, vs = [], [], []
+    def forward(self, xs: list, positions: torch.Tensor, mask: torch.Tensor, cache: Optional[tuple],
+                cond: Optional[torch.Tensor] = None):
+        """xs: per expert [B, T_e, D_e] or None; positions [B, T]; mask [B, T, S + T]; cache: keys / values
+        [B, S, K, h] of S earlier tokens; cond [B, D_c] for adaptive-norm experts. Returns the updated xs and
+        the new tokens' (keys, values)."""
+        qs, ks, vs, gates = [], [], [], []
         for e, x in enumerate(xs):
             if x is None:
+                gates.append(None)
                 continue
             b, t, _ = x.shape
-            y = self.sub("pre_attn_norm", e)(x)
+            y, gate = run_norm(self.sub("pre_attn_norm", e), x, cond)
+            gates.append(gate)
             qs.append(self.sub("q", e)(y).reshape(b, t, self.n, self.h))
             ks.append(self.sub("k", e)(y).reshape(b, t, self.k, self.h))
             vs.append(self.sub("v", e)(y).reshape(b, t, self.k, self.h))
@@ -194,10 +235,10 @@ class DecoderLayer(nn.Module):
                 continue
             a = attn[:, start:start + x.shape[1]]
             start += x.shape[1]
-            x = x + self.sub("attn_out", e)(a)
-            y = self.sub("pre_mlp_norm", e)(x)
+            x = residual(x, self.sub("attn_out", e)(a), gates[e])
+            y, gate = run_norm(self.sub("pre_mlp_norm", e), x, cond)
             y = gelu_tanh(self.sub("gate", e)(y)) * self.sub("up", e)(y)
-            out.append(x + self.sub("mlp_out", e)(y))
+            out.append(residual(x, self.sub("mlp_out", e)(y), gate))
         return out, new_kv
 
 
@@ -212,7 +253,7 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(experts, dec["num_heads"], dec["num_kv_heads"], dec["head_dim"])
                                     for _ in range(dec["depth"]))
         for e, ex in enumerate(experts):
-            self.add_module(f"final_norm_{e}", RMSNorm(ex["width"]))
+            self.add_module(f"final_norm_{e}", make_norm(ex))
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.embedding(tokens.long()) * math.sqrt(float(self.width))
@@ -221,14 +262,17 @@ class Decoder(nn.Module):
         """float32 logits through the tied embedding."""
         return torch.matmul(x.float(), self.embedding.weight.float().t())
 
-    def forward(self, xs: list, positions: torch.Tensor, mask: torch.Tensor, cache: Optional[KVCache] = None):
-        """xs: per expert [B, T_e, D_e] or None. Returns final-normed outputs per expert and the new tokens'
-        keys/values per layer."""
+    def forward(self, xs: list, positions: torch.Tensor, mask: torch.Tensor, cache: Optional[KVCache] = None,
+                cond: Optional[torch.Tensor] = None):
+        """xs: per expert [B, T_e, D_e] or None; cond [B, D_c]: the conditioning vector of adaptive-norm experts
+        (pi0.5: the flow time). Returns final-normed outputs per expert (an adaptive norm's gate unused) and the
+        new tokens' keys/values per layer."""
         new_cache = []
         for i, layer in enumerate(self.layers):
-            xs, kv = layer(xs, positions, mask, None if cache is None else cache[i])
+            xs, kv = layer(xs, positions, mask, None if cache is None else cache[i], cond)
             new_cache.append(kv)
-        outs = [None if x is None else getattr(self, f"final_norm_{e}")(x) for e, x in enumerate(xs)]
+        outs = [None if x is None else run_norm(getattr(self, f"final_norm_{e}"), x, cond)[0]
+                for e, x in enumerate(xs)]
         return outs, new_cache
 
 
@@ -250,10 +294,10 @@ class VLAPolicy(nn.Module):
         self.llm = Decoder(c["decoder"])
         if self.action_head == "flow":
             ew = c["decoder"]["experts"][1]["width"]
-            self.state_proj = nn.Linear(c["max_state_dim"], ew)
+            self.action_expert = ACTION_EXPERTS[c.get("action_expert", "pi0")]
+            for name, module in self.action_expert.modules(c).items():
+                self.add_module(name, module)
             self.action_in_proj = nn.Linear(c["max_action_dim"], ew)
-            self.time_mlp_in = nn.Linear(2 * ew, ew)
-            self.time_mlp_out = nn.Linear(ew, ew)
             self.action_out_proj = nn.Linear(ew, c["max_action_dim"])
         else:
             self.state_proj = nn.Linear(c["max_state_dim"], width)
@@ -336,32 +380,38 @@ class VLAPolicy(nn.Module):
         prefix.last_logits = self.text_logits(last_out, prefix)[:, 0]
         return prefix
 
-    def embed_suffix(self, state: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, prefix: Prefix):
-        """State token (through the add-ons' hooks) + H action tokens mixed with the time embedding.
-        t: scalar float32 tensor."""
-        state_tok = self.state_proj(state.to(self.compute_dtype))
-        for addon in self.addons:
-            state_tok = addon.suffix_state_token(state_tok, prefix, self.addons)
-        state_tok = state_tok[:, None]
-        act = self.action_in_proj(x_t.to(self.compute_dtype))
-        temb = posemb_sincos(t, act.shape[-1], openpi=self.openpi).to(act.dtype).expand_as(act)
-        act = self.time_mlp_out(F.silu(self.time_mlp_in(torch.cat([act, temb], dim=-1))))
-        return torch.cat([state_tok, act], dim=1)
+    def embed_suffix(self, state: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, prefix: Prefix) -> Suffix:
+        """The action expert's suffix (``action_experts.py``): tokens [B, T_s, W], ar [B, T_s], cond.
+        state [B, S], x_t [B, H, A], t: scalar or [B] float32 tensor."""
+        return self.action_expert.embed(self, state, x_t, t, prefix)
 
-    def suffix_velocity(self, state, x_t, t, prefix: Prefix):
+    def velocity(self, suffix_out: torch.Tensor) -> torch.Tensor:
+        """Action-expert outputs of the suffix [B, T_s, W] -> float32 velocity [B, H, A]."""
+        return self.action_out_proj(suffix_out[:, -self.config["action_horizon"]:]).float()
+
+    def suffix_velocity(self, state, x_t, t, prefix: Prefix) -> torch.Tensor:
         """One flow step's float32 velocity [B, H, A] from the suffix, attending to the cached prefix."""
-        s_tok = self.embed_suffix(state, x_t, t, prefix)
+        suffix = self.embed_suffix(state, x_t, t, prefix)
         prefix_mask = prefix.mask
         b, p = prefix_mask.shape
-        s = s_tok.shape[1]
+        s = suffix.tokens.shape[1]
         s_mask = torch.ones_like(prefix_mask[:, :1]).expand(b, s)
-        s_ar = torch.arange(s, device=s_tok.device)[None].expand(b, s) < 2
         to_prefix = prefix_mask[:, None, :].expand(b, s, p)
-        mask = torch.cat([to_prefix, make_attn_mask(s_mask, s_ar)], dim=2)
+        mask = torch.cat([to_prefix, make_attn_mask(s_mask, suffix.ar)], dim=2)
         positions = prefix_mask.long().sum(1, keepdim=True) + torch.cumsum(s_mask.long(), dim=1) - 1
-        (_, s_out), _ = self.llm([None, s_tok], positions, mask, prefix.cache)
-        h = self.config["action_horizon"]
-        return self.action_out_proj(s_out[:, -h:]).float()
+        (_, s_out), _ = self.llm([None, suffix.tokens], positions, mask, prefix.cache, suffix.cond)
+        return self.velocity(s_out)
+
+    def full_velocity(self, state, x_t, t, prefix: Prefix) -> torch.Tensor:
+        """The same velocity from one joint pass over the prefix's tokens and the suffix (no cache): the reference
+        for :meth:`suffix_velocity`. ``prefix`` from :meth:`encode_prefix` (add-ons may read its outputs)."""
+        suffix = self.embed_suffix(state, x_t, t, prefix)
+        s_mask = torch.ones_like(suffix.ar)
+        mask = torch.cat([prefix.mask, s_mask], dim=1)
+        ar = torch.cat([prefix.ar, suffix.ar], dim=1)
+        positions = torch.cumsum(mask.long(), dim=1) - 1
+        (_, s_out), _ = self.llm([prefix.tokens, suffix.tokens], positions, make_attn_mask(mask, ar), None, suffix.cond)
+        return self.velocity(s_out)
 
     # ------------------------------------------------------------------------- sampling
     @torch.no_grad()

@@ -38,6 +38,22 @@ class RMSNorm(nn.Module):
         return (y * (1.0 + self.weight.float())).to(x.dtype)
 
 
+class AdaptiveRMSNorm(nn.Module):
+    """pi0.5's adaptive RMSNorm: ``modulation`` (Linear D_c -> 3 D) of a conditioning vector gives scale, shift and
+    a residual gate. x [B, T, D], cond [B, D_c] (or [1, D_c]) -> (``rms(x) * (1 + scale) + shift`` [B, T, D] in the
+    input dtype, rms in float32; gate [B, 1, D])."""
+
+    def __init__(self, dim: int, cond_dim: int):
+        super().__init__()
+        self.modulation = nn.Linear(cond_dim, 3 * dim)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scale, shift, gate = self.modulation(cond.to(x.dtype))[:, None, :].chunk(3, dim=-1)
+        x32 = x.float()
+        y = x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + 1e-6)
+        return (y * (1.0 + scale.float()) + shift.float()).to(x.dtype), gate
+
+
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
@@ -77,8 +93,11 @@ def make_attn_mask(mask: torch.Tensor, ar: torch.Tensor) -> torch.Tensor:
 def posemb_sincos(t: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0,
                   openpi: bool = False) -> torch.Tensor:
     """Sine-cosine embedding of the flow time. t: [B] (or scalar) float32 -> [B, dim] (or [dim]).
-    ``openpi``: the angle written as openpi writes it (``t * (1 / period * 2 pi)``)."""
-    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float32)
+    ``openpi``: the angle written as openpi writes it (``t * (1 / period * 2 pi)``). The fraction is
+    ``jnp.linspace(0, 1, dim // 2)`` as JAX rounds it in float32 (``i * (1 / (n - 1))``; torch.linspace differs by
+    an ulp on some entries, which angles up to 2 pi / 4e-3 ~ 1,600 rad turn into 1e-5 on the velocity)."""
+    n = dim // 2
+    fraction = torch.arange(n, dtype=torch.float32) * (1.0 / max(n - 1, 1))
     period = min_period * (max_period / min_period) ** fraction
     angle = t.float()[..., None] * ((1.0 / period * 2 * math.pi) if openpi else (2 * math.pi / period))
     return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
