@@ -64,8 +64,10 @@ def test_a_sample_reads_one_frame_record_whatever_the_episode_length(tmp_path, t
         assert (frame["episode"].int64_list.value[0], frame["step"].int64_list.value[0]) == (e, t)
         image = episodes[e].values("observation/image_0")[t]
         assert sample["images"][0] == image and size < len(image) + len(episodes[e].values("observation/image_1")[t])
-        np.testing.assert_array_equal(sample["state"], episodes[e].floats("observation/state")[t])
-        np.testing.assert_array_equal(sample["actions"], episodes[e].floats("action")[t: t + sample["num_steps"]])
+        spec = SPECS[NAME]
+        np.testing.assert_array_equal(sample["state"], spec.state_rows(episodes[e].column, length, t, t + 1)[0])
+        np.testing.assert_array_equal(sample["actions"],
+                                      spec.action_rows(episodes[e].column, length, t, t + sample["num_steps"]))
         assert sample["num_steps"] == min(8, length - t)
 
 

@@ -131,7 +131,7 @@ def test_compute_stats_reports_rate(tabletop_dir):  # noqa: F811
     lines = []
     compute_stats(os.path.join(tabletop_dir, "prepared", "tabletop_single_arm"), "tabletop_single_arm",
                   SPECS["tabletop_single_arm"], log=lines.append)
-    assert "transitions/s" in lines[0] and "no image read" in lines[0]
+    assert "transitions/s" in lines[0] and "no image decoding" in lines[0]
 
 
 def _bridge_copy(tabletop_dir, root, seed):  # noqa: F811

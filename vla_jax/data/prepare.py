@@ -133,7 +133,7 @@ def _robot_finalize(tasks: list[Task], summaries: list[dict]) -> dict:
         shards = [np.load(t.columns) for t, _ in chosen]
         np.save(os.path.join(out_dir, "episode_lengths.npy"), np.concatenate([z["lengths"] for z in shards]))
         for what, dim in dims.items():
-            column = np.concatenate([z[what].reshape(-1, dim) for z in shards]).astype(np.float32)
+            column = np.concatenate([z[what].reshape(int(z["lengths"].sum()), dim) for z in shards]).astype(np.float32)
             np.save(os.path.join(out_dir, what + ".npy"), column)
         for role in _text_roles(layout):
             values: dict[str, int] = {}
@@ -343,17 +343,25 @@ def _swap_in(partial: str, path: str) -> None:
 
 
 def prepare_all(config, *, num_workers: int | None = None, progress: bool = True, log=print) -> dict[str, str]:
-    """Prepares every dataset of ``config.data.datasets`` whose kind has a prepare step (robot ones with
-    their statistics) unless up to date; returns {dataset: prepared path}."""
-    from vla_jax.data.settings import read_settings
+    """Prepares every dataset of ``config.data.mixture`` (and the norm-group members of its robot datasets)
+    whose kind has a prepare step, robot ones with their statistics, unless up to date; returns
+    {dataset: prepared path}. Mixture datasets missing on disk: one line (or left out with drop_missing)."""
+    from vla_jax.data.settings import check_on_disk, dropped_line, read_settings
     from vla_jax.data.specs import get_spec
 
     settings = read_settings(config)
+    check_on_disk(settings)
+    if settings.dropped:
+        log(dropped_line(settings))
+    names = []
+    for name in settings.mixture:
+        members = settings.norm_group_members(name) if settings.datasets[name].is_robot else []
+        names += [n for n in [name, *members] if n not in names]
     out = {}
-    for name, ds in settings.datasets.items():
-        if ds.kind not in PREPARE_KINDS:
-            continue
-        prepare_dataset(ds.dir, ds.prepared, name, get_spec(ds.spec, name), stats_dir=settings.stats_dir,
-                        num_workers=num_workers, progress=progress, log=log)
-        out[name] = ds.prepared
+    for name in names:
+        ds = settings.datasets[name]
+        if ds.kind in PREPARE_KINDS:
+            prepare_dataset(ds.dir, ds.prepared, name, get_spec(ds.spec, name), stats_dir=settings.stats_dir,
+                            num_workers=num_workers, progress=progress, log=log)
+            out[name] = ds.prepared
     return out
