@@ -44,8 +44,10 @@ def test_fractal_layout_dict_actions_and_observation_instruction(tmp_path, table
     config = make_config(str(tmp_path), "fractal", train_ops=())
     prepare_all(config, num_workers=1, progress=False, log=lambda *a: None)
     prepared = tmp_path / "prepared" / FRACTAL / "train"
-    assert not (prepared / "observation.natural_language_embedding.npy").exists()
-    assert (prepared / "action.world_vector.npy").exists()
+    assert np.load(prepared / "action.npy").shape == (24, 7) and np.load(prepared / "state.npy").shape == (24, 8)
+    assert sorted(p.name for p in prepared.iterdir()) == [  # the spec's camera, state, action, instruction only
+        "action.npy", "episode_lengths.npy", "frames-00000.array_record", "frames-00001.array_record",
+        "instruction.ids.npy", "instruction.values.json", "state.npy"]
     batch = next(make_eval_iterator(config, FRACTAL, batch_size=6))
     check_batch(batch, config.model)
     spec = SPECS[FRACTAL]

@@ -101,11 +101,11 @@ def open_prepared_robot(settings: DataSettings, name: str) -> dict:
     ds = settings.datasets[name]
     spec = get_spec(ds.spec, name)
     manifest = prepared.open_checked(ds.dir, ds.prepared, name, ds.kind)
-    prepared.check_robot_layout(manifest, spec, name, settings.dims.max_action_dim, settings.dims.max_state_dim)
     if ds.grounding and spec.grounding_key not in manifest["source_keys"]:
         raise DataError(f"dataset '{name}': grounding text '{spec.grounding_key}' is missing from the steps; "
                         "regenerate the data (python tools/generate_data.py) or set "
                         f"config.data.datasets.{name}.grounding=False")
+    prepared.check_robot_layout(manifest, spec, name, settings.dims.max_action_dim, settings.dims.max_state_dim)
     return manifest
 
 
