@@ -1,7 +1,6 @@
 """A TFRecord dataset in the real fractal20220817_data (RT-1) layout, as Open X-Embodiment releases it, trains
-through a config file alone after the one prepare command (which names a damaged file in one line)."""
+through a config file alone after the one prepare command."""
 
-import glob
 import json
 import os
 import shutil
@@ -26,20 +25,9 @@ def test_fractal_tfrecord_release_trains_after_prepare(tabletop_dir, tmp_path): 
         return subprocess.run([sys.executable, *args, *config], cwd=testing.REPO, env=testing.env(), capture_output=True,
                               text=True, timeout=300)
 
-    shard = sorted(glob.glob(str(root / FRACTAL / "1.0.0" / f"{FRACTAL}-train.tfrecord-*")))[-1]
-    with open(shard, "rb") as f:
-        original = f.read()
-    with open(shard, "wb") as f:
-        f.write(original[:100] + bytes([original[100] ^ 0xFF]) + original[101:])
     out = run("tools/prepare_data.py", "--workers=1")
-    assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines()[-1].startswith(f"error: dataset '{FRACTAL}': {shard} is damaged (")
-
-    with open(shard, "wb") as f:
-        f.write(original)
-    out = run("tools/prepare_data.py", "--workers=1")  # resumes; in-process (the parallel path: test_data_prepare)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "1 already done" in out.stdout and "[stats] fractal20220817_data: wrote" in out.stdout
+    assert "transitions/s" in out.stdout and f"[stats] {FRACTAL}: wrote" in out.stdout
 
     out = run("-m", "vla_jax.train", f"--workdir={tmp_path / 'run'}")
     assert out.returncode == 0, out.stderr[-3000:]
