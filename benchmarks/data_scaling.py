@@ -10,8 +10,8 @@ Each is prepared with tools/prepare_data.py's code (timed), then the full traini
 ``bridge`` mixture (debug preset, batch 32, ``--model_image_size`` model input) is timed for every
 worker count: samples/s over ``--seconds`` after the first batch, and start-up (iterator + first
 batch). Rounds alternate the order of the datasets (A/B/C, then C/B/A) because the machine is shared;
-the table gives the median over rounds and each round's ratio to the 25-step dataset. Statistics
-throughput: compute_stats over the prepared numeric columns (median of 5).
+the table gives the medians over rounds of samples/s, start-up and of each round's ratio to the 25-step
+dataset. Statistics throughput: compute_stats over the prepared numeric columns (median of 5).
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--model_image_size", type=int, default=224)
-    p.add_argument("--prepare_workers", type=int, default=2)
+    p.add_argument("--prepare_workers", type=int, default=1,
+                   help="processes of the timed prepare (1: in this process, no worker start-up in the figure)")
     a = p.parse_args()
     logging.set_verbosity(logging.WARNING)
     transitions, seconds = (1_000, 3.0) if a.quick else (10_000, a.seconds)
@@ -115,6 +116,7 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f}; batch 32, model input {a.model_image_size} px, {transitions:,} transitions "
           f"per dataset, 2 cameras 256 px (the bridge spec reads image_0)", flush=True)
     roots = {length: make_dataset(out_dir, length, transitions) for length in LENGTHS}
+    import tensorflow  # noqa: F401  (TFRecord reading: imported once, before the timed prepares)
 
     print(f"\n{'steps/episode':>13} {'prepare tr/s':>13} {'stats tr/s':>12}")
     for length, root in roots.items():
@@ -130,13 +132,15 @@ def main() -> None:
                 print(f"round {r}: {length} steps, {w} workers: {rate:.0f} samples/s, start-up {startup:.1f}s",
                       flush=True)
 
-    print(f"\n{'steps/episode':>13} {'workers':>7} {'samples/s':>10} {'start-up s':>10}  ratio to 25 steps per round")
+    print(f"\n{'steps/episode':>13} {'workers':>7} {'samples/s':>10} {'start-up s':>10} {'ratio':>6}  "
+          f"ratio to 25 steps per round")
     for w in workers:
         for length in LENGTHS:
             runs = results[(length, w)]
             ratios = [run[1] / base[1] for run, base in zip(runs, results[(LENGTHS[0], w)])]
             print(f"{length:>13} {w:>7} {statistics.median(r[1] for r in runs):>10.0f} "
-                  f"{statistics.median(r[0] for r in runs):>10.1f}  {' '.join(f'{x:.2f}' for x in ratios)}")
+                  f"{statistics.median(r[0] for r in runs):>10.1f} {statistics.median(ratios):>6.2f}  "
+                  f"{' '.join(f'{x:.2f}' for x in ratios)}")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
