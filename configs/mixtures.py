@@ -6,10 +6,11 @@ Mixtures:
   single_arm_only  tabletop single arm alone
   bimanual_only    tabletop bimanual alone
   balanced         the three tabletop datasets, equal weights multiplied by their sizes (balance_by_size)
-  bridge           a real BridgeData V2 download (``data_dir`` holds ``bridge_dataset/<version>``
-                   converted to array_record; see docs/data.md) plus a tokenizer at ``data_dir/tokenizer.model``
+  bridge           a real BridgeData V2 download (``data_dir`` holds ``bridge_dataset/<version>`` as released;
+                   see docs/data.md) plus a tokenizer at ``data_dir/tokenizer.model``
   bridge_openpi    bridge with openpi's pi0 preprocessing: the "pi0" prompt format and resize_with_pad
                    (for ``size=pi0`` with the PaliGemma tokenizer as ``data_dir/tokenizer.model``)
+  fractal          a real RT-1 (``fractal20220817_data/<version>``) download, like bridge
   lerobot          a LeRobotDataset directory (codebase v2.1 or v3.0) in the ALOHA layout at
                    ``data_dir/lerobot_aloha`` (spec ``lerobot_aloha``; docs/data.md, "LeRobot datasets")
   oxe_magic_soup             Octo's Open X-Embodiment mixture (25 datasets), Octo's weights
@@ -17,17 +18,19 @@ Mixtures:
                              dobbe, droid), OpenVLA's weights
   oxe_magic_soup_plus_minus  OpenVLA's magic soup++ without language_table and droid, fractal at 1.0
                    The OXE mixtures read ``data_dir/<name>/<version>/`` for each dataset (the OXE bucket's
-                   directory names; array_record, see docs/data.md), multiply weights by transition counts
-                   (balance_by_size, as Octo's and OpenVLA's balance_weights) and take specs from
+                   directory names, as released; tools/prepare_data.py prepares them, see docs/data.md),
+                   multiply weights by transition counts (balance_by_size, as Octo's and OpenVLA's
+                   balance_weights) and take specs from
                    vla_jax/data/oxe_specs.py. OpenVLA's own names ``bridge_orig`` and ``fmb_dataset`` are
                    ``bridge_dataset`` (the same release; OpenVLA's configs map both names to it) and ``fmb``.
 
 Fields (read by vla_jax/data/settings.py only):
   data_dir            root; relative dataset dirs, tokenizer and stats_dir are resolved against it
   tokenizer           SentencePiece .model file
-  stats_dir           normalization statistics cache (tools/compute_stats.py writes it)
-  datasets.<name>     kind ("robot" = RLDS | "web" | "lerobot" = LeRobotDataset), dir, spec (vla_jax/data/specs.py),
-                      train_split, eval_split (lerobot: names in meta/info.json "splits"),
+  stats_dir           normalization statistics cache (tools/prepare_data.py and tools/compute_stats.py write it)
+  prepared_dir        prepared copies of the robot / web datasets, what the trainer reads (tools/prepare_data.py)
+  datasets.<name>     kind ("robot" = RLDS | "web" | "lerobot" = LeRobotDataset), dir (as released), spec
+                      (vla_jax/data/specs.py), train_split, eval_split (lerobot: names in meta/info.json "splits"),
                       norm_group (robot datasets with the same non-empty group share combined stats),
                       grounding (robot: train the backbone to name where the target is, from the spec's
                       grounding text; the tabletop datasets record one, docs/experiments.md)
@@ -179,6 +182,9 @@ MIXTURES = {
                     weights={"lerobot_aloha": 1.0}, ops=REAL_OPS),
     "bridge_openpi": dict(datasets={"bridge_dataset": dict(kind="robot", dir="bridge_dataset", spec="bridge_dataset")},
                           weights={"bridge_dataset": 1.0}, ops=OPENPI_OPS, prompt_format="pi0"),
+    "fractal": dict(datasets={"fractal20220817_data": dict(kind="robot", dir="fractal20220817_data",
+                                                           spec="fractal20220817_data")},
+                    weights={"fractal20220817_data": 1.0}, ops=REAL_OPS),
     "oxe_magic_soup": _oxe(OXE_MAGIC_SOUP),
     "oxe_magic_soup_plus": _oxe(OXE_MAGIC_SOUP_PLUS),
     "oxe_magic_soup_plus_minus": _oxe(OXE_MAGIC_SOUP_PLUS_MINUS),
@@ -193,6 +199,7 @@ def get_data_config(mixture: str = "default", data_dir: str = "data/default") ->
     c.data_dir = data_dir
     c.tokenizer = "tokenizer.model"
     c.stats_dir = "stats"
+    c.prepared_dir = "prepared"  # vla_jax.data.generate writes the tabletop datasets' prepared copies here too
     c.datasets = ml_collections.ConfigDict()
     for name, d in m["datasets"].items():
         c.datasets[name] = ml_collections.ConfigDict(

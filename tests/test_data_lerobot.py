@@ -100,7 +100,7 @@ def test_frames_decode_to_the_encoded_frames_and_chunks_are_the_parquet_rows(ler
 
 
 def test_image_column_dataset_reads_the_png_bytes(lerobot_dir):
-    from vla_jax.data.sources import decode_image
+    from vla_jax.data.transforms import decode_image
 
     src = _source(lerobot_dir, "aloha_images")
     episode, t = src.locate(40)

@@ -14,7 +14,8 @@ from data_fixtures import load_mixtures_module, make_config
 
 from vla_jax.batch import check_batch
 from vla_jax.data import (SPECS, DataError, RobotSpec, Tokenizer, columns, compute_all_stats, load_stats,
-                          make_eval_iterator, make_train_iterator, train_tokenizer, visualize, write_tiny_oxe_dataset)
+                          make_eval_iterator, make_train_iterator, prepare_all, train_tokenizer, visualize,
+                          write_tiny_oxe_dataset)
 from vla_jax.data.oxe_specs import STEP_FEATURES
 from vla_jax.data.settings import read_settings
 
@@ -201,7 +202,7 @@ def test_missing_datasets_are_one_line_then_dropped_with_renormalized_shares(few
                "language_table"}
     missing = set(config.data.mixture) - present
     for call in (lambda: make_train_iterator(config), lambda: compute_all_stats(config, log=lambda *a: None),
-                 lambda: visualize.mixture_table(config)):
+                 lambda: prepare_all(config, log=lambda *a: None), lambda: visualize.mixture_table(config)):
         with pytest.raises(DataError, match="^21 of 25 datasets of config.data.mixture missing on disk: ") as e:
             call()
         message = str(e.value)
@@ -210,7 +211,7 @@ def test_missing_datasets_are_one_line_then_dropped_with_renormalized_shares(few
 
     config.data.drop_missing = True
     logged = []
-    compute_all_stats(config, log=logged.append)
+    prepare_all(config, num_workers=1, progress=False, log=logged.append)
     assert ("config.data.drop_missing: left out 21 of 25 datasets missing on disk (" in logged[0]
             and logged[0].endswith("weights renormalized over the other 4"))
     table = visualize.mixture_table(config)
@@ -231,10 +232,11 @@ def test_missing_datasets_are_one_line_then_dropped_with_renormalized_shares(few
     check_batch(batch, config.model)
     assert (batch["action_dim_mask"].sum(1) == 7).all()
 
-    st = load_stats(os.path.join(few_oxe_dir, "kuka"), "kuka", SPECS["kuka"], os.path.join(few_oxe_dir, "stats"))
+    prepared = os.path.join(few_oxe_dir, "prepared")
+    st = load_stats(os.path.join(prepared, "kuka"), "kuka", SPECS["kuka"], os.path.join(few_oxe_dir, "stats"))
     np.testing.assert_allclose(st["state"]["mean"], [2.5] * 7 + [1.0], atol=1e-6)  # zlib state decoded
     name = "iamlab_cmu_pickup_insert_converted_externally_to_rlds"
-    st = load_stats(os.path.join(few_oxe_dir, name), name, SPECS[name], os.path.join(few_oxe_dir, "stats"))
+    st = load_stats(os.path.join(prepared, name), name, SPECS[name], os.path.join(few_oxe_dir, "stats"))
     np.testing.assert_allclose(st["action"]["mean"][3:6], [0, 0, math.pi / 2], atol=1e-5)  # quaternion -> Euler
 
     fractal = next(make_eval_iterator(config, "fractal20220817_data", batch_size=6))
@@ -248,14 +250,15 @@ def test_missing_datasets_are_one_line_then_dropped_with_renormalized_shares(few
 
 
 def test_every_oxe_layout_trains(tmp_path):
-    """All 28 datasets of the three mixtures in their release layouts: statistics and a batch per mixture."""
+    """All 28 datasets of the three mixtures in their release layouts: prepared (statistics included) and a
+    batch per mixture."""
     out = str(tmp_path)
     for name in STEP_FEATURES:
         write_tiny_oxe_dataset(out, name, num_episodes=2, num_val_episodes=1, num_steps=4)
     _tokenizer(out)
     for mixture in OXE_MIXTURES:
         config = make_config(out, mixture, batch_size=32, train_ops=())
-        compute_all_stats(config, log=lambda *a: None)
+        prepare_all(config, num_workers=1, progress=False, log=lambda *a: None)
         it = make_train_iterator(config)
         batch = next(it)
         it.close()

@@ -1,5 +1,6 @@
-"""Normalization statistics: values, round trips with gripper masks, combining, stale-hash detection
-(spec changes and datasets regenerated in place with the same counts)."""
+"""Normalization statistics: values (equal to numpy over the TFDS-decoded episodes), round trips with
+gripper masks, combining, stale-hash detection (spec changes and datasets regenerated in place with the
+same counts)."""
 
 import dataclasses
 import json
@@ -11,8 +12,12 @@ import pytest
 from data_fixtures import make_config, tabletop_dir  # noqa: F401  (fixture)
 
 from vla_jax.data import (DataError, Normalizer, SPECS, combine_stats, compute_all_stats, load_stats,
-                          make_train_iterator, norm_stats as stats, sources, write_tiny_bridge_dataset)
+                          make_train_iterator, norm_stats as stats, prepare_all, release, write_tiny_bridge_dataset)
 from vla_jax.data.norm_stats import compute_stats
+
+
+def _quiet(*args):
+    pass
 
 
 def _block(x):
@@ -20,21 +25,23 @@ def _block(x):
             "q01": np.quantile(x, 0.01, 0).tolist(), "q99": np.quantile(x, 0.99, 0).tolist()}
 
 
-def test_stats_match_numpy_over_decoded_episodes(tabletop_dir):  # noqa: F811
+@pytest.mark.parametrize("name", ["tabletop_bimanual", "tabletop_single_arm"])
+def test_stats_match_numpy_over_decoded_episodes(tabletop_dir, name):  # noqa: F811
+    """The statistics from the prepared columns are those of every step of the source's episodes."""
     import tensorflow_datasets as tfds
 
-    name = "tabletop_bimanual"
-    path = os.path.join(tabletop_dir, name)
-    st = load_stats(path, name, SPECS[name], os.path.join(tabletop_dir, "stats"))
-    source = tfds.builder_from_directory(os.path.join(path, "1.0.0")).as_data_source("train")
-    actions = np.concatenate([[s["action"] for s in source[i]["steps"]] for i in range(len(source))])
-    states = np.concatenate([[s["observation"]["state"] for s in source[i]["steps"]] for i in range(len(source))])
-    assert st["num_transitions"] == len(actions) and st["num_trajectories"] == len(source)
-    np.testing.assert_allclose(st["action"]["mean"], actions.mean(0), atol=1e-6)
-    np.testing.assert_allclose(st["state"]["std"], states.std(0), atol=1e-5)
-    np.testing.assert_allclose(st["action"]["q99"], np.quantile(actions, 0.99, 0), atol=1e-6)
-    np.testing.assert_allclose(st["state"]["min"], states.min(0))
-    assert sum(st["episode_lengths"]) == st["num_transitions"]
+    st = load_stats(os.path.join(tabletop_dir, "prepared", name), name, SPECS[name], os.path.join(tabletop_dir, "stats"))
+    source = tfds.builder_from_directory(os.path.join(tabletop_dir, name, "1.0.0")).as_data_source("train")
+    episodes = [list(source[i]["steps"]) for i in range(len(source))]
+    values = {"action": np.concatenate([[s["action"] for s in steps] for steps in episodes]),
+              "state": np.concatenate([[s["observation"]["state"] for s in steps] for steps in episodes])}
+    assert st["num_transitions"] == len(values["action"]) and st["num_trajectories"] == len(source)
+    assert st["episode_lengths"] == [len(steps) for steps in episodes]
+    for what, x in values.items():
+        # moments in float64; quantiles of the float32 values, as norm_stats always computed them
+        expected = {**_block(x.astype(np.float64)), **{k: v for k, v in _block(x).items() if k in ("q01", "q99")}}
+        for key in stats.STAT_KEYS:
+            np.testing.assert_allclose(st[what][key], expected[key], rtol=1e-12, atol=1e-12, err_msg=f"{what} {key}")
 
 
 def test_bounds_normalization_round_trip_with_gripper_mask():
@@ -86,7 +93,7 @@ def test_combine_stats_is_transition_weighted():
 
 def test_stale_and_missing_stats_are_one_clear_line(tabletop_dir, tmp_path):  # noqa: F811
     name = "tabletop_single_arm"
-    path = os.path.join(tabletop_dir, name)
+    path = os.path.join(tabletop_dir, "prepared", name)
     stats_dir = str(tmp_path / "stats")
     spec = SPECS[name]
     with pytest.raises(DataError, match="missing; run `python tools/compute_stats.py") as e:
@@ -108,8 +115,8 @@ def test_stale_and_missing_stats_are_one_clear_line(tabletop_dir, tmp_path):  # 
 
 def test_fingerprint_covers_dataset_identity(tabletop_dir):  # noqa: F811
     spec = SPECS["tabletop_single_arm"]
-    a = stats.dataset_fingerprint(os.path.join(tabletop_dir, "tabletop_single_arm"), "tabletop_single_arm", spec)
-    b = stats.dataset_fingerprint(os.path.join(tabletop_dir, "tabletop_bimanual"), "tabletop_single_arm", spec)
+    a = stats.dataset_fingerprint(os.path.join(tabletop_dir, "prepared", "tabletop_single_arm"), "tabletop_single_arm", spec)
+    b = stats.dataset_fingerprint(os.path.join(tabletop_dir, "prepared", "tabletop_bimanual"), "tabletop_single_arm", spec)
     assert a != b and len(a) == 12
     # a metric-only field leaves cached statistics valid; a normalization change does not
     assert dataclasses.replace(spec, action_translation_dims=()).fingerprint() == spec.fingerprint()
@@ -122,7 +129,7 @@ def test_fingerprint_covers_dataset_identity(tabletop_dir):  # noqa: F811
 
 def test_compute_stats_reports_rate(tabletop_dir):  # noqa: F811
     lines = []
-    compute_stats(os.path.join(tabletop_dir, "tabletop_single_arm"), "tabletop_single_arm",
+    compute_stats(os.path.join(tabletop_dir, "prepared", "tabletop_single_arm"), "tabletop_single_arm",
                   SPECS["tabletop_single_arm"], log=lines.append)
     assert "transitions/s" in lines[0] and "no image decoding" in lines[0]
 
@@ -134,26 +141,31 @@ def _bridge_copy(tabletop_dir, root, seed):  # noqa: F811
     return make_config(root, "bridge")
 
 
-def test_dataset_regenerated_with_same_counts_makes_stats_stale(tabletop_dir, tmp_path):  # noqa: F811
+def test_dataset_regenerated_with_same_counts_must_be_prepared_again(tabletop_dir, tmp_path):  # noqa: F811
+    import tensorflow_datasets as tfds
+
     root, name = str(tmp_path / "data"), "bridge_dataset"
     config = _bridge_copy(tabletop_dir, root, seed=0)
-    stats_dir, spec = os.path.join(root, "stats"), SPECS[name]
-    compute_all_stats(config, log=lambda *a: None)
-    before = load_stats(os.path.join(root, name), name, spec, stats_dir)
+    stats_dir, spec, path = os.path.join(root, "stats"), SPECS[name], os.path.join(root, "prepared", name)
+    prepare_all(config, num_workers=1, progress=False, log=_quiet)
+    before = load_stats(path, name, spec, stats_dir)
     lines = []
     compute_all_stats(config, log=lines.append)  # unchanged dataset: the cache is reused
     assert len(lines) == 1 and "up to date" in lines[0] and before["fingerprint"] in lines[0]
 
     write_tiny_bridge_dataset(root, seed=1)  # in place: other episodes, same split counts
-    assert len(sources.RecordReader(os.path.join(root, name), "train", name)) == before["num_trajectories"]
-    # The trainer's data hookup (before anything is compiled) stops with one line naming the command.
-    with pytest.raises(DataError, match="normalization stats are stale") as e:
-        make_train_iterator(config)
-    assert "\n" not in str(e.value) and "python tools/compute_stats.py" in str(e.value)
+    info = tfds.builder_from_directory(os.path.join(root, name, "1.0.0")).info
+    assert info.splits["train"].num_examples == before["num_trajectories"]
+    # The trainer's data hookup (before anything is compiled) and compute_stats stop with one line naming
+    # the command.
+    for call in (make_train_iterator, compute_all_stats):
+        with pytest.raises(DataError, match="changed since it was prepared") as e:
+            call(config)
+        assert "\n" not in str(e.value) and "python tools/prepare_data.py --config=" in str(e.value)
     lines = []
-    compute_all_stats(config, log=lines.append)
-    assert f"{name}-{before['fingerprint']}.json is stale" in lines[0] and "recomputing" in lines[0]
-    after = load_stats(os.path.join(root, name), name, spec, stats_dir)
+    prepare_all(config, num_workers=1, progress=False, log=lines.append)
+    assert any(f"{name}-{before['fingerprint']}.json is stale" in line and "recomputing" in line for line in lines)
+    after = load_stats(path, name, spec, stats_dir)
     assert after["fingerprint"] != before["fingerprint"]
     assert after["episode_lengths"] != before["episode_lengths"]
     next(iter(make_train_iterator(config)))
@@ -162,48 +174,32 @@ def test_dataset_regenerated_with_same_counts_makes_stats_stale(tabletop_dir, tm
 def test_stats_of_another_fingerprint_format_are_stale_and_recomputed(tabletop_dir, tmp_path):  # noqa: F811
     root, name = str(tmp_path / "data"), "bridge_dataset"
     config = _bridge_copy(tabletop_dir, root, seed=0)
-    stats_dir, path, spec = os.path.join(root, "stats"), os.path.join(root, name), SPECS[name]
+    stats_dir, path, spec = os.path.join(root, "stats"), os.path.join(root, "prepared", name), SPECS[name]
+    prepare_all(config, num_workers=1, progress=False, log=_quiet)
     current = stats.stats_path(stats_dir, name, stats.dataset_fingerprint(path, name, spec))
-    compute_all_stats(config, log=lambda *a: None)
     os.rename(current, stats.stats_path(stats_dir, name, "0123456789ab"))  # as written by an older format
     with pytest.raises(DataError, match=f"stale \\({name}-0123456789ab.json was computed for") as e:
         load_stats(path, name, spec, stats_dir)
     assert "\n" not in str(e.value) and "compute_stats.py --config=<your training config> --if_missing" in str(e.value)
-    compute_all_stats(config, log=lambda *a: None)  # what the quick start's `compute_stats --if_missing` runs
+    compute_all_stats(config, log=_quiet)  # what `compute_stats --if_missing` runs
     assert load_stats(path, name, spec, stats_dir)["dataset"] == name
 
 
-def test_fingerprint_reads_bounded_windows_and_parses_no_record(tabletop_dir, monkeypatch):  # noqa: F811
-    def refuse(*args, **kwargs):
-        raise AssertionError("the fingerprint must not read records")
+def test_source_digest_reads_bounded_windows(tmp_path):
+    """The digest of a source file covers its size, head and tail windows: edits there change it, an edit
+    in the middle of a large file does not (docs/reliability.md)."""
+    data = np.random.default_rng(0).bytes(1_000_000)
+    file = tmp_path / "x-train.array_record-00000-of-00001"
 
-    for target, attr in ((sources, "parse_record"), (sources, "decode_image"), (sources.RecordReader, "read")):
-        monkeypatch.setattr(target, attr, refuse)
-    read = []
+    def digest(position=None):
+        edited = bytearray(data)
+        if position is not None:
+            edited[position] ^= 1
+        file.write_bytes(bytes(edited))
+        return release.content_digest([str(file)])
 
-    class CountingFile:
-        def __init__(self, file, mode):
-            self.file = open(file, mode)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.file.close()
-
-        def seek(self, offset):
-            self.file.seek(offset)
-
-        def read(self, size=-1):
-            data = self.file.read(size)
-            read.append(len(data))
-            return data
-
-    monkeypatch.setattr(stats, "open", CountingFile, raising=False)
-    name = "tabletop_single_arm"
-    path = os.path.join(tabletop_dir, name)
-    fingerprint = stats.dataset_fingerprint(path, name, SPECS[name])
-    monkeypatch.undo()
-    assert fingerprint == stats.dataset_fingerprint(path, name, SPECS[name])
-    files = stats.sources.open_builder(path, name).info.splits["train"].filepaths
-    assert 0 < sum(read) <= len(files) * (stats.HEAD_BYTES + stats.TAIL_BYTES)
+    base = digest()
+    assert digest(500_000) == base
+    assert digest(10) != base and digest(len(data) - 10) != base
+    file.write_bytes(data + b"x")
+    assert release.content_digest([str(file)]) != base

@@ -2,9 +2,11 @@
 
 Public entry points (see docs/data.md):
 
+- :func:`prepare_all` / :func:`prepare_dataset`: datasets as released (TFDS, TFRecord or array_record) ->
+  the prepared layout the pipeline reads, with statistics (tools/prepare_data.py).
 - :func:`make_train_iterator` / :func:`make_eval_iterator`: numpy batches in the vla_jax/batch.py format.
 - :func:`make_policy_io`: the same preprocessing for online (closed-loop) inference + action un-normalization.
-- :func:`generate_datasets`: the simulated tabletop datasets and tokenizer (tools/generate_data.py).
+- :func:`generate_datasets`: the simulated tabletop datasets, prepared, and tokenizer (tools/generate_data.py).
 - :func:`compute_all_stats` / :func:`load_stats` / :func:`combine_stats` / :class:`Normalizer`: statistics.
 - :class:`Tokenizer`, :func:`check_tokenizer`, :func:`train_tokenizer`.
 - :data:`SPECS`, :class:`RobotSpec`, :class:`WebSpec`: per-dataset standardization.
@@ -22,6 +24,7 @@ from vla_jax.data.generate import generate_datasets
 from vla_jax.data.lerobot import LeRobotFrames
 from vla_jax.data.lerobot_writer import write_lerobot_dataset
 from vla_jax.data.mixture import DataIterator, describe_mixture, make_eval_iterator, make_train_iterator, source_names
+from vla_jax.data.prepare import prepare_all, prepare_dataset
 from vla_jax.data.prompts import PROMPT_FORMATS
 from vla_jax.data.policy_io import PolicyIO, compute_all_stats, make_policy_io
 from vla_jax.data.specs import SPECS, RobotSpec, WebSpec, get_spec, register_spec
@@ -52,6 +55,8 @@ __all__ = [
     "make_policy_io",
     "make_train_iterator",
     "normalize",
+    "prepare_all",
+    "prepare_dataset",
     "register_op",
     "register_spec",
     "source_names",

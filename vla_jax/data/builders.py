@@ -121,18 +121,21 @@ def _remove_stale_temp_dirs(out_dir: str, name: str) -> None:
 
 
 def write_dataset(out_dir: str, name: str, features, splits: dict, description: str = "",
-                  metadata: dict | None = None, file_format: str = "array_record") -> str:
+                  metadata: dict | None = None, file_format: str = "array_record", num_shards: int | None = None) -> str:
     """Writes dataset ``name`` into ``out_dir/name`` atomically (temp dir + rename); returns its versioned dir.
 
-    A killed run leaves only a ``.tmp-*`` directory behind (removed by the next run), never a half
-    dataset at ``out_dir/name``.
+    ``num_shards``: record files per split (default: TFDS's choice by size). A killed run leaves only a
+    ``.tmp-*`` directory behind (removed by the next run), never a half dataset at ``out_dir/name``.
     """
+    import tensorflow_datasets as tfds
+
     os.makedirs(out_dir, exist_ok=True)
     _remove_stale_temp_dirs(out_dir, name)
     tmp = os.path.join(out_dir, f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         builder = make_builder(name, features, splits, tmp, description, metadata, file_format)
-        builder.download_and_prepare(download_dir=os.path.join(tmp, "downloads"))
+        builder.download_and_prepare(download_dir=os.path.join(tmp, "downloads"),
+                                     download_config=tfds.download.DownloadConfig(num_shards=num_shards))
         final = os.path.join(out_dir, name)
         if os.path.exists(final):
             shutil.rmtree(final)
@@ -157,23 +160,28 @@ def is_complete(out_dir: str, name: str, splits=("train", "val")) -> bool:
 
 
 def write_tiny_bridge_dataset(out_dir: str, num_episodes: int = 6, num_val_episodes: int = 2, image_size: int = 64,
-                              seed: int = 0, file_format: str = "array_record") -> str:
+                              seed: int = 0, file_format: str = "array_record", episode_length: int | None = None,
+                              texture: float = 0.0, num_shards: int | None = None, name: str = "bridge_dataset") -> str:
     """Writes a tiny dataset in the real ``bridge_dataset`` (BridgeData V2) step layout: nested
     ``observation/image_0`` (+ ``image_1``), 7-D ``observation/state``, 7-D ``action``, step-level
-    ``language_instruction``; returns the dataset root ``out_dir/bridge_dataset``.
+    ``language_instruction``; returns the dataset root ``out_dir/<name>``.
 
     Content is synthetic (a colored square moving on a gray table); use it to exercise loading a
-    real-OXE-layout dataset through config alone.
+    real-OXE-layout dataset through config alone. Episodes have 8-15 steps, or ``episode_length``;
+    ``texture`` > 0 adds fixed pixel noise of that std to the table (JPEGs of camera-photo size).
     """
     import tensorflow_datasets as tfds
 
     instructions = ("put the carrot on the plate", "open the drawer", "wipe the table with the towel")
+    table = np.full((image_size, image_size, 3), 110, np.float32)
+    table += np.random.default_rng(seed).normal(0, texture, table.shape) if texture else 0.0
+    table = np.clip(table, 0, 255).astype(np.uint8)
 
     def episodes(count, offset):
         def gen():
             rng = np.random.default_rng(seed + offset)
             for e in range(count):
-                length = int(rng.integers(8, 16))
+                length = episode_length or int(rng.integers(8, 16))
                 text = instructions[e % len(instructions)]
                 pos = rng.uniform(0.2, 0.8, size=2)
                 steps = []
@@ -181,7 +189,7 @@ def write_tiny_bridge_dataset(out_dir: str, num_episodes: int = 6, num_val_episo
                     action = np.concatenate([rng.normal(0, 0.01, 6), [float(t > length // 2)]]).astype(np.float32)
                     pos = np.clip(pos + action[:2] * 5, 0.1, 0.9)
                     state = np.concatenate([pos, [0.1], rng.normal(0, 0.1, 3), [action[6]]]).astype(np.float32)
-                    image = np.full((image_size, image_size, 3), 110, np.uint8)
+                    image = table.copy()
                     c = (pos * image_size).astype(int)
                     image[max(c[1] - 4, 0): c[1] + 4, max(c[0] - 4, 0): c[0] + 4] = (200, 60, 40)
                     steps.append({
@@ -203,11 +211,11 @@ def write_tiny_bridge_dataset(out_dir: str, num_episodes: int = 6, num_val_episo
         {"image_0": (image_size, image_size), "image_1": (image_size, image_size)}, state_dim=7, action_dim=7,
         metadata={"file_path": tfds.features.Text(), "episode_id": tfds.features.Scalar(dtype=np.int64)},
     )
-    write_dataset(out_dir, "bridge_dataset", features,
+    write_dataset(out_dir, name, features,
                   {"train": episodes(num_episodes, 0), "val": episodes(num_val_episodes, 10_000)},
                   description="Tiny synthetic dataset in the bridge_dataset (BridgeData V2) layout.",
-                  file_format=file_format)
-    return os.path.join(out_dir, "bridge_dataset")
+                  file_format=file_format, num_shards=num_shards)
+    return os.path.join(out_dir, name)
 
 
 def _tiny_feature(desc: str, image_size: int):

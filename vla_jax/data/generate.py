@@ -1,4 +1,5 @@
-"""Generates the simulated tabletop datasets (TFDS, array_record) and the default tokenizer.
+"""Generates the simulated tabletop datasets (TFDS, array_record), their prepared copies and statistics,
+and the default tokenizer.
 
 Datasets written under ``out_dir``:
 
@@ -10,7 +11,9 @@ Each has ``train`` and ``val`` splits. Both use only ``split="train"`` tasks (he
 are for closed-loop evaluation); val episodes use other seeds. Then ``out_dir/tokenizer.model`` is
 trained from every instruction paraphrase the simulator can produce, plus captions and QA text.
 Episodes are simulated and JPEG-encoded in worker processes; each dataset is written to a temp
-directory and renamed into place when complete.
+directory and renamed into place when complete. Then each is prepared (vla_jax/data/prepare.py) into
+``out_dir/prepared/<name>`` with its statistics in ``out_dir/stats``: the defaults of configs/mixtures.py,
+so the default mixtures train right after generation.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from vla_jax.data import builders
+from vla_jax.data import builders, prepare
+from vla_jax.data.specs import get_spec
 from vla_jax.data.tokenizer import CORPUS_FILE, train_tokenizer
 from vla_jax.sim import EMBODIMENTS, collect_episode, make_web_example, sample_task, tasks
 from vla_jax.sim.grounding_answers import LOCATION_TOKENS
@@ -35,6 +39,8 @@ ROBOT_DATASETS = {"tabletop_single_arm": "single_arm", "tabletop_bimanual": "bim
 WEB_DATASET = "tabletop_web_vl"
 ALL_DATASETS = tuple(ROBOT_DATASETS) + (WEB_DATASET,)
 TOKENIZER_FILE = "tokenizer.model"
+PREPARED_DIR = "prepared"  # the default config.data.prepared_dir (configs/mixtures.py)
+STATS_DIR = "stats"  # the default config.data.stats_dir
 DEFAULT_EPISODES = 2000
 DEFAULT_WEB_EXAMPLES = 8000
 DEFAULT_VOCAB_SIZE = 500
@@ -135,7 +141,8 @@ def generate_datasets(
     progress: bool = True,
     log=print,
 ) -> dict:
-    """Writes the three tabletop datasets and the tokenizer into ``out_dir``; returns a summary dict.
+    """Writes the three tabletop datasets, their prepared copies and statistics, and the tokenizer into
+    ``out_dir``; returns a summary dict.
 
     ``perturb``: DART noise scale of the robot demonstrations (vla_jax.sim.collect_episode); the val
     splits get the same. With ``if_missing``, datasets (and the tokenizer) already complete in ``out_dir``
@@ -150,8 +157,10 @@ def generate_datasets(
     tokenizer_path = os.path.join(out_dir, TOKENIZER_FILE)
     need_tokenizer = not (if_missing and os.path.isfile(tokenizer_path)) or bool(todo)
     if not todo and not need_tokenizer:
-        log(f"[generate] {out_dir}: all datasets and the tokenizer exist; nothing to do (--if_missing)")
-        summary["cached"] = True
+        if not _prepare(out_dir, num_workers, progress, log):
+            log(f"[generate] {out_dir}: all datasets, their prepared copies and the tokenizer exist; "
+                "nothing to do (--if_missing)")
+            summary["cached"] = True
         return summary
     num_workers = (os.cpu_count() or 1) if num_workers is None else num_workers
     pool = None
@@ -244,4 +253,15 @@ def generate_datasets(
         os.replace(tmp, corpus)
         train_tokenizer(texts, tokenizer_path, vocab_size=vocab_size, symbols=LOCATION_TOKENS, log=log)
     summary["tokenizer"] = tokenizer_path
+    _prepare(out_dir, num_workers, progress, log)
     return summary
+
+
+def _prepare(out_dir: str, num_workers: int | None, progress: bool, log) -> bool:
+    """Prepared copies (``out_dir/prepared/<name>``) and statistics (``out_dir/stats``) of the datasets
+    that are not up to date, with their own specs; True if any was prepared."""
+    done = [prepare.prepare_dataset(os.path.join(out_dir, name), os.path.join(out_dir, PREPARED_DIR, name), name,
+                                    get_spec(name), stats_dir=os.path.join(out_dir, STATS_DIR),
+                                    num_workers=num_workers, progress=progress, log=log)
+            for name in ALL_DATASETS]
+    return any(done)

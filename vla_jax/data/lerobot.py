@@ -461,4 +461,4 @@ def build_source(settings, name: str, source_index: int, *, split: str, process_
 
 settings_lib.SPEC_KINDS["lerobot"] = "robot"
 stats_lib.STATS_READERS["lerobot"] = (fingerprint, compute_stats)
-mixture.ROBOT_SOURCE_KINDS["lerobot"] = build_source
+mixture.SOURCE_KINDS["lerobot"] = build_source

@@ -26,7 +26,7 @@ import grain
 import numpy as np
 from absl import flags, logging
 
-from vla_jax.data import norm_stats as stats_lib, sources
+from vla_jax.data import norm_stats as stats_lib, prepared, records, sources
 from vla_jax.data.errors import DataError
 from vla_jax.data.settings import DataSettings, check_on_disk, dropped_line, read_settings
 from vla_jax.data.specs import RobotSpec, get_spec
@@ -42,76 +42,6 @@ from vla_jax.data.transforms import (
 
 SourceInfo = RobotSourceInfo | WebSourceInfo
 
-# ----------------------------------------------------------------------------- sources
-
-
-class RobotTransitions:
-    """grain random-access source: element i = raw sample of one (episode, step) transition."""
-
-    def __init__(self, reader, spec, episode_ids, lengths, horizon: int, num_cameras: int, source: int,
-                 grounding: bool = False):
-        self.reader = reader
-        self.grounding = grounding
-        self.spec = spec
-        self.episode_ids = np.asarray(episode_ids, np.int64)
-        self.lengths = np.asarray(lengths, np.int64)
-        self.ends = np.cumsum(self.lengths)
-        self.horizon = horizon
-        self.num_cameras = num_cameras
-        self.source = source
-
-    def __len__(self) -> int:
-        return int(self.ends[-1]) if len(self.ends) else 0
-
-    def locate(self, index: int) -> tuple[int, int]:
-        """(episode record index, step) of transition ``index``."""
-        k = int(np.searchsorted(self.ends, index, side="right"))
-        start = int(self.ends[k - 1]) if k else 0
-        return int(self.episode_ids[k]), int(index - start)
-
-    def __getitem__(self, index: int) -> dict:
-        episode_id, t = self.locate(int(index) % len(self))
-        episode = sources.Episode(self.reader.read(episode_id), self.reader.dataset)
-        stop = min(t + self.horizon, episode.num_steps)
-        keys = list(self.spec.image_keys[: self.num_cameras])
-        raw = {
-            "source": self.source,
-            "images": [episode.step_bytes(k, t) if k is not None else None for k in keys],
-            "state": self.spec.state_rows(episode.column, episode.num_steps, t, t + 1)[0],
-            "actions": self.spec.action_rows(episode.column, episode.num_steps, t, stop),
-            "num_steps": stop - t,
-            "instruction": self.spec.instruction(episode.column, episode.num_steps, t),
-        }
-        if self.grounding:
-            raw["grounding"] = episode.step_text(self.spec.grounding_key, t)
-        return raw
-
-
-class WebExamples:
-    """grain random-access source: element i = raw web vision-language example."""
-
-    def __init__(self, reader, spec, example_ids, source: int):
-        self.reader = reader
-        self.spec = spec
-        self.example_ids = np.asarray(example_ids, np.int64)
-        self.source = source
-
-    def __len__(self) -> int:
-        return len(self.example_ids)
-
-    def __getitem__(self, index: int) -> dict:
-        fmap = self.reader.read(int(self.example_ids[int(index) % len(self)]))
-        name, spec = self.reader.dataset, self.spec
-        raw = {"source": self.source, "images": [sources.feature_list(fmap, spec.image_key, name)[0]]}
-        if spec.caption_key:
-            raw["caption"] = sources.to_text(sources.feature_list(fmap, spec.caption_key, name)[0])
-        if spec.question_key and spec.answer_key:
-            questions = sources.feature_list(fmap, spec.question_key, name)
-            answers = sources.feature_list(fmap, spec.answer_key, name)
-            raw["qa"] = [(sources.to_text(q), sources.to_text(a)) for q, a in zip(questions, answers)]
-        return raw
-
-
 # ----------------------------------------------------------------------------- building blocks
 
 
@@ -119,7 +49,7 @@ class WebExamples:
 class SourceEntry:
     name: str
     kind: str
-    source: object  # RobotTransitions | WebExamples
+    source: object  # sources.RobotTransitions | sources.WebExamples
     info: object  # RobotSourceInfo | WebSourceInfo
     size: int  # transitions / examples in the whole split (all processes)
 
@@ -130,7 +60,8 @@ def dataset_stats(settings: DataSettings, name: str) -> tuple[dict, dict]:
     loaded = []
     for member in members:
         ds = settings.datasets[member]
-        loaded.append(stats_lib.load_stats(ds.dir, member, get_spec(ds.spec, member), settings.stats_dir, ds.kind))
+        loaded.append(stats_lib.load_stats(ds.read_dir, member, get_spec(ds.spec, member), settings.stats_dir,
+                                           ds.kind))
     own = loaded[members.index(name)]
     return own, stats_lib.combine_stats(loaded)
 
@@ -148,8 +79,6 @@ def robot_source_info(spec: RobotSpec, stats: dict) -> RobotSourceInfo:
 
 
 def _shard(ids: np.ndarray, name: str, process_index: int, process_count: int) -> np.ndarray:
-    if not 0 <= process_index < process_count:
-        raise DataError(f"process_index={process_index} must be in [0, process_count={process_count})")
     shard = ids[process_index::process_count]
     if len(shard) == 0:
         raise DataError(
@@ -159,9 +88,60 @@ def _shard(ids: np.ndarray, name: str, process_index: int, process_count: int) -
     return shard
 
 
-# Robot dataset kinds whose sources other modules build (they register here: vla_jax/data/lerobot.py). Each is
-# called as build_source below and returns a robot SourceEntry.
-ROBOT_SOURCE_KINDS: dict[str, Callable[..., SourceEntry]] = {}
+def _ids(count: int, max_records: int | None, name: str, split: str) -> np.ndarray:
+    ids = np.arange(count if max_records is None else min(count, max_records))
+    if len(ids) == 0:
+        raise DataError(f"dataset '{name}': split '{split}' is empty")
+    return ids
+
+
+def open_prepared_robot(settings: DataSettings, name: str) -> dict:
+    """The manifest of robot dataset ``name``'s prepared copy, checked against its source, its spec and the
+    model's dims (one-line errors naming the command to run)."""
+    ds = settings.datasets[name]
+    spec = get_spec(ds.spec, name)
+    manifest = prepared.open_checked(ds.dir, ds.prepared, name, ds.kind)
+    if ds.grounding and spec.grounding_key not in manifest["source_keys"]:
+        raise DataError(f"dataset '{name}': grounding text '{spec.grounding_key}' is missing from the steps; "
+                        "regenerate the data (python tools/generate_data.py) or set "
+                        f"config.data.datasets.{name}.grounding=False")
+    prepared.check_robot_layout(manifest, spec, name, settings.dims.max_action_dim, settings.dims.max_state_dim)
+    return manifest
+
+
+def _build_robot(settings: DataSettings, name: str, source_index: int, *, split: str, process_index: int,
+                 process_count: int, max_records: int | None) -> SourceEntry:
+    ds = settings.datasets[name]
+    spec = get_spec(ds.spec, name)
+    dims = settings.dims
+    data = prepared.RobotSplit(ds.prepared, open_prepared_robot(settings, name), split, name)
+    ids = _ids(len(data.lengths), max_records, name, split)
+    shard = _shard(ids, name, process_index, process_count)
+    _, group = dataset_stats(settings, name)
+    source = sources.RobotTransitions(data, spec, shard, dims.action_horizon, dims.num_cameras, source_index,
+                                      grounding=ds.grounding)
+    return SourceEntry(name, "robot", source, robot_source_info(spec, group), int(data.lengths[ids].sum()))
+
+
+def _build_web(settings: DataSettings, name: str, source_index: int, *, split: str, process_index: int,
+               process_count: int, max_records: int | None) -> SourceEntry:
+    ds = settings.datasets[name]
+    spec = get_spec(ds.spec, name)
+    manifest = prepared.open_checked(ds.dir, ds.prepared, name, "web")
+    data = prepared.WebSplit(ds.prepared, manifest, split, name)
+    ids = _ids(len(data), max_records, name, split)
+    shard = _shard(ids, name, process_index, process_count)
+    fmap = data.read(int(shard[0]))
+    for key in (spec.image_key, spec.caption_key, spec.question_key, spec.answer_key):
+        if key:
+            records.feature_list(fmap, key, name)  # raises a one-line DataError if missing
+    return SourceEntry(name, "web", sources.WebExamples(data, spec, shard, source_index, name),
+                       WebSourceInfo(caption_prompt=spec.caption_prompt), len(ids))
+
+
+# How each ``config.data.datasets.<name>.kind`` becomes a source, called as build_source below. Other modules
+# register their kinds (vla_jax/data/lerobot.py).
+SOURCE_KINDS: dict[str, Callable[..., SourceEntry]] = {"robot": _build_robot, "web": _build_web}
 
 
 def build_source(
@@ -169,44 +149,11 @@ def build_source(
     process_count: int = 1, max_records: int | None = None,
 ) -> SourceEntry:
     """One dataset's source for this process's shard, validated against its spec (one-line errors)."""
-    ds = settings.datasets[name]
-    if ds.kind in ROBOT_SOURCE_KINDS:
-        return ROBOT_SOURCE_KINDS[ds.kind](settings, name, source_index, split=split, process_index=process_index,
-                                           process_count=process_count, max_records=max_records)
-    spec = get_spec(ds.spec, name)
-    dims = settings.dims
-    reader = sources.RecordReader(ds.dir, split, name)
-    ids = np.arange(len(reader) if max_records is None else min(len(reader), max_records))
-    if len(ids) == 0:
-        raise DataError(f"dataset '{name}': split '{split}' is empty")
-    shard = _shard(ids, name, process_index, process_count)
-    if ds.kind == "web":
-        fmap = reader.read(int(shard[0]))
-        for key in (spec.image_key, spec.caption_key, spec.question_key, spec.answer_key):
-            if key:
-                sources.feature_list(fmap, key, name)  # raises a one-line DataError if missing
-        return SourceEntry(name, "web", WebExamples(reader, spec, shard, source_index),
-                           WebSourceInfo(caption_prompt=spec.caption_prompt), len(ids))
-    episode = sources.Episode(reader.read(int(shard[0])), name)
-    sources.check_robot_layout(episode, spec, dims.max_action_dim, dims.max_state_dim)
-    if ds.grounding and not episode.has(spec.grounding_key):
-        raise DataError(f"dataset '{name}': grounding text '{spec.grounding_key}' is missing from the steps; "
-                        "regenerate the data (python tools/generate_data.py) or set "
-                        f"config.data.datasets.{name}.grounding=False")
-    own, group = dataset_stats(settings, name)
-    if split == ds.train_split and max_records is None:
-        lengths_all = np.asarray(own["episode_lengths"], np.int64)
-        if len(lengths_all) != len(reader):
-            raise DataError(f"dataset '{name}': stats list {len(lengths_all)} episodes but the split has {len(reader)}; "
-                            "run `python tools/compute_stats.py --config=<your training config>`")
-        lengths = lengths_all[shard]
-    else:
-        lengths = sources.episode_lengths(reader, shard)
-    info = robot_source_info(spec, group)
-    source = RobotTransitions(reader, spec, shard, lengths, dims.action_horizon, dims.num_cameras, source_index,
-                              grounding=ds.grounding)
-    size = int(own["num_transitions"]) if split == ds.train_split and max_records is None else len(source)
-    return SourceEntry(name, "robot", source, info, size)
+    if not 0 <= process_index < process_count:
+        raise DataError(f"process_index={process_index} must be in [0, process_count={process_count})")
+    return SOURCE_KINDS[settings.datasets[name].kind](settings, name, source_index, split=split,
+                                                      process_index=process_index, process_count=process_count,
+                                                      max_records=max_records)
 
 
 def load_tokenizer(settings: DataSettings) -> Tokenizer:
@@ -387,10 +334,11 @@ def describe_mixture(config) -> list[dict]:
         ds = settings.datasets[name]
         spec = get_spec(ds.spec, name)
         if ds.is_robot:
-            st = stats_lib.load_stats(ds.dir, name, spec, settings.stats_dir, ds.kind)
+            st = stats_lib.load_stats(ds.read_dir, name, spec, settings.stats_dir, ds.kind)
             sizes[name], episodes = int(st["num_transitions"]), int(st["num_trajectories"])
         else:
-            sizes[name] = episodes = len(sources.RecordReader(ds.dir, ds.train_split, name))
+            manifest = prepared.open_checked(ds.dir, ds.prepared, name, ds.kind)
+            sizes[name] = episodes = int(prepared.split_info(manifest, ds.train_split, name, ds.prepared)["examples"])
         rows.append({"name": name, "kind": ds.kind, "spec": ds.spec, "weight": weight, "size": sizes[name],
                      "records": episodes, "dir": ds.dir})
     shares = mixture_weights(settings, sizes)

@@ -1,12 +1,11 @@
 """Normalization statistics for robot datasets: compute, cache, load, combine, apply.
 
-Statistics cover the ``train`` split and are read from the records' state and
-action floats only (images are never decoded). They are stored as JSON at
-``<stats_dir>/<dataset>-<fingerprint>.json``; the fingerprint hashes the dataset's
-identity (resolved path, name, version, split sizes), the content of the split's
-record files (:func:`content_digest`) and the standardization spec, so a
-regenerated dataset or a changed spec makes the cache stale and :func:`load_stats`
-says how to refresh it.
+Statistics cover the ``train`` split and are read from the prepared copy's state and action columns
+only (vla_jax/data/prepared.py; images are never read). They are stored as JSON at
+``<stats_dir>/<dataset>-<fingerprint>.json``; the fingerprint hashes the prepared copy's identity (its
+source's path and content digest, recorded at preparation, the layout format, split sizes) and the
+standardization spec, so a re-prepared dataset with other contents or a changed spec makes the cache
+stale and :func:`load_stats` says how to refresh it.
 """
 
 from __future__ import annotations
@@ -16,62 +15,33 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import numpy as np
 
-from vla_jax.data import sources
+from vla_jax.data import prepared
 from vla_jax.data.errors import DataError
 
 STAT_KEYS = ("mean", "std", "min", "max", "q01", "q99")
 QUANTILE_SAMPLE_CAP = 2_000_000  # rows kept for quantiles; beyond this a uniform subsample is used
 _EPS = 1e-8
 FINGERPRINT_FORMAT = 2  # what dataset_fingerprint covers; stats files of another format read as stale
-HEAD_BYTES = 64 * 1024  # read from the start of each record file by content_digest
-TAIL_BYTES = 192 * 1024  # read from the end: array_record's index, postscript and block padding
 _STALE_REASON = "other dataset contents, another spec or an older fingerprint format"
 
 
-def content_digest(files: Iterable[str | os.PathLike]) -> str:
-    """Hash of the record files' contents, from a bounded read of each (no record is parsed or decoded).
-
-    Per file: its name, size, first :data:`HEAD_BYTES` and last :data:`TAIL_BYTES`. The tail of an
-    array_record file holds its index (the offset of every record, i.e. every compressed record
-    size, for shards of up to a few thousand records) and its last records, the head its first
-    records, so regenerated episodes change the digest even when the counts stay the same.
-    """
-    digest = hashlib.sha256()
-    for file in files:
-        file = os.fspath(file)
-        size = os.path.getsize(file)
-        digest.update(f"{os.path.basename(file)}:{size}:".encode())
-        with open(file, "rb") as f:
-            digest.update(f.read(HEAD_BYTES))
-            if size > HEAD_BYTES:
-                f.seek(max(size - TAIL_BYTES, HEAD_BYTES))
-                digest.update(f.read())
-    return digest.hexdigest()
-
-
 def dataset_fingerprint(path: str, dataset: str, spec, split: str = "train") -> str:
-    """12 hex digits naming the statistics of ``split``: dataset identity, ``split``'s contents, spec.
+    """12 hex digits naming the statistics of ``split`` of the prepared copy at ``path``.
 
-    Covers the resolved path, TFDS name and version, every split's size, ``split``'s serialized size
-    (dataset_info.json) and :func:`content_digest` of its files; cheap enough for every trainer start.
+    Covers the source recorded in its manifest (configured dir, versioned path, content digest), the
+    layout format, every split's size and the spec; reads the manifest only (no record, no column).
     """
-    builder = sources.open_builder(path, dataset)
-    info = builder.info
-    split_info = info.splits[split] if split in info.splits else None
-    files = split_info.filepaths if split_info is not None else []
+    manifest = prepared.read_manifest(path, dataset)
     payload = {
         "format": FINGERPRINT_FORMAT,
-        "path": os.path.abspath(sources.resolve_dataset_dir(path, dataset)),
-        "name": info.name,
-        "version": str(info.version),
+        "layout": manifest["format"],
+        "source": manifest["source"],
         "split": split,
-        "splits": {k: int(v.num_examples) for k, v in sorted(info.splits.items())},
-        "num_bytes": int(split_info.num_bytes) if split_info is not None else 0,
-        "content": content_digest(sorted(files, key=os.fspath)),
+        "splits": {k: {n: v for n, v in info.items() if n != "files"} for k, info in sorted(manifest["splits"].items())},
         "spec": spec.fingerprint(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
@@ -94,14 +64,12 @@ def _summary(values: np.ndarray, quantile_rows: np.ndarray) -> dict:
 
 
 def compute_stats(path: str, dataset: str, spec, split: str = "train", log=print) -> dict:
-    """Reads state and action of every step of ``split``; returns the stats dict (not saved)."""
-    reader = sources.RecordReader(path, split, dataset)
+    """Statistics of ``split`` of the prepared copy at ``path`` from its state and action columns (no frame is
+    read); returns the stats dict (not saved)."""
     start = time.perf_counter()
-    actions, states = [], []
-    for index in range(len(reader)):
-        episode = sources.Episode(reader.read(index), dataset)
-        actions.append(sources.for_dataset(dataset, spec.action_rows, episode.column, episode.num_steps))
-        states.append(sources.for_dataset(dataset, spec.state_rows, episode.column, episode.num_steps))
+    data = prepared.RobotSplit(path, prepared.read_manifest(path, dataset), split, dataset)
+    ends = np.cumsum(data.lengths)[:-1]
+    actions, states = np.split(np.asarray(data.action), ends), np.split(np.asarray(data.state), ends)
     return summarize(dataset, spec, split, actions, states, time.perf_counter() - start, log)
 
 
@@ -170,8 +138,8 @@ def stale_stats_files(stats_dir: str, dataset: str, fingerprint: str) -> list[st
 
 def ensure_stats(path: str, dataset: str, spec, stats_dir: str, *, if_missing: bool = True, log=print,
                  kind: str = "robot") -> str:
-    """Computes and saves stats unless a fresh file exists (with ``if_missing``); returns its path. ``kind``: the
-    dataset kind (:data:`STATS_READERS`)."""
+    """Computes and saves stats unless a fresh file exists (with ``if_missing``); returns its path. ``path``:
+    what the dataset ``kind`` reads (:data:`STATS_READERS`; robot: its prepared copy)."""
     fingerprint_fn, compute_fn = _readers(kind)
     fingerprint = fingerprint_fn(path, dataset, spec)
     out = stats_path(stats_dir, dataset, fingerprint)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from vla_jax.batch import OBSERVATION_KEYS
-from vla_jax.data import mixture, norm_stats as stats_lib
+from vla_jax.data import mixture, norm_stats as stats_lib, prepared
 from vla_jax.data.errors import DataError
 from vla_jax.data.settings import check_on_disk, dropped_line, read_settings
 from vla_jax.data.specs import get_spec
@@ -19,7 +19,8 @@ from vla_jax.data.transforms import finalize_batch
 
 def compute_all_stats(config, *, if_missing: bool = True, log=print) -> dict[str, str]:
     """Computes (or, with ``if_missing``, reuses) stats of every robot dataset in ``config.data.mixture``
-    and of their norm-group members; returns {dataset: stats file}."""
+    and of their norm-group members from their prepared copies (one line naming tools/prepare_data.py
+    if one is missing or stale); returns {dataset: stats file}."""
     settings = read_settings(config)
     check_on_disk(settings)
     if settings.dropped:
@@ -31,8 +32,11 @@ def compute_all_stats(config, *, if_missing: bool = True, log=print) -> dict[str
     out = {}
     for name in names:
         ds = settings.datasets[name]
-        out[name] = stats_lib.ensure_stats(ds.dir, name, get_spec(ds.spec, name), settings.stats_dir,
-                                           if_missing=if_missing, log=log, kind=ds.kind)
+        spec = get_spec(ds.spec, name)
+        if ds.prepared is not None:
+            mixture.open_prepared_robot(settings, name)  # one line naming prepare_data.py if missing or stale
+        out[name] = stats_lib.ensure_stats(ds.read_dir, name, spec, settings.stats_dir, if_missing=if_missing,
+                                           log=log, kind=ds.kind)
     return out
 
 

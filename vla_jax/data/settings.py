@@ -22,13 +22,17 @@ from vla_jax.models import addons
 # robot specs give robot samples and have normalization statistics; other modules register their kinds
 # (vla_jax/data/lerobot.py: "lerobot").
 SPEC_KINDS: dict[str, str] = {"robot": "robot", "web": "web"}
+# Dataset kinds the pipeline reads from prepared copies (tools/prepare_data.py; vla_jax/data/prepare.py's
+# PREPARE_KINDS); the others (lerobot) are read where they are.
+PREPARED_KINDS = ("robot", "web")
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSettings:
     name: str
     kind: str  # a key of SPEC_KINDS: "robot" (RLDS) | "web" | "lerobot"
-    dir: str  # resolved path (dataset root or versioned directory)
+    dir: str  # resolved path of the source as released (dataset root or versioned directory)
+    prepared: str | None  # kinds in PREPARED_KINDS: resolved path of the prepared copy, <prepared_dir>/<name>
     spec: str
     train_split: str
     eval_split: str
@@ -38,6 +42,11 @@ class DatasetSettings:
     @property
     def is_robot(self) -> bool:
         return SPEC_KINDS[self.kind] == "robot"
+
+    @property
+    def read_dir(self) -> str:
+        """What the pipeline and the statistics read: the prepared copy, else the dataset where it is."""
+        return self.prepared or self.dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,12 +81,13 @@ class DataSettings:
 
 def _resolve(path: str, data_dir: str) -> str:
     path = os.path.expanduser(str(path))
-    return path if os.path.isabs(path) else os.path.join(data_dir, path)
+    return path if os.path.isabs(path) or "://" in path else os.path.join(data_dir, path)
 
 
 def read_settings(config) -> DataSettings:
     data, model = config.data, config.model
     data_dir = os.path.abspath(os.path.expanduser(str(data.data_dir)))
+    prepared_dir = _resolve(data.get("prepared_dir", "prepared"), data_dir)
     datasets = {}
     for name, d in data.datasets.items():
         kind = str(d.kind)
@@ -95,6 +105,7 @@ def read_settings(config) -> DataSettings:
             name=name,
             kind=kind,
             dir=_resolve(d.dir, data_dir),
+            prepared=os.path.join(prepared_dir, name) if kind in PREPARED_KINDS else None,
             spec=str(d.spec),
             train_split=str(d.get("train_split", "train")),
             eval_split=str(d.get("eval_split", "val")),

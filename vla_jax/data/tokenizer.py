@@ -10,7 +10,7 @@ import glob
 import os
 from typing import Sequence
 
-from vla_jax.data import sources
+from vla_jax.data import records, release
 from vla_jax.data.errors import DataError
 
 DISCRETE_ACTION_BINS = 256  # the last 256 ids of the model vocabulary are action bins (OpenVLA / RT-2)
@@ -163,13 +163,12 @@ def corpus_from_dir(data_dir: str) -> list[str]:
     for info_file in sorted(glob.glob(os.path.join(data_dir, "*", "*", "dataset_info.json"))):
         version_dir = os.path.dirname(info_file)
         name = os.path.basename(os.path.dirname(version_dir))
-        builder = sources.open_builder(version_dir, name)
-        for split in builder.info.splits:
-            reader = sources.RecordReader(version_dir, split, name)
-            for index in range(len(reader)):
-                fmap = reader.read(index)
+        source = release.open_release(version_dir, name)
+        for shard in (shard for shards in source.splits.values() for shard in shards):
+            for record in release.iter_records(shard, source.file_format, name):
+                fmap = records.parse_record(record)
                 for key in fmap.keys():
                     leaf = key.rsplit("/", 1)[-1]
                     if leaf in ("language_instruction", "natural_language_instruction", "caption", "question", "answer"):
-                        texts.extend(sources.to_text(v) for v in sources.feature_list(fmap, key, name))
+                        texts.extend(records.to_text(v) for v in records.feature_list(fmap, key, name))
     return list(dict.fromkeys(texts))  # unique, first-seen order

@@ -17,11 +17,12 @@ resized to ``config.model.image_size`` if it is not already, and scaled to [-1, 
 from __future__ import annotations
 
 import dataclasses
+import io
 from typing import Callable
 
 import numpy as np
 
-from vla_jax.data import prompts, sources
+from vla_jax.data import prompts
 from vla_jax.config import ConfigError, parse_call
 from vla_jax.data.errors import DataError
 
@@ -234,6 +235,14 @@ class WebSourceInfo:
     kind: str = "web"
 
 
+def decode_image(data: bytes):
+    """Decodes JPEG/PNG bytes into an RGB ``PIL.Image``."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
 def to_pil(image):
     """bytes (JPEG/PNG), uint8 array or PIL image -> RGB PIL image."""
     from PIL import Image
@@ -241,7 +250,7 @@ def to_pil(image):
     if image is None:
         return None
     if isinstance(image, (bytes, bytearray)):
-        return sources.decode_image(bytes(image))
+        return decode_image(bytes(image))
     if isinstance(image, np.ndarray):
         return Image.fromarray(np.asarray(image, np.uint8))
     return image
@@ -272,8 +281,12 @@ def finalize_batch(batch: dict) -> dict:
     float32 in [-1, 1], missing cameras 0. Applied once per batch by the iterators / policy I/O."""
     images = batch["images"]
     if images.dtype == np.uint8:
-        mask = batch["image_mask"][..., None, None, None]
-        batch = dict(batch, images=np.where(mask, images.astype(np.float32) * (2.0 / 255.0) - 1.0, np.float32(0.0)))
+        out = np.zeros(images.shape, np.float32)
+        for b, c in zip(*np.nonzero(batch["image_mask"])):  # present cameras only, in place: no full-size temporaries
+            x = out[b, c]
+            np.multiply(images[b, c], np.float32(2.0 / 255.0), out=x, dtype=np.float32)
+            x -= np.float32(1.0)
+        batch = dict(batch, images=out)
     return batch
 
 

@@ -28,6 +28,7 @@ from vla_jax import data as data_lib
 from vla_jax.batch import check_batch
 from vla_jax.config import ConfigError
 from vla_jax.data.errors import DataError
+from vla_jax.data.mixture import dataset_stats
 from vla_jax.data.settings import read_settings
 from vla_jax.eval.run import PeriodicEvaluator
 from vla_jax.models import addons, summary
@@ -93,14 +94,8 @@ def make_data(config, process_index: int, process_count: int):
     it = data_lib.make_train_iterator(config, process_index=process_index, process_count=process_count)
     names = data_lib.source_names(config)
     settings = read_settings(config)
-    stats = {}  # per robot dataset: the (norm-group combined) statistics its batches were normalized with
-    for name in names:
-        if not settings.datasets[name].is_robot:
-            continue
-        members = settings.norm_group_members(name)
-        loaded = [data_lib.load_stats(settings.datasets[m].dir, m, data_lib.get_spec(settings.datasets[m].spec, m),
-                                      settings.stats_dir, settings.datasets[m].kind) for m in members]
-        stats[name] = data_lib.combine_stats(loaded)
+    # per robot dataset: the (norm-group combined) statistics its batches were normalized with
+    stats = {name: dataset_stats(settings, name)[1] for name in names if settings.datasets[name].is_robot}
     return it, names, stats
 
 
