@@ -33,7 +33,7 @@ def compute_all_stats(config, *, if_missing: bool = True, log=print) -> dict[str
     return out
 
 
-def _lookup(obs: dict, path: str):
+def lookup(obs: dict, path: str):
     """Finds a step key such as ``observation/image_0`` in a raw observation: obs["observation"]["image_0"],
     obs["image_0"] or obs["images"]["image_0"] (the vla_jax.sim env layout)."""
     parts = path.split("/")
@@ -78,8 +78,8 @@ class PolicyIO:
         keys = self.spec.image_keys[: self.dims.num_cameras]
         raw = {
             "source": self.source,
-            "images": [_lookup(obs, k) if k is not None else None for k in keys],
-            "state": np.concatenate([np.ravel(np.asarray(_lookup(obs, k), np.float32)) for k in self.spec.state_keys]),
+            "images": [lookup(obs, k) if k is not None else None for k in keys],
+            "state": np.concatenate([np.ravel(np.asarray(lookup(obs, k), np.float32)) for k in self.spec.state_keys]),
             "instruction": instruction,
         }
         example = self.transform(raw, np.random.default_rng(0))

@@ -3,7 +3,9 @@
 Up to ``max_batch`` examples are stacked; with ``pad_sizes`` the batch is padded (repeating its first example) to
 the smallest of those sizes that holds it, so a compiled program exists per size and nothing recompiles. Each
 request carries its own noise [H, A], so its answer does not depend on what it was batched with. One model call
-runs at a time, on a worker thread; the event loop keeps receiving and preprocessing meanwhile.
+runs at a time, on a worker thread; the event loop keeps receiving and preprocessing meanwhile. ``senders``
+(the number of open connections; each has at most one request in flight) ends the wait as soon as every
+possible request is in.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ class Batcher:
     batching loop (one task per server)."""
 
     def __init__(self, run: Callable[[dict, np.ndarray], np.ndarray], max_batch: int = 8, max_wait_ms: float = 5.0,
-                 pad: bool = False):
+                 pad: bool = False, senders: Callable[[], int] | None = None):
         if max_batch < 1 or max_wait_ms < 0:
             raise ValueError(f"max_batch={max_batch} must be >= 1 and max_wait_ms={max_wait_ms} >= 0")
         self._run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000.0
         self.sizes = pad_sizes(max_batch) if pad else None
+        self._senders = senders
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model")
         self.batch_sizes: collections.Counter = collections.Counter()  # real examples per model call
@@ -59,7 +62,7 @@ class Batcher:
                 jobs.append(self._queue.get_nowait())
                 continue
             left = deadline - time.perf_counter()
-            if left <= 0:
+            if left <= 0 or (self._senders is not None and len(jobs) >= self._senders()):
                 break
             try:
                 jobs.append(await asyncio.wait_for(self._queue.get(), left))

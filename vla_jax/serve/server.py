@@ -70,7 +70,8 @@ class PolicyServer:
         self.io = ModelIO(info, robot)
         self.spec = ObservationSpec(robot, info.dims.num_cameras, info.dims.action_horizon, info.dims.max_action_dim)
         self.max_batch, self.max_wait_ms = max_batch, max_wait_ms
-        self.batcher = Batcher(backend.sample, max_batch, max_wait_ms, pad=backend.pads_batch)
+        self.batcher = Batcher(backend.sample, max_batch, max_wait_ms, pad=backend.pads_batch,
+                               senders=lambda: self.clients)
         self.rng = np.random.default_rng(seed)
         self.metadata = {
             "server": "vla_jax", "robot": robot.name, "dataset": robot.dataset, "backend": backend.name,
