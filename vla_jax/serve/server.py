@@ -56,6 +56,17 @@ def _peer(conn: ServerConnection) -> str:
     return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
 
 
+class _Connection(ServerConnection):
+    """Logs (one line) a client dropped because its websocket handshake did not finish in time."""
+
+    async def handshake(self, *args, **kwargs) -> None:
+        try:
+            await super().handshake(*args, **kwargs)
+        except asyncio.CancelledError:
+            log.warning(f"{_peer(self)}: no websocket handshake in time; dropped")
+            raise
+
+
 class PolicyServer:
     """Serves ``backend`` to clients of ``robot`` (see the module doc for the protocol)."""
 
@@ -80,7 +91,7 @@ class PolicyServer:
             "image_size": info.dims.image_size, "image_layout": robot.image_layout, "max_batch": max_batch,
             "observation": self.spec.describe(),
         }
-        self.requests = 0  # answered
+        self.requests = 0  # received
         self.clients = 0  # open connections
         self._inflight = 0
         self._idle: asyncio.Event | None = None
@@ -132,10 +143,9 @@ class PolicyServer:
                     await self._fail(conn, "server is shutting down")
                     return
                 self._busy(+1)
+                self.requests += 1
                 try:
-                    reply = await self._answer(frame)
-                    await conn.send(reply)
-                    self.requests += 1
+                    await conn.send(await self._answer(frame))
                 except (ProtocolError, RequestError) as e:
                     log.warning(f"{peer}: bad request: {e}")
                     await self._fail(conn, f"bad request: {e}")
@@ -177,7 +187,7 @@ class PolicyServer:
         batching = asyncio.get_running_loop().create_task(self.batcher.run())
         server = await serve(self._handle, self.host, self.port, process_request=self._process_request,
                              compression=None, max_size=self.max_message_bytes, open_timeout=min(10.0, self.idle_timeout_s),
-                             logger=_ws_log)
+                             logger=_ws_log, create_connection=_Connection)
         self.port = server.sockets[0].getsockname()[1]
         log.info(f"serving {self.robot.name} ({self.backend.name}, {self.backend.info.source}) on "
                  f"ws://{self.host}:{self.port}, max_batch={self.max_batch}, max_wait_ms={self.max_wait_ms:g}")
