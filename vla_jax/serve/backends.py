@@ -70,12 +70,12 @@ class TorchBackend(Backend):
 
         from vla_jax.export.torch_port import VLAPolicy
 
+        _, self.info = folder_info(folder)
         if not os.path.isfile(os.path.join(folder, "model.safetensors")):
             raise BackendError(f"--policy={folder} has no model.safetensors (exported with --format=onnx?); "
                                "use --backend=onnx")
         if threads:
             torch.set_num_threads(threads)
-        _, self.info = folder_info(folder)
         self.policy = VLAPolicy.from_pretrained(folder)
 
     def sample(self, obs, noise):
@@ -90,11 +90,11 @@ class OnnxBackend(Backend):
     def __init__(self, folder: str, threads: int | None = None):
         import onnxruntime as ort
 
+        _, self.info = folder_info(folder)
         path = os.path.join(folder, "policy.onnx")
         if not os.path.isfile(path):
             raise BackendError(f"--policy={folder} has no policy.onnx (exported with --format=pytorch?); "
                                "use --backend=torch")
-        _, self.info = folder_info(folder)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
