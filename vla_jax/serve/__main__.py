@@ -36,6 +36,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max_clients", type=int, default=256, help="refuse connections beyond this many (503)")
     p.add_argument("--threads", type=int, default=None, help="PyTorch / onnxruntime threads")
     p.add_argument("--seed", type=int, default=0, help="noise of requests without noise / noise_seed")
+    p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
+                   help="run every batch size once before serving (JAX: compile them)")
     return p.parse_args(argv)
 
 
@@ -70,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except (BackendError, RobotConfigError, ValueError) as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr, flush=True)
         return 2
+
+    if args.warmup:
+        server.warm_up()
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -18,6 +18,7 @@ import hmac
 import http
 import logging
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -180,6 +181,19 @@ class PolicyServer:
         return None
 
     # ------------------------------------------------------------------------------------------ lifecycle
+    def warm_up(self) -> float:
+        """Runs the model once per batch size it will see (JAX: compiles every padded size); returns seconds."""
+        t0 = time.perf_counter()
+        r = self.backend.info.dims.image_size
+        images = [None if k is None else np.zeros((r, r, 3), np.uint8) for k in self.spec.cameras]
+        example = self.io.example(Observation(images, np.zeros(self.robot.state_dim, np.float32), "warm up"))
+        for size in self.batcher.sizes or (1,):
+            self.backend.sample({k: np.stack([v] * size) for k, v in example.items()},
+                                np.zeros((size, *self.spec.noise_shape), np.float32))
+        seconds = time.perf_counter() - t0
+        log.info(f"warmed up batch sizes {list(self.batcher.sizes or (1,))} in {seconds:.1f}s")
+        return seconds
+
     async def serve(self, stop: asyncio.Event, started: threading.Event | None = None) -> None:
         """Serves until ``stop`` is set, then stops accepting, answers the requests in flight and closes."""
         self._idle = asyncio.Event()
