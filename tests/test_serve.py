@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -24,6 +25,7 @@ from vla_jax.serve.backends import TorchBackend
 from vla_jax.serve.protocol import pack, unpack
 from vla_jax.serve.robots import get_robot
 from vla_jax.serve.server import PolicyServer, ServerThread
+from vla_jax.train import testing
 
 # openpi-client 0.1.2 opens its connection without a context manager, which websockets 17 flags
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used:DeprecationWarning")
@@ -118,6 +120,16 @@ def test_action_chunk_broker_asks_once_per_chunk(backend):
         client._ws.close()
     np.testing.assert_allclose(np.stack(steps[:4]), chunk, atol=1e-6)
     np.testing.assert_allclose(np.stack(steps[4:]), chunk, atol=1e-6)
+
+
+def test_docs_snippet_runs(backend):
+    text = open(os.path.join(testing.REPO, "docs", "serving.md")).read()
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    with running(backend) as (server, url):
+        scope: dict = {}
+        exec(snippet.replace("8000", str(server.port)), scope)
+        assert scope["chunk"].shape == (4, 7) and scope["action"].shape == (7,) and server.requests == 2
+        scope["client"]._ws.close()
 
 
 def test_api_key_is_required_when_set(backend, caplog):
