@@ -1,19 +1,21 @@
 """Policy-server load: N concurrent openpi clients over loopback, dynamic batching on vs off.
 
-    python benchmarks/serve_load.py                                  # the tiny and debug models, N = 1, 4, 16
-    python benchmarks/serve_load.py --models=debug --clients=16 --rounds=2 --seconds=3
+    python benchmarks/serve_load.py                                  # debug/torch, debug/jax, tiny/torch; N = 1, 4, 16
+    python benchmarks/serve_load.py --runs=debug/onnx --clients=16 --rounds=2 --seconds=3
     python benchmarks/serve_load.py --write_docs                     # the tables into docs/performance.md
 
-Models: ``debug`` (the preset) and ``tiny`` (the serving tests' model: ``vla_jax.train.testing.TINY``, 16 px,
-widths 32 / 16, no conv stem or keypoints). A checkpoint of each with random float32 parameters (statistics for the
-tabletop single arm, a tiny tokenizer) is served by two processes, ``python -m vla_jax.serve --max_batch=16``
-(batched) and ``--max_batch=1`` (unbatched), both with ``--max_wait_ms`` (default 5), JAX backend. Each of N client threads holds one real openpi-client connection and asks
-back to back with a 96 x 96 two-camera tabletop observation, up to ``--requests`` requests or ``--seconds``
-seconds; latency is per request at the client (send to reply decoded), throughput the requests of all clients
-over the wall time. For each N the two servers are measured in alternating order (A B, B A, ...) for
-``--rounds`` rounds; the table gives medians over rounds, p50 / p99 over all requests, the median per-round
-throughput ratio, and the in-process sampling time of the same model (``backend.sample``, no server) at batch 1
-and at the largest N.
+Each run is a model and a backend. Models: ``debug`` (the preset) and ``tiny`` (the serving tests' model,
+``vla_jax.train.testing.TINY``), each a checkpoint with random float32 parameters, statistics for the tabletop
+single arm and a tiny tokenizer. Backends: ``torch`` (the checkpoint's export folder, one thread,
+``OMP_WAIT_POLICY=PASSIVE``), ``onnx`` (the same folder), ``jax`` (the checkpoint). Each run is served by two
+processes, ``python -m vla_jax.serve --max_batch=16`` (batched) and ``--max_batch=1`` (unbatched), both with
+``--max_wait_ms`` (default 50; the wait ends as soon as every connection has a request in, so it only bounds
+stragglers). Each of N client threads holds one real openpi-client connection and asks back to back with a
+two-camera 96 x 96 tabletop observation, up to ``--requests`` requests or ``--seconds`` seconds; latency is per
+request at the client (send to reply decoded), throughput the requests of all clients over the wall time. For
+each N the two servers are measured in alternating order (A B, B A, ...) for ``--rounds`` rounds; the table gives
+medians over rounds, p50 / p99 over all requests, the median per-round throughput ratio, and the in-process
+sampling time of the same backend (``backend.sample``, no server) at batch 1 and at the largest N.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ SECTION = "## Serving"
 TINY = {**{k: v for k, v in testing.TINY.items() if k.startswith("model.")},  # the serving tests' model
         "model.max_action_dim": 8, "model.max_state_dim": 9, "model.max_text_len": 24}
 MODELS = {"debug": {}, "tiny": TINY}  # name: overrides of configs/pretrain.py:debug
+THREADS = {"torch": 1, "onnx": 1, "jax": None}  # the servers' --threads (PyTorch: 1 thread is faster on 2 cores)
 
 
 def make_checkpoint(model: str, out: str) -> tuple[str, int]:
@@ -79,13 +82,18 @@ def make_checkpoint(model: str, out: str) -> tuple[str, int]:
     return workdir, sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
-def in_process_ms(workdir: str, sizes: tuple[int, ...], repeats: int) -> dict[int, float]:
-    """Median ms of one ``backend.sample`` call per batch size (the JAX backend the server runs)."""
+def source(backend: str, workdir: str, folder: str) -> dict:
+    return {"workdir": workdir} if backend == "jax" else {"policy": folder}
+
+
+def in_process_ms(backend: str, src: dict, sizes: tuple[int, ...], repeats: int) -> dict[int, float]:
+    """Median ms of one ``backend.sample`` call per batch size (the backend the server runs)."""
     from vla_jax.serve.backends import load_backend
     from vla_jax.serve.robots import get_robot
     from vla_jax.serve.server import PolicyServer
 
-    server = PolicyServer(load_backend("jax", workdir=workdir), get_robot("single_arm"), max_batch=max(sizes))
+    server = PolicyServer(load_backend(backend, threads=THREADS[backend], **src), get_robot("single_arm"),
+                          max_batch=max(sizes))
     example = server.io.example(server.spec.parse(request(0)))
     out = {}
     for size in sizes:
@@ -108,9 +116,12 @@ def request(seed: int) -> dict:
             "observation/state": rng.normal(size=8).astype(np.float32), "prompt": "pick up the red block"}
 
 
-def start_server(workdir: str, port: int, max_batch: int, max_wait_ms: float, log_path: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "vla_jax.serve", f"--workdir={workdir}", "--robot=single_arm", f"--port={port}",
-           f"--max_batch={max_batch}", f"--max_wait_ms={max_wait_ms:g}"]
+def start_server(backend: str, src: dict, port: int, max_batch: int, max_wait_ms: float,
+                 log_path: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "vla_jax.serve", *[f"--{k}={v}" for k, v in src.items()], f"--backend={backend}",
+           "--robot=single_arm", f"--port={port}", f"--max_batch={max_batch}", f"--max_wait_ms={max_wait_ms:g}"]
+    if THREADS[backend]:
+        cmd.append(f"--threads={THREADS[backend]}")
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
 
@@ -210,16 +221,15 @@ def machine() -> str:
     return f"{os.cpu_count()}-core CPU ({cpu}), jax {jax.__version__}, websockets {websockets.__version__}"
 
 
-def measure(model: str, tmp: str, args, counts: list[int]) -> str:
-    """Both servers of one model under every client count; returns its Markdown table."""
-    workdir, num_params = make_checkpoint(model, tmp)
-    in_process = in_process_ms(workdir, tuple(sorted({1, max(counts)})), repeats=20)
-    print(f"[{model}] in-process sampling ms:", {k: round(v, 1) for k, v in in_process.items()}, flush=True)
+def measure(backend: str, src: dict, label: str, tmp: str, args, counts: list[int]) -> str:
+    """Both servers of one backend under every client count; returns its Markdown table."""
+    in_process = in_process_ms(backend, src, tuple(sorted({1, max(counts)})), repeats=10)
+    print(f"[{backend}] in-process sampling ms:", {k: round(v, 1) for k, v in in_process.items()}, flush=True)
     servers = {}
     for name, port, max_batch in (("batched", args.port, 16), ("unbatched", args.port + 1, 1)):
-        log_path = os.path.join(tmp, f"{model}_{name}.log")
-        servers[name] = (f"ws://127.0.0.1:{port}", start_server(workdir, port, max_batch, args.max_wait_ms, log_path),
-                         port, log_path)
+        log_path = os.path.join(tmp, f"{backend}_{name}.log")
+        servers[name] = (f"ws://127.0.0.1:{port}", start_server(backend, src, port, max_batch, args.max_wait_ms,
+                                                                  log_path), port, log_path)
     try:
         for url, process, port, log_path in servers.values():
             wait_healthy(port, process, log_path)
@@ -229,7 +239,7 @@ def measure(model: str, tmp: str, args, counts: list[int]) -> str:
             for r in range(args.rounds):
                 for name in (("batched", "unbatched") if r % 2 == 0 else ("unbatched", "batched")):
                     runs[name].append(load(servers[name][0], n, args.requests, args.seconds))
-                    print(f"[{model}] N={n} round {r} {name}: "
+                    print(f"[{backend}] N={n} round {r} {name}: "
                           f"{runs[name][-1]['count'] / runs[name][-1]['seconds']:.1f} req/s", flush=True)
             ratios = [b["count"] / b["seconds"] / (u["count"] / u["seconds"])
                       for b, u in zip(runs["batched"], runs["unbatched"])]
@@ -238,34 +248,49 @@ def measure(model: str, tmp: str, args, counts: list[int]) -> str:
         for _, process, _, _ in servers.values():
             process.terminate()
             process.wait(timeout=60)
-    return table(f"`{model}` ({num_params / 1e6:.2f}M parameters):", rows, in_process)
+    return table(label, rows, in_process)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", default="tiny,debug", help=f"comma list of {', '.join(MODELS)}")
+    p.add_argument("--runs", default="debug/torch,debug/jax,tiny/torch", help="comma list of MODEL/BACKEND")
     p.add_argument("--clients", default="1,4,16", help="comma list of concurrent clients")
     p.add_argument("--rounds", type=int, default=3, help="A/B rounds per client count (order alternates)")
     p.add_argument("--requests", type=int, default=300, help="most requests per client and measurement")
-    p.add_argument("--seconds", type=float, default=4.0, help="most seconds per measurement")
-    p.add_argument("--max_wait_ms", type=float, default=5.0, help="the servers' --max_wait_ms")
+    p.add_argument("--seconds", type=float, default=5.0, help="most seconds per measurement")
+    p.add_argument("--max_wait_ms", type=float, default=50.0, help="the servers' --max_wait_ms")
     p.add_argument("--port", type=int, default=18700, help="batched server's port; unbatched: port + 1")
     p.add_argument("--write_docs", action="store_true")
     args = p.parse_args(argv)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     counts = [int(n) for n in args.clients.split(",")]
+    runs = [tuple(r.split("/")) for r in args.runs.split(",")]
     load_before = os.getloadavg()
+    tables = []
     with tempfile.TemporaryDirectory() as tmp:
-        tables = [measure(model, tmp, args, counts) for model in args.models.split(",")]
+        for model in dict.fromkeys(m for m, _ in runs):
+            workdir, num_params = make_checkpoint(model, tmp)
+            folder = os.path.join(tmp, f"export_{model}")
+            backends = [b for m, b in runs if m == model]
+            if set(backends) - {"jax"}:
+                from vla_jax.export.package import export
+
+                export(workdir, folder, fmt="all" if "onnx" in backends else "pytorch", tolerance=1e-3,
+                       log=lambda *a: None)  # random weights: parity is not what is measured here
+            for backend in backends:
+                label = (f"`{model}` ({num_params / 1e6:.2f}M parameters), {backend} backend"
+                         + (f" ({THREADS[backend]} thread)" if THREADS[backend] else "") + ":")
+                tables.append(measure(backend, source(backend, workdir, folder), label, tmp, args, counts))
     load_after = os.getloadavg()
     text = "\n\n".join(tables)
-    where = (f"{machine()}; float32, JAX backend, `--max_wait_ms={args.max_wait_ms:g}`; {args.rounds} alternating "
-             f"rounds of at most {args.requests} requests per client or {args.seconds:g} s; 1-minute load average "
-             f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")
+    where = (f"{machine()}; float32, `--max_wait_ms={args.max_wait_ms:g}`; {args.rounds} alternating rounds of at "
+             f"most {args.requests} requests per client or {args.seconds:g} s; 1-minute load average "
+             f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (other jobs shared the machine)")
     print("\n" + text + f"\n\nmachine: {where}")
     if args.write_docs:
         section = (f"{SECTION}\n\nMeasured with `python benchmarks/serve_load.py --write_docs` on a {where}. "
-                   "Clients and servers share the machine (loopback). Per model two server processes: "
-                   "`python -m vla_jax.serve --workdir=... --robot=single_arm` with `--max_batch=16` (batched) or "
+                   "Clients and servers share the machine (loopback). Per run two server processes: "
+                   "`python -m vla_jax.serve ... --robot=single_arm` with `--max_batch=16` (batched) or "
                    "`--max_batch=1` (unbatched); N openpi-client connections in one process, each asking back to "
                    "back with two 96 x 96 camera images. Latency is per request at the client; requests/s is the "
                    "median over rounds; the ratio is the median of the per-round throughput ratios (the two "

@@ -66,6 +66,16 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0_without_jax(tabletop
     assert "stopping: 1 request(s) in flight" in err and "stopped after 1 request(s)" in err
 
 
+def test_torch_backend_serves_without_jax(tabletop_dir):  # noqa: F811
+    code = ("import sys; from vla_jax.serve.backends import load_backend; from vla_jax.serve.robots import get_robot; "
+            "from vla_jax.serve.server import PolicyServer; "
+            f"PolicyServer(load_backend('torch', policy={serve_export(tabletop_dir)!r}), get_robot('droid')).warm_up(); "
+            "sys.exit(7 if 'jax' in sys.modules else 0)")
+    out = subprocess.run([sys.executable, "-c", code], env={**testing.env(), "JAX_PLATFORMS": ""}, cwd=testing.REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--robot=nope"], "unknown robot 'nope'"),
     (["--robot=libero"], "has no normalization statistics for dataset 'libero'"),
