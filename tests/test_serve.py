@@ -56,9 +56,8 @@ def served(url: str, **kwargs) -> np.ndarray:
     return actions
 
 
-def test_handshake_metadata_and_tabletop_actions_equal_the_training_pipeline(backend, folder, tabletop_dir):  # noqa: F811
-    import torch  # noqa: F401
-
+def test_handshake_metadata_and_tabletop_actions_equal_the_training_pipeline(backend, folder,
+                                                                             tabletop_dir):  # noqa: F811
     from vla_jax.data.policy_io import make_policy_io
     from vla_jax.export.torch_port import VLAPolicy
 

@@ -48,7 +48,8 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0_without_jax(tabletop
                                text=True)
     try:
         wait_healthy(port, process)
-        robot, bystander = WebsocketClientPolicy(f"ws://127.0.0.1:{port}"), WebsocketClientPolicy(f"ws://127.0.0.1:{port}")
+        url = f"ws://127.0.0.1:{port}"
+        robot, bystander = WebsocketClientPolicy(url), WebsocketClientPolicy(url)
         assert robot.get_server_metadata()["backend"] == "onnx"
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             # waits in the batcher for the bystander's request (max_wait_ms=3000) when SIGTERM arrives
@@ -67,9 +68,10 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0_without_jax(tabletop
 
 
 def test_torch_backend_serves_without_jax(tabletop_dir):  # noqa: F811
+    folder = serve_export(tabletop_dir)
     code = ("import sys; from vla_jax.serve.backends import load_backend; from vla_jax.serve.robots import get_robot; "
             "from vla_jax.serve.server import PolicyServer; "
-            f"PolicyServer(load_backend('torch', policy={serve_export(tabletop_dir)!r}), get_robot('droid')).warm_up(); "
+            f"PolicyServer(load_backend('torch', policy={folder!r}), get_robot('droid')).warm_up(); "
             "sys.exit(7 if 'jax' in sys.modules else 0)")
     out = subprocess.run([sys.executable, "-c", code], env={**testing.env(), "JAX_PLATFORMS": ""}, cwd=testing.REPO,
                          capture_output=True, text=True, timeout=300)

@@ -28,7 +28,7 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--workdir", help="training run directory (with checkpoints/<step>/)")
-    source.add_argument("--server", help="ws://HOST:PORT of a policy server (python -m vla_jax.serve): closed loop only")
+    source.add_argument("--server", help="ws://HOST:PORT of a policy server (python -m vla_jax.serve): closed loop")
     p.add_argument("--api_key", default=None, help="the server's --api_key")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA parameters")

@@ -59,7 +59,8 @@ class RobotConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - fields)
         if unknown:
-            raise RobotConfigError(f"robot config field {unknown[0]!r} is unknown (fields: {', '.join(sorted(fields))})")
+            raise RobotConfigError(f"robot config field {unknown[0]!r} is unknown "
+                                   f"(fields: {', '.join(sorted(fields))})")
         try:
             return cls(**{**d, "cameras": tuple(d["cameras"]),
                           "state": tuple((str(k), int(n)) for k, n in d["state"])})

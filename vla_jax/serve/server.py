@@ -155,7 +155,8 @@ class PolicyServer:
                     log.warning(f"{peer}: disconnected before its reply was sent")
                     return
                 except Exception as e:  # noqa: BLE001 - one client's failure never stops the server
-                    log.error(f"{peer}: inference failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                    first = str(e).splitlines()[0] if str(e) else ""
+                    log.error(f"{peer}: inference failed: {type(e).__name__}: {first}")
                     await self._fail(conn, f"inference failed: {type(e).__name__}: {e}")
                     return
                 finally:
@@ -200,8 +201,8 @@ class PolicyServer:
         self._idle.set()
         batching = asyncio.get_running_loop().create_task(self.batcher.run())
         server = await serve(self._handle, self.host, self.port, process_request=self._process_request,
-                             compression=None, max_size=self.max_message_bytes, open_timeout=min(10.0, self.idle_timeout_s),
-                             logger=_ws_log, create_connection=_Connection)
+                             compression=None, max_size=self.max_message_bytes,
+                             open_timeout=min(10.0, self.idle_timeout_s), logger=_ws_log, create_connection=_Connection)
         self.port = server.sockets[0].getsockname()[1]
         log.info(f"serving {self.robot.name} ({self.backend.name}, {self.backend.info.source}) on "
                  f"ws://{self.host}:{self.port}, max_batch={self.max_batch}, max_wait_ms={self.max_wait_ms:g}")
