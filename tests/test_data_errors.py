@@ -20,7 +20,7 @@ def _error(config, match):
 def test_missing_dataset_path_says_how_to_generate(tabletop_dir):  # noqa: F811
     config = make_config(tabletop_dir)
     config.data.datasets.tabletop_bimanual.dir = "/nonexistent/tabletop_bimanual"
-    msg = _error(config, "does not exist")
+    msg = _error(config, "missing on disk")
     assert "'tabletop_bimanual'" in msg and "tools/generate_data.py" in msg
 
 

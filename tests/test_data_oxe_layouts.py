@@ -91,10 +91,11 @@ def test_fractal_layout_dict_actions_and_observation_instruction(tmp_path, table
     spec = SPECS["fractal20220817_data"]
     assert batch["action_dim_mask"][0].sum() == spec.action_dim == 7
     assert batch["state_mask"][0].sum() == spec.state_dim == 8
-    # Step 0 of episode 0: world_vector = 0 (the q01 bound -> -1), gripper (-1, excluded) kept raw.
+    # Step 0 of episode 0: world_vector = 0 (the q01 bound -> -1); the gripper dim (excluded from normalization)
+    # is the relative command (-1 open, +1 close) made absolute by the spec: 1 = open, 0 = closed.
     actions = batch["actions"][0]
     np.testing.assert_allclose(actions[0, :3], -1.0, atol=1e-6)
-    np.testing.assert_allclose(actions[:, 6][batch["action_step_mask"][0]], [-1, -1, -1, -1, 1, 1][:6], atol=1e-6)
+    np.testing.assert_allclose(actions[:, 6][batch["action_step_mask"][0]], [1, 1, 1, 1, 0, 0], atol=1e-6)
     assert batch["image_mask"][0].tolist() == [True, False, False]
 
 

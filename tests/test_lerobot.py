@@ -19,12 +19,12 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
+from interop_fixtures import FIXTURES, ROOT, read_shape_list
+
 from vla_jax.config import load_config
 from vla_jax.interop import lerobot, openpi
 from vla_jax.train.checkpoint import load_params, write_checkpoint
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURES = os.path.join(ROOT, "..", "shared", "fixtures", "openpi")  # shared/ lies beside the repository
 PI0 = os.path.join(FIXTURES, "pi0_dummy.npz")
 PI05 = os.path.join(FIXTURES, "pi05_dummy.npz")
 KEYS = os.path.join(FIXTURES, "lerobot_pi0_keys.txt")
@@ -38,16 +38,6 @@ def load_tool(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _lerobot_keys() -> dict[str, tuple[tuple[int, ...], str]]:
-    out = {}
-    with open(KEYS) as f:
-        for line in f:
-            if line.strip() and not line.startswith("#"):
-                key, shape, dtype = line.rstrip("\n").split("\t")
-                out[key] = (tuple(int(d) for d in shape.strip("()").split(",") if d.strip()), dtype[len("torch."):])
-    return out
 
 
 def _stats(rng, n: int) -> dict:
@@ -106,7 +96,7 @@ def _json(path: str) -> dict:
 def test_full_size_pi0_maps_onto_lerobots_778_keys():
     """eval_shape of the pi0 preset -> exactly LeRobot 0.4.4's PI0Policy keys and shapes (none left over, none
     missing), its bfloat16 dtypes, and back; the shapes give back the preset's sizes."""
-    want = _lerobot_keys()
+    want = read_shape_list(KEYS)
     assert len(want) == 778
     config = load_config(os.path.join(ROOT, "configs/pretrain.py") + ":size=pi0")
     abstract = openpi.abstract_variables(config.model)
@@ -201,7 +191,7 @@ def _pi05_keys(width: int) -> dict[str, tuple[tuple[int, ...], str]]:
     and time concatenated); each expert RMSNorm adaptive (``dense`` Linear(D, 3D), no weight), float32 under
     to_bfloat16_for_selected_params (its names contain input_layernorm, post_attention_layernorm, model.norm)."""
     out = {}
-    for key, (shape, dtype) in _lerobot_keys().items():
+    for key, (shape, dtype) in read_shape_list(KEYS).items():
         if key.startswith("model.state_proj."):
             continue
         if key.startswith(lerobot.DEC[1]) and key.endswith(("layernorm.weight", "model.norm.weight")):
@@ -538,10 +528,10 @@ def test_pi05_refusals_are_one_line(run05, folder05, tmp_path, capsys):
     write_checkpoint(other, ck.params, openpi.Fixture.load(PI05).config(), stats)
     out = tmp_path / "out"
     err = _one_line_error("export", [f"--workdir={other}", f"--out={out}", "--format=lerobot"], capsys)
-    assert "dataset 'aloha' state statistics lack q01, q99 (LeRobot's pi05 normalizes QUANTILES" in err
+    assert "dataset 'aloha' state statistics lack q01, q99 (LeRobot's pi05 (QUANTILES) needs" in err
     assert not os.path.exists(out)
     with pytest.raises(lerobot.LerobotError, match=r"^dataset 'aloha' normalizes action with 'normal'; LeRobot's pi05 "
-                                                   r"normalizes QUANTILES \(bounds_q99\) only$"):
+                                                   r"\(QUANTILES\) normalizes with 'bounds_q99' only$"):
         lerobot.normalizer_stats(ck.norm_stats["aloha"] | {"action_normalization": "normal"}, "aloha", "pi05")
     mean_std = tmp_path / "mean_std"
     os.makedirs(mean_std)

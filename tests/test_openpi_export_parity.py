@@ -12,13 +12,13 @@ import os
 import numpy as np
 import pytest
 
+from interop_fixtures import FIXTURES, ROOT
+
 from vla_jax.export import to_torch
 from vla_jax.export import torch_port as tp
 from vla_jax.interop import openpi
 from vla_jax.models.vla import make_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURES = os.path.join(ROOT, "..", "shared", "fixtures", "openpi")  # shared/ lies beside the repository
 PATHS = {name: os.path.join(FIXTURES, f"{name}_dummy.npz") for name in ("pi0", "pi05")}
 pytestmark = pytest.mark.skipif(not all(map(os.path.isfile, PATHS.values())), reason=f"{FIXTURES} not available")
 OUTPUTS = ["prefix_tokens", "prefix_mask", "velocity", "velocity_cached", "suffix_tokens", "suffix_ar_mask",

@@ -13,13 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from interop_fixtures import FIXTURES, ROOT, read_shape_list
+
 from vla_jax.config import load_config
 from vla_jax.interop import openpi
 from vla_jax.models import vla
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "fixtures",
-                        "openpi")  # shared/ lies beside the repository
 PI0 = os.path.join(FIXTURES, "pi0_dummy.npz")
 NAMES = os.path.join(FIXTURES, "openpi_param_names_pi0.txt")
 pytestmark = pytest.mark.skipif(not os.path.isfile(PI0), reason=f"{PI0} not available")
@@ -35,16 +34,6 @@ def converted(fixture):
     return openpi.to_vla_jax(fixture.params)
 
 
-def _openpi_names() -> dict[str, tuple[tuple[int, ...], str]]:
-    out = {}
-    with open(NAMES) as f:
-        for line in f:
-            if line.strip() and not line.startswith("#"):
-                name, shape, dtype = line.rstrip("\n").split("\t")
-                out[name] = (tuple(int(d) for d in shape.strip("()").split(",") if d.strip()), dtype)
-    return out
-
-
 def test_fixture_params_round_trip_exactly(fixture, converted):
     back = openpi.flatten(openpi.to_openpi(converted))
     assert set(back) == set(fixture.params)
@@ -57,7 +46,7 @@ def test_fixture_params_round_trip_exactly(fixture, converted):
 
 def test_full_size_pi0_maps_one_to_one_onto_openpi_names():
     """eval_shape of the pi0 preset <-> openpi's full-size name list: every name, every shape, none left over."""
-    want = _openpi_names()
+    want = read_shape_list(NAMES)
     config = load_config(os.path.join(ROOT, "configs/pretrain.py") + ":size=pi0")
     assert config.model.openpi_semantics
     abstract = openpi.abstract_variables(config.model)

@@ -15,13 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from interop_fixtures import FIXTURES, ROOT, read_shape_list
+
 from vla_jax.config import load_config
 from vla_jax.interop import openpi
 from vla_jax.models import vla
 from vla_jax.train import testing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURES = os.path.join(ROOT, "..", "shared", "fixtures", "openpi")  # shared/ lies beside the repository
 PI05 = os.path.join(FIXTURES, "pi05_dummy.npz")
 PI0 = os.path.join(FIXTURES, "pi0_dummy.npz")
 pytestmark = pytest.mark.skipif(not os.path.isfile(PI05), reason=f"{PI05} not available")
@@ -30,16 +30,6 @@ pytestmark = pytest.mark.skipif(not os.path.isfile(PI05), reason=f"{PI05} not av
 @pytest.fixture(scope="module")
 def fixture():
     return openpi.Fixture.load(PI05)
-
-
-def _names(path: str) -> dict[str, tuple[tuple[int, ...], str]]:
-    out = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip() and not line.startswith("#"):
-                name, shape, dtype = line.rstrip("\n").split("\t")
-                out[name] = (tuple(int(d) for d in shape.strip("()").split(",") if d.strip()), dtype)
-    return out
 
 
 def test_parity_with_openpi_outputs():
@@ -80,7 +70,7 @@ def test_fixture_params_round_trip_exactly(fixture):
 
 def test_full_size_pi05_maps_one_to_one_onto_openpi_names():
     """eval_shape of the pi05 preset <-> openpi's full-size pi0.5 list: every name and shape, none left over."""
-    want = _names(os.path.join(FIXTURES, "openpi_param_names_pi05.txt"))
+    want = read_shape_list(os.path.join(FIXTURES, "openpi_param_names_pi05.txt"))
     config = load_config(os.path.join(ROOT, "configs/pretrain.py") + ":size=pi05")
     abstract = openpi.abstract_variables(config.model)
     got = {k: (tuple(v.shape), str(v.dtype)) for k, v in openpi.flatten(jax.eval_shape(openpi.to_openpi, abstract)).items()}

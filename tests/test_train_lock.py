@@ -126,7 +126,7 @@ def test_concurrent_takeover_of_a_stale_lock_has_one_winner(tmp_path):
             "lock = wl.WorkdirLock(sys.argv[1])\ntime.sleep(float(sys.argv[2]) - time.time())\n"
             "try:\n    lock.acquire()\nexcept wl.WorkdirLockError as e:\n    print(e)\n    sys.exit(1)\n"
             "time.sleep(2)\nlock.release()\n")
-    go = time.time() + 8  # every process has imported the module by then
+    go = time.time() + 20  # every process has imported the module (and JAX) by then, even on a loaded machine
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(go)], cwd=testing.REPO,
                               env=testing.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(4)]

@@ -1,7 +1,10 @@
 """Generate the simulated tabletop TFDS datasets (RLDS robot + web VL) and the default tokenizer.
 
     python tools/generate_data.py --out_dir data/default [--episodes_per_embodiment 300] [--web_examples 2000]
-                                  [--perturb 0.5] [--if_missing]
+                                  [--perturb 0.5] [--if_missing] [--lerobot v3.0]
+
+``--lerobot VERSION`` also writes ``out_dir/lerobot_aloha``: a synthetic LeRobotDataset (v2.1 or v3.0) in the
+layout of mixture ``lerobot`` (moving gradients, random state and actions: a smoke test, nothing to learn).
 """
 
 import argparse
@@ -14,7 +17,7 @@ from vla_jax.platform import default_platform  # noqa: E402
 default_platform()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from vla_jax.data import generate  # noqa: E402
+from vla_jax.data import generate, lerobot_writer  # noqa: E402
 
 
 def main():
@@ -31,6 +34,8 @@ def main():
                    help="DART noise of the demonstrations: executed actions get pushes of up to this many max "
                         "steps, the expert's actions are recorded (0 = clean demonstrations)")
     p.add_argument("--if_missing", action="store_true", help="keep datasets / tokenizer already complete in out_dir")
+    p.add_argument("--lerobot", choices=sorted(lerobot_writer.WRITERS), default=None,
+                   help="also write the synthetic LeRobotDataset out_dir/lerobot_aloha of this codebase version")
     a = p.parse_args()
     summary = generate.generate_datasets(
         a.out_dir, episodes_per_embodiment=a.episodes_per_embodiment, web_examples=a.web_examples,
@@ -38,6 +43,10 @@ def main():
         seed=a.seed, perturb=a.perturb, if_missing=a.if_missing)
     for name, seconds in summary["seconds"].items():
         print(f"[generate] {name}: {summary['datasets'][name]} in {seconds:.1f}s")
+    lerobot_dir = os.path.join(a.out_dir, "lerobot_aloha")
+    if a.lerobot and not (a.if_missing and os.path.isfile(os.path.join(lerobot_dir, "meta", "info.json"))):
+        lerobot_writer.write_synthetic_aloha(lerobot_dir, a.lerobot, seed=a.seed)
+        print(f"[generate] lerobot_aloha: synthetic LeRobotDataset {a.lerobot} in {lerobot_dir}")
 
 
 if __name__ == "__main__":

@@ -8,21 +8,30 @@ Public entry points (see docs/data.md):
 - :func:`compute_all_stats` / :func:`load_stats` / :func:`combine_stats` / :class:`Normalizer`: statistics.
 - :class:`Tokenizer`, :func:`check_tokenizer`, :func:`train_tokenizer`.
 - :data:`SPECS`, :class:`RobotSpec`, :class:`WebSpec`: per-dataset standardization.
-- :func:`write_tiny_bridge_dataset`: a tiny dataset in the real ``bridge_dataset`` layout.
+- :func:`write_tiny_bridge_dataset`: a tiny dataset in the real ``bridge_dataset`` layout;
+  :func:`write_tiny_oxe_dataset`: one in the step layout of any OXE release with a spec (vla_jax/data/oxe_specs.py).
+- :func:`write_lerobot_dataset`: a LeRobotDataset (v2.1 / v3.0) directory; such directories are the robot
+  dataset kind ``"lerobot"`` (vla_jax/data/lerobot.py).
 - :class:`DataError`: the one exception type; its message is one line naming dataset and field.
 
 Names are imported on first use, so ``vla_jax.data.transforms`` / ``norm_stats`` / ``tokenizer`` / ``specs``
-load without grain, JAX or TensorFlow (the policy server's PyTorch and ONNX backends rely on it).
+load without grain, JAX or TensorFlow (the policy server's PyTorch and ONNX backends rely on it). The Open
+X-Embodiment specs are registered with the package, the ``lerobot`` dataset kind by ``settings.read_settings``.
 """
 
 from __future__ import annotations
 
 import importlib
 
+from vla_jax.data import oxe_specs  # noqa: F401  (registers the Open X-Embodiment specs)
+
 _LAZY = {
     "write_tiny_bridge_dataset": "builders",
+    "write_tiny_oxe_dataset": "builders",
     "DataError": "errors",
     "generate_datasets": "generate",
+    "LeRobotFrames": "lerobot",
+    "write_lerobot_dataset": "lerobot_writer",
     "DataIterator": "mixture",
     "describe_mixture": "mixture",
     "make_eval_iterator": "mixture",

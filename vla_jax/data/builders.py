@@ -5,7 +5,8 @@ with step = ``observation{<camera>: Image, state}``, ``action``, ``language_inst
 ``discount``, ``is_first``, ``is_last``, ``is_terminal``. Images are stored as JPEG like the OXE releases.
 
 Builders here take their examples from Python callables, so the same code writes the simulated tabletop
-datasets (generate.py) and the tiny ``bridge_dataset``-layout fixture (:func:`write_tiny_bridge_dataset`).
+datasets (generate.py), the tiny ``bridge_dataset``-layout fixture (:func:`write_tiny_bridge_dataset`) and
+tiny datasets in the step layout of any OXE release with a spec (:func:`write_tiny_oxe_dataset`).
 Encoded image bytes may be passed instead of arrays (cheaper: workers encode in parallel).
 """
 
@@ -207,3 +208,94 @@ def write_tiny_bridge_dataset(out_dir: str, num_episodes: int = 6, num_val_episo
                   description="Tiny synthetic dataset in the bridge_dataset (BridgeData V2) layout.",
                   file_format=file_format)
     return os.path.join(out_dir, "bridge_dataset")
+
+
+def _tiny_feature(desc: str, image_size: int):
+    """TFDS feature of one :data:`vla_jax.data.oxe_specs.STEP_FEATURES` description, images at ``image_size``."""
+    import tensorflow_datasets as tfds
+
+    words = desc.split()
+    if words[0] == "image":
+        return tfds.features.Image(shape=(image_size, image_size, 3), encoding_format="jpeg")
+    if words[0] == "text":
+        return tfds.features.Text()
+    if words[0] == "codes":
+        return tfds.features.Tensor(shape=(int(words[1]),), dtype=np.int32)
+    encoding = "zlib" if words[0] == "zlib" else "none"
+    words = words[1:] if encoding == "zlib" else words
+    shape = tuple(int(n) for n in words[1:])
+    return tfds.features.Tensor(shape=shape, dtype=np.dtype(words[0]), encoding=encoding)
+
+
+def _tiny_value(desc: str, rng: np.random.Generator, image_size: int, text: str):
+    words = desc.split()
+    if words[0] == "image":
+        return jpeg_bytes(rng.integers(0, 255, (image_size, image_size, 3), dtype=np.uint8))
+    if words[0] == "text":
+        return text
+    if words[0] == "codes":
+        return np.pad(np.array([ord(c) for c in text], np.int32), (0, int(words[1]) - len(text)))
+    words = words[1:] if words[0] == "zlib" else words
+    dtype, shape = np.dtype(words[0]), tuple(int(n) for n in words[1:])
+    if dtype == np.bool_:
+        return rng.random(shape) > 0.5
+    if dtype.kind == "i":
+        return rng.integers(0, 2, shape).astype(dtype)
+    return rng.uniform(-1.0, 1.0, shape).astype(dtype)
+
+
+def _nest(flat: dict) -> dict:
+    """{"a/b": x} -> {"a": {"b": x}} (TFDS flattens nested FeaturesDicts back to "a/b")."""
+    out: dict = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split("/")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def write_tiny_oxe_dataset(out_dir: str, name: str, *, num_episodes: int = 3, num_val_episodes: int = 1,
+                           num_steps: int = 6, image_size: int = 32, values: dict | None = None, seed: int = 0) -> str:
+    """Writes a tiny dataset ``out_dir/name/1.0.0`` (train and val splits) in the step layout the OXE
+    release of ``name`` stores (:data:`vla_jax.data.oxe_specs.STEP_FEATURES`: the keys its spec reads,
+    their dtypes and shapes, zlib encoding included; images at ``image_size``) plus the RLDS ``is_first``
+    / ``is_last`` / ``is_terminal`` / ``reward``; returns the dataset root ``out_dir/name``.
+
+    Values are random (uniform in [-1, 1], 0 / 1 for ints and bools, random-pixel JPEGs, instruction
+    "task <episode>", also as code points for ``codes`` keys), except ``values[key](episode, step)`` for
+    the keys it names.
+    """
+    import tensorflow_datasets as tfds
+
+    from vla_jax.data.oxe_specs import STEP_FEATURES
+
+    layout, values = STEP_FEATURES[name], values or {}
+    t = tfds.features
+    step = {key: _tiny_feature(desc, image_size) for key, desc in layout.items()}
+    step.update(is_first=t.Scalar(dtype=np.bool_), is_last=t.Scalar(dtype=np.bool_),
+                is_terminal=t.Scalar(dtype=np.bool_), reward=t.Scalar(dtype=np.float32))
+
+    def to_feature_dicts(node):
+        return t.FeaturesDict({k: to_feature_dicts(v) if isinstance(v, dict) else v for k, v in node.items()})
+
+    def episodes(count, offset):
+        def gen():
+            rng = np.random.default_rng(seed + offset)
+            for e in range(offset, offset + count):
+                steps = []
+                for s in range(num_steps):
+                    raw = {key: values[key](e, s) if key in values else _tiny_value(desc, rng, image_size, f"task {e}")
+                           for key, desc in layout.items()}
+                    steps.append({**_nest(raw), "is_first": s == 0, "is_last": s == num_steps - 1,
+                                  "is_terminal": s == num_steps - 1, "reward": np.float32(s == num_steps - 1)})
+                yield e, {"steps": steps}
+
+        return gen
+
+    features = t.FeaturesDict({"steps": t.Dataset(to_feature_dicts(_nest(step)))})
+    write_dataset(out_dir, name, features, {"train": episodes(num_episodes, 0),
+                                            "val": episodes(num_val_episodes, 10_000)},
+                  description=f"Tiny random dataset in the step layout of the OXE release {name}.")
+    return os.path.join(out_dir, name)

@@ -20,15 +20,15 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import weakref
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import grain
 import numpy as np
-from absl import flags
+from absl import flags, logging
 
 from vla_jax.data import norm_stats as stats_lib, sources
 from vla_jax.data.errors import DataError
-from vla_jax.data.settings import DataSettings, read_settings
+from vla_jax.data.settings import DataSettings, check_on_disk, dropped_line, read_settings
 from vla_jax.data.specs import RobotSpec, get_spec
 from vla_jax.data.tokenizer import Tokenizer, check_tokenizer
 from vla_jax.data.transforms import (
@@ -77,24 +77,14 @@ class RobotTransitions:
         raw = {
             "source": self.source,
             "images": [episode.step_bytes(k, t) if k is not None else None for k in keys],
-            "state": _rows(episode, self.spec.state_keys, t, t + 1)[0],
-            "actions": _rows(episode, self.spec.action_keys, t, stop),
+            "state": self.spec.state_rows(episode.column, episode.num_steps, t, t + 1)[0],
+            "actions": self.spec.action_rows(episode.column, episode.num_steps, t, stop),
             "num_steps": stop - t,
-            "instruction": episode.step_text(self.spec.instruction_key, t),
+            "instruction": self.spec.instruction(episode.column, episode.num_steps, t),
         }
         if self.grounding:
             raw["grounding"] = episode.step_text(self.spec.grounding_key, t)
         return raw
-
-
-def _rows(episode, keys, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of the step keys, concatenated; slices the raw lists (no full-episode copy)."""
-    parts = []
-    for key in keys:
-        values = sources.feature_list(episode.fmap, "steps/" + key, episode.dataset)
-        dim = len(values) // episode.num_steps
-        parts.append(np.asarray(values[start * dim : stop * dim], np.float32).reshape(stop - start, dim))
-    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
 
 
 class WebExamples:
@@ -140,7 +130,7 @@ def dataset_stats(settings: DataSettings, name: str) -> tuple[dict, dict]:
     loaded = []
     for member in members:
         ds = settings.datasets[member]
-        loaded.append(stats_lib.load_stats(ds.dir, member, get_spec(ds.spec, member), settings.stats_dir))
+        loaded.append(stats_lib.load_stats(ds.dir, member, get_spec(ds.spec, member), settings.stats_dir, ds.kind))
     own = loaded[members.index(name)]
     return own, stats_lib.combine_stats(loaded)
 
@@ -169,12 +159,20 @@ def _shard(ids: np.ndarray, name: str, process_index: int, process_count: int) -
     return shard
 
 
+# Robot dataset kinds whose sources other modules build (they register here: vla_jax/data/lerobot.py). Each is
+# called as build_source below and returns a robot SourceEntry.
+ROBOT_SOURCE_KINDS: dict[str, Callable[..., SourceEntry]] = {}
+
+
 def build_source(
     settings: DataSettings, name: str, source_index: int, *, split: str, process_index: int = 0,
     process_count: int = 1, max_records: int | None = None,
 ) -> SourceEntry:
     """One dataset's source for this process's shard, validated against its spec (one-line errors)."""
     ds = settings.datasets[name]
+    if ds.kind in ROBOT_SOURCE_KINDS:
+        return ROBOT_SOURCE_KINDS[ds.kind](settings, name, source_index, split=split, process_index=process_index,
+                                           process_count=process_count, max_records=max_records)
     spec = get_spec(ds.spec, name)
     dims = settings.dims
     reader = sources.RecordReader(ds.dir, split, name)
@@ -323,6 +321,9 @@ def make_train_iterator(config, *, process_index: int = 0, process_count: int = 
     keep ``config.data.num_workers`` fixed across a restore); ``close()`` stops worker processes.
     """
     settings = read_settings(config)
+    check_on_disk(settings)
+    if settings.dropped:
+        logging.warning(dropped_line(settings))
     if settings.batch_size % process_count:
         raise DataError(f"config.batch_size={settings.batch_size} is not divisible by process_count={process_count}")
     tokenizer = load_tokenizer(settings)
@@ -376,20 +377,25 @@ def source_names(config) -> list[str]:
 
 
 def describe_mixture(config) -> list[dict]:
-    """Rows of (name, kind, spec, weight, size, share) for the effective mixture (reads stats / counts)."""
+    """Rows of (name, kind, spec, weight, weight_share, records, size, share, dir) for the effective mixture
+    (reads stats / counts): ``weight_share`` = weight / sum of weights; ``share`` = the sampling share
+    (weights x sizes renormalized with ``balance_by_size``, else ``weight_share``)."""
     settings = read_settings(config)
+    check_on_disk(settings)
     rows, sizes = [], {}
     for name, weight in settings.mixture.items():
         ds = settings.datasets[name]
         spec = get_spec(ds.spec, name)
-        if ds.kind == "robot":
-            st = stats_lib.load_stats(ds.dir, name, spec, settings.stats_dir)
+        if ds.is_robot:
+            st = stats_lib.load_stats(ds.dir, name, spec, settings.stats_dir, ds.kind)
             sizes[name], episodes = int(st["num_transitions"]), int(st["num_trajectories"])
         else:
             sizes[name] = episodes = len(sources.RecordReader(ds.dir, ds.train_split, name))
         rows.append({"name": name, "kind": ds.kind, "spec": ds.spec, "weight": weight, "size": sizes[name],
                      "records": episodes, "dir": ds.dir})
     shares = mixture_weights(settings, sizes)
+    total = sum(w for w in settings.mixture.values() if w > 0)
     for row in rows:
         row["share"] = shares.get(row["name"], 0.0)
+        row["weight_share"] = max(row["weight"], 0.0) / total
     return rows

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -97,13 +97,19 @@ def compute_stats(path: str, dataset: str, spec, split: str = "train", log=print
     """Reads state and action of every step of ``split``; returns the stats dict (not saved)."""
     reader = sources.RecordReader(path, split, dataset)
     start = time.perf_counter()
-    actions, states, lengths = [], [], []
+    actions, states = [], []
     for index in range(len(reader)):
         episode = sources.Episode(reader.read(index), dataset)
-        actions.append(episode.floats(spec.action_keys))
-        states.append(episode.floats(spec.state_keys))
-        lengths.append(episode.num_steps)
-    seconds = time.perf_counter() - start
+        actions.append(sources.for_dataset(dataset, spec.action_rows, episode.column, episode.num_steps))
+        states.append(sources.for_dataset(dataset, spec.state_rows, episode.column, episode.num_steps))
+    return summarize(dataset, spec, split, actions, states, time.perf_counter() - start, log)
+
+
+def summarize(dataset: str, spec, split: str, actions: list[np.ndarray], states: list[np.ndarray], seconds: float,
+              log=print) -> dict:
+    """The stats dict of ``split`` from its episodes' actions ([T_e, A] each) and states ([T_e, S] each), in
+    episode order; ``seconds``: how long reading them took (logged)."""
+    lengths = [len(a) for a in actions]
     if not lengths:
         raise DataError(f"dataset '{dataset}': split '{split}' is empty, cannot compute statistics")
     action, state = np.concatenate(actions), np.concatenate(states)
@@ -131,6 +137,18 @@ def compute_stats(path: str, dataset: str, spec, split: str = "train", log=print
     }
 
 
+# Dataset kind (config.data.datasets.<name>.kind) -> (fingerprint(path, dataset, spec, split) -> str,
+# compute(path, dataset, spec, split, log) -> stats dict). Other modules register their kinds (vla_jax/data/lerobot.py).
+STATS_READERS: dict[str, tuple[Callable, Callable]] = {"robot": (dataset_fingerprint, compute_stats)}
+
+
+def _readers(kind: str) -> tuple[Callable, Callable]:
+    if kind not in STATS_READERS:
+        raise DataError(f"no normalization statistics for dataset kind {kind!r} (kinds with statistics: "
+                        f"{sorted(STATS_READERS)})")
+    return STATS_READERS[kind]
+
+
 def save_stats(stats: dict, stats_dir: str, fingerprint: str) -> str:
     os.makedirs(stats_dir, exist_ok=True)
     path = stats_path(stats_dir, stats["dataset"], fingerprint)
@@ -150,9 +168,12 @@ def stale_stats_files(stats_dir: str, dataset: str, fingerprint: str) -> list[st
     return sorted(files, key=os.path.getmtime, reverse=True)
 
 
-def ensure_stats(path: str, dataset: str, spec, stats_dir: str, *, if_missing: bool = True, log=print) -> str:
-    """Computes and saves stats unless a fresh file exists (with ``if_missing``); returns its path."""
-    fingerprint = dataset_fingerprint(path, dataset, spec)
+def ensure_stats(path: str, dataset: str, spec, stats_dir: str, *, if_missing: bool = True, log=print,
+                 kind: str = "robot") -> str:
+    """Computes and saves stats unless a fresh file exists (with ``if_missing``); returns its path. ``kind``: the
+    dataset kind (:data:`STATS_READERS`)."""
+    fingerprint_fn, compute_fn = _readers(kind)
+    fingerprint = fingerprint_fn(path, dataset, spec)
     out = stats_path(stats_dir, dataset, fingerprint)
     if if_missing and os.path.isfile(out):
         log(f"[stats] {dataset}: up to date ({out})")
@@ -160,15 +181,15 @@ def ensure_stats(path: str, dataset: str, spec, stats_dir: str, *, if_missing: b
     stale = stale_stats_files(stats_dir, dataset, fingerprint)
     if stale and not os.path.isfile(out):
         log(f"[stats] {dataset}: {os.path.basename(stale[0])} is stale ({_STALE_REASON}), recomputing")
-    stats = compute_stats(path, dataset, spec, log=log)
+    stats = compute_fn(path, dataset, spec, log=log)
     out = save_stats(stats, stats_dir, fingerprint)
     log(f"[stats] {dataset}: wrote {out}")
     return out
 
 
-def load_stats(path: str, dataset: str, spec, stats_dir: str) -> dict:
-    """Loads the stats of ``dataset``; one clear line if missing or stale."""
-    fingerprint = dataset_fingerprint(path, dataset, spec)
+def load_stats(path: str, dataset: str, spec, stats_dir: str, kind: str = "robot") -> dict:
+    """Loads the stats of ``dataset`` (of dataset ``kind``); one clear line if missing or stale."""
+    fingerprint = _readers(kind)[0](path, dataset, spec)
     file = stats_path(stats_dir, dataset, fingerprint)
     hint = "run `python tools/compute_stats.py --config=<your training config> --if_missing`"
     if not os.path.isfile(file):

@@ -12,7 +12,7 @@ import numpy as np
 from vla_jax.batch import OBSERVATION_KEYS
 from vla_jax.data import mixture, norm_stats as stats_lib
 from vla_jax.data.errors import DataError
-from vla_jax.data.settings import read_settings
+from vla_jax.data.settings import check_on_disk, dropped_line, read_settings
 from vla_jax.data.specs import get_spec
 from vla_jax.data.transforms import finalize_batch
 
@@ -21,15 +21,18 @@ def compute_all_stats(config, *, if_missing: bool = True, log=print) -> dict[str
     """Computes (or, with ``if_missing``, reuses) stats of every robot dataset in ``config.data.mixture``
     and of their norm-group members; returns {dataset: stats file}."""
     settings = read_settings(config)
+    check_on_disk(settings)
+    if settings.dropped:
+        log(dropped_line(settings))
     names = []
     for name in settings.mixture:
-        if settings.datasets[name].kind == "robot":
+        if settings.datasets[name].is_robot:
             names += [n for n in settings.norm_group_members(name) if n not in names]
     out = {}
     for name in names:
         ds = settings.datasets[name]
         out[name] = stats_lib.ensure_stats(ds.dir, name, get_spec(ds.spec, name), settings.stats_dir,
-                                           if_missing=if_missing, log=log)
+                                           if_missing=if_missing, log=log, kind=ds.kind)
     return out
 
 
@@ -58,7 +61,7 @@ class PolicyIO:
 
     def __init__(self, config, dataset_name: str):
         settings = read_settings(config)
-        if dataset_name not in settings.datasets or settings.datasets[dataset_name].kind != "robot":
+        if dataset_name not in settings.datasets or not settings.datasets[dataset_name].is_robot:
             raise DataError(f"dataset '{dataset_name}' is not a robot dataset of config.data.datasets")
         ds = settings.datasets[dataset_name]
         self.spec = get_spec(ds.spec, dataset_name)
@@ -74,12 +77,13 @@ class PolicyIO:
 
     def observation(self, obs: dict, instruction: str) -> dict:
         """Raw observation ({camera: uint8 [H, W, 3], "state": [S]}, optionally nested under "observation")
-        -> observation-only batch (leading batch axis of 1) with the keys of batch.OBSERVATION_KEYS."""
+        -> observation-only batch (leading batch axis of 1) with the keys of batch.OBSERVATION_KEYS. The
+        state is built by the spec's state expressions from the observation's keys (one step)."""
         keys = self.spec.image_keys[: self.dims.num_cameras]
         raw = {
             "source": self.source,
             "images": [lookup(obs, k) if k is not None else None for k in keys],
-            "state": np.concatenate([np.ravel(np.asarray(lookup(obs, k), np.float32)) for k in self.spec.state_keys]),
+            "state": self.spec.state_rows(lambda key: np.ravel(lookup(obs, key)), 1)[0],
             "instruction": instruction,
         }
         example = self.transform(raw, np.random.default_rng(0))

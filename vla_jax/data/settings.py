@@ -18,16 +18,26 @@ from vla_jax.data.transforms import Dims
 from vla_jax.models import addons
 
 
+# Dataset kind (config.data.datasets.<name>.kind) -> the spec kind it takes (vla_jax/data/specs.py). Kinds with
+# robot specs give robot samples and have normalization statistics; other modules register their kinds
+# (vla_jax/data/lerobot.py: "lerobot").
+SPEC_KINDS: dict[str, str] = {"robot": "robot", "web": "web"}
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetSettings:
     name: str
-    kind: str  # "robot" | "web"
+    kind: str  # a key of SPEC_KINDS: "robot" (RLDS) | "web" | "lerobot"
     dir: str  # resolved path (dataset root or versioned directory)
     spec: str
     train_split: str
     eval_split: str
     norm_group: str  # robot datasets with the same norm_group share combined stats
     grounding: bool  # robot: the prompt is followed by the spec's grounding text as a text-loss answer
+
+    @property
+    def is_robot(self) -> bool:
+        return SPEC_KINDS[self.kind] == "robot"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +61,13 @@ class DataSettings:
     required_tokens: tuple[tuple[str, int], ...] = ()  # (piece, id) the model's add-ons expect (vla_jax.models.addons)
     prompt_format: str = "plain"  # vla_jax/data/prompts.py: "plain" | "pi0" | "pi05"
     exact_vocab: bool = False  # the tokenizer must have exactly vocab_size pieces (openpi-compatible models)
+    missing: dict = dataclasses.field(default_factory=dict)  # name -> dir: mixture datasets not on disk
+    dropped: dict = dataclasses.field(default_factory=dict)  # name -> dir: those left out by drop_missing
+    mixture_size: int = 0  # datasets with weight > 0 in config.data.mixture, before drop_missing
 
     def norm_group_members(self, name: str) -> list[str]:
         group = self.datasets[name].norm_group
-        return [n for n, d in self.datasets.items() if d.kind == "robot" and d.norm_group == group]
+        return [n for n, d in self.datasets.items() if d.is_robot and d.norm_group == group]
 
 
 def _resolve(path: str, data_dir: str) -> str:
@@ -63,15 +76,18 @@ def _resolve(path: str, data_dir: str) -> str:
 
 
 def read_settings(config) -> DataSettings:
+    from vla_jax.data import lerobot  # noqa: F401  (registers the "lerobot" kind; vla_jax.data loads it lazily)
+
     data, model = config.data, config.model
     data_dir = os.path.abspath(os.path.expanduser(str(data.data_dir)))
     datasets = {}
     for name, d in data.datasets.items():
         kind = str(d.kind)
-        if kind not in ("robot", "web"):
-            raise DataError(f"dataset '{name}': config.data.datasets.{name}.kind={kind!r} must be 'robot' or 'web'")
+        if kind not in SPEC_KINDS:
+            raise DataError(f"dataset '{name}': config.data.datasets.{name}.kind={kind!r} must be one of "
+                            f"{sorted(SPEC_KINDS)}")
         spec = get_spec(str(d.spec), name)
-        if spec.kind != kind:
+        if spec.kind != SPEC_KINDS[kind]:
             raise DataError(f"dataset '{name}': spec '{spec.name}' is a {spec.kind} spec but kind is {kind!r}")
         grounding = bool(d.get("grounding", False))
         if grounding and getattr(spec, "grounding_key", None) is None:
@@ -100,6 +116,16 @@ def read_settings(config) -> DataSettings:
         mixture[name] = weight
     if sum(mixture.values()) <= 0:
         raise DataError(f"config.data.mixture weights {dict(mixture)} sum to zero; give at least one dataset a weight > 0")
+    mixture_size = sum(w > 0 for w in mixture.values())
+    missing = {n: datasets[n].dir for n, w in mixture.items() if w > 0 and not os.path.exists(datasets[n].dir)}
+    dropped = {}
+    if missing and bool(data.get("drop_missing", False)):
+        if len(missing) == mixture_size:
+            raise DataError(f"config.data.drop_missing: every dataset of config.data.mixture is missing on disk "
+                            f"({', '.join(missing)} under {data_dir}); nothing left to train on")
+        dropped, missing = missing, {}
+        mixture = {n: w for n, w in mixture.items() if n not in dropped}
+        datasets = {n: d for n, d in datasets.items() if n not in dropped}
     dims = Dims(
         num_cameras=int(model.num_cameras),
         image_size=int(model.image_size),
@@ -128,4 +154,28 @@ def read_settings(config) -> DataSettings:
         required_tokens=tuple(addons.required_tokens(model).items()),
         prompt_format=check_prompt_format(str(data.get("prompt_format", "plain"))),
         exact_vocab=bool(model.get("openpi_semantics", False)),
+        missing=missing,
+        dropped=dropped,
+        mixture_size=mixture_size,
     )
+
+
+def check_on_disk(settings: DataSettings) -> None:
+    """One line naming every dataset of the mixture whose directory does not exist (all of them, not just
+    the first), unless ``config.data.drop_missing`` left them out (:func:`dropped_line`)."""
+    if settings.missing:
+        listed = ", ".join(f"'{n}' ({d})" for n, d in settings.missing.items())
+        raise DataError(
+            f"{len(settings.missing)} of {settings.mixture_size} datasets of config.data.mixture missing on disk: "
+            f"{listed}; generate them (python tools/generate_data.py --out_dir DIR), download them "
+            "(docs/data.md) or point config.data at them, or set config.data.drop_missing=True to leave them "
+            "out (weights renormalized over the rest)")
+
+
+def dropped_line(settings: DataSettings) -> str:
+    """What ``config.data.drop_missing`` left out, as one line ("" if nothing)."""
+    if not settings.dropped:
+        return ""
+    kept = settings.mixture_size - len(settings.dropped)
+    return (f"config.data.drop_missing: left out {len(settings.dropped)} of {settings.mixture_size} datasets "
+            f"missing on disk ({', '.join(settings.dropped)}); weights renormalized over the other {kept}")

@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from vla_jax.data import columns
 from vla_jax.data.errors import DataError
 
 GENERATE_HINT = "generate it with `python tools/generate_data.py --out_dir DIR` or point config.data at it"
@@ -86,17 +87,6 @@ def feature_list(fmap, key: str, dataset: str):
     return getattr(feature, kind).value
 
 
-def feature_array(fmap, key: str, dataset: str, rows: int | None = None) -> np.ndarray:
-    """Numeric feature as float32; with ``rows`` reshaped to [rows, -1]."""
-    values = feature_list(fmap, key, dataset)
-    array = np.asarray(values, dtype=np.float32)
-    if rows is not None:
-        if rows == 0 or array.size % rows:
-            raise DataError(f"dataset '{dataset}': key '{key}' has {array.size} values, not a multiple of {rows} steps")
-        array = array.reshape(rows, -1)
-    return array
-
-
 def decode_image(data: bytes):
     """Decodes JPEG/PNG bytes into an RGB ``PIL.Image``."""
     from PIL import Image
@@ -153,10 +143,9 @@ class Episode:
     def has(self, key: str) -> bool:
         return "steps/" + key in self.fmap
 
-    def floats(self, keys) -> np.ndarray:
-        """[T, sum of dims] float32: the step keys concatenated along the last axis."""
-        parts = [feature_array(self.fmap, "steps/" + k, self.dataset, rows=self.num_steps) for k in keys]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+    def column(self, key: str):
+        """The raw values of step key ``key`` over the episode (flat; what spec column expressions read)."""
+        return feature_list(self.fmap, "steps/" + key, self.dataset)
 
     def step_bytes(self, key: str, t: int) -> bytes:
         return feature_list(self.fmap, "steps/" + key, self.dataset)[t]
@@ -181,11 +170,11 @@ def check_robot_layout(episode: Episode, spec, max_action_dim: int | None, max_s
                 f"dataset '{name}': image key '{key}' (camera slot {slot}, spec '{spec.name}') is missing "
                 f"from the steps; image-like keys present: {images}"
             )
-    for what, keys, dim, cap in (
-        ("action", spec.action_keys, spec.action_dim, max_action_dim),
-        ("state", spec.state_keys, spec.state_dim, max_state_dim),
+    for what, keys, rows, dim, cap in (
+        ("action", spec.action_keys, spec.action_rows, spec.action_dim, max_action_dim),
+        ("state", spec.state_keys, spec.state_rows, spec.state_dim, max_state_dim),
     ):
-        values = episode.floats(keys)
+        values = for_dataset(name, rows, episode.column, episode.num_steps)
         if values.shape[-1] != dim:
             raise DataError(
                 f"dataset '{name}': {what} keys {list(keys)} give {values.shape[-1]}-D {what}s but spec "
@@ -195,5 +184,18 @@ def check_robot_layout(episode: Episode, spec, max_action_dim: int | None, max_s
             raise DataError(
                 f"dataset '{name}': {what} keys {list(keys)} are {dim}-D, more than config.model.max_{what}_dim={cap}"
             )
-    if not episode.has(spec.instruction_key):
-        raise DataError(f"dataset '{name}': instruction key '{spec.instruction_key}' is missing from the steps")
+    for key in columns.keys(spec.instruction_key):
+        if not episode.has(key.path):
+            raise DataError(f"dataset '{name}': instruction key '{key.path}' is missing from the steps")
+    for_dataset(name, spec.instruction, episode.column, episode.num_steps, 0)
+
+
+def for_dataset(name: str, fn, *args):
+    """``fn(*args)``; a DataError that does not name a dataset gets ``dataset '<name>': `` in front (spec
+    column expressions report the key, not the dataset)."""
+    try:
+        return fn(*args)
+    except DataError as e:
+        if str(e).startswith("dataset '"):
+            raise
+        raise DataError(f"dataset '{name}': {e}") from None

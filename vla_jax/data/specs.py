@@ -10,8 +10,14 @@ view in the same slot: slot 0 = primary / overhead / third-person camera,
 slot 1 = wrist (left wrist for bimanual), slot 2 = right wrist. A dataset that
 lacks a view leaves the slot ``None`` and the pipeline masks it out.
 
+State, action and instruction entries are column expressions (vla_jax/data/columns.py): a step key,
+a slice ``key[a:b]``, a constant ``zeros(N)`` / ``ones(N)`` or a named conversion ``fn(expr)`` (gripper
+inversion, relative -> absolute gripper, quaternion -> Euler, ...), so a dataset's own encoding is
+converted to the common one by its spec alone.
+
 Add a dataset by adding an entry to :data:`SPECS` (or call :func:`register_spec`)
-and naming it as ``spec`` in ``config.data.datasets``.
+and naming it as ``spec`` in ``config.data.datasets``. The Open X-Embodiment datasets are registered
+by vla_jax/data/oxe_specs.py.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 
+from vla_jax.data import columns
 from vla_jax.data.errors import DataError
 
 NORMALIZATIONS = ("bounds_q99", "normal", "none")
@@ -31,9 +38,9 @@ class RobotSpec:
 
     name: str
     image_keys: tuple  # per camera slot: key path or None, e.g. ("observation/image_0", None, None)
-    state_keys: tuple  # key paths concatenated in order into the state vector
-    action_keys: tuple  # one key, or several sub-keys concatenated in order
-    instruction_key: str  # "language_instruction" or "observation/natural_language_instruction"
+    state_keys: tuple  # column expressions concatenated in order into the state vector (() = no state)
+    action_keys: tuple  # column expressions concatenated in order into the action vector
+    instruction_key: str  # "language_instruction", "observation/natural_language_instruction" or a text conversion
     action_dim: int  # expected dimension of the concatenated action
     state_dim: int  # expected dimension of the concatenated state
     control_hz: float
@@ -47,6 +54,11 @@ class RobotSpec:
     kind: str = "robot"
 
     def __post_init__(self):
+        try:
+            columns.check(self.state_keys + self.action_keys)
+            columns.check((self.instruction_key,), text=True)
+        except DataError as e:
+            raise DataError(f"spec '{self.name}': {e}") from None
         for field in ("action_normalization", "state_normalization"):
             if getattr(self, field) not in NORMALIZATIONS:
                 raise DataError(f"spec '{self.name}': {field}={getattr(self, field)!r} is not one of {NORMALIZATIONS}")
@@ -64,6 +76,26 @@ class RobotSpec:
         dim = self.action_dim if which == "action" else self.state_dim
         skip = set(self.action_gripper_dims if which == "action" else self.state_gripper_dims)
         return [d not in skip for d in range(dim)]
+
+    def action_rows(self, column: columns.Column, num_steps: int, start: int = 0, stop: int | None = None):
+        """[stop - start, action_dim] float32 actions of steps [start, stop) of one episode (``column``:
+        step key -> the episode's flat raw values)."""
+        return columns.rows(self.action_keys, column, num_steps, start, stop)
+
+    def state_rows(self, column: columns.Column, num_steps: int, start: int = 0, stop: int | None = None):
+        """[stop - start, state_dim] float32 states of steps [start, stop) of one episode."""
+        return columns.rows(self.state_keys, column, num_steps, start, stop)
+
+    def instruction(self, column: columns.Column, num_steps: int, t: int) -> str:
+        """The instruction of step ``t`` of one episode."""
+        return columns.text(self.instruction_key, column, num_steps, t)
+
+    def step_keys(self) -> list[str]:
+        """Every step key the spec reads (cameras, state, action, instruction), in that order, once each."""
+        paths = [k for k in self.image_keys if k is not None]
+        for expr in self.state_keys + self.action_keys + (self.instruction_key,):
+            paths += [key.path for key in columns.keys(expr)]
+        return list(dict.fromkeys(paths))
 
     def fingerprint(self) -> str:
         return _fingerprint(self)
@@ -139,52 +171,18 @@ register_spec(RobotSpec(
 
 register_spec(WebSpec(name="tabletop_web_vl", notes="vla_jax.sim rendered scenes with captions and QA pairs."))
 
-# --- real Open X-Embodiment layouts ------------------------------------------------------
+# --- LeRobotDataset layouts (kind="lerobot", vla_jax/data/lerobot.py): keys are feature names of meta/info.json ----
 
 register_spec(RobotSpec(
-    name="bridge_dataset",
-    image_keys=("observation/image_0", None, None),  # image_1..image_3 are other third-person views
-    state_keys=("observation/state",),
+    name="lerobot_aloha",
+    image_keys=("observation.images.cam_high", "observation.images.cam_left_wrist",
+                "observation.images.cam_right_wrist"),
+    state_keys=("observation.state",),
     action_keys=("action",),
-    instruction_key="language_instruction",
-    action_dim=7, state_dim=7, control_hz=5.0,
-    action_gripper_dims=(6,), state_gripper_dims=(6,), action_translation_dims=((0, 1, 2),),
-    notes="BridgeData V2 (rail-berkeley release): action = 6-D EEF delta + gripper in [0, 1]; "
-          "state = EEF xyz + euler + gripper; 256x256 images image_0..image_3.",
-))
-
-register_spec(RobotSpec(
-    name="fractal20220817_data",
-    image_keys=("observation/image", None, None),
-    state_keys=("observation/base_pose_tool_reached", "observation/gripper_closed"),
-    action_keys=("action/world_vector", "action/rotation_delta", "action/gripper_closedness_action"),
-    instruction_key="observation/natural_language_instruction",
-    action_dim=7, state_dim=8, control_hz=3.0,
-    action_gripper_dims=(6,), state_gripper_dims=(7,), action_translation_dims=((0, 1, 2),),
-    notes="RT-1 (Google robot): action is a dict; gripper_closedness_action in [-1, 1]; images 256x320.",
-))
-
-register_spec(RobotSpec(
-    name="droid",
-    image_keys=("observation/exterior_image_1_left", "observation/wrist_image_left", None),
-    state_keys=("observation/cartesian_position", "observation/gripper_position"),
-    action_keys=("action_dict/cartesian_velocity", "action_dict/gripper_position"),
-    instruction_key="language_instruction",
-    action_dim=7, state_dim=7, control_hz=15.0,
-    action_gripper_dims=(6,), state_gripper_dims=(6,),
-    notes="DROID: Franka; exterior_image_2_left is unused (slot 2 is reserved for a right wrist); "
-          "language_instruction_2/_3 are alternative phrasings; images 180x320.",
-))
-
-register_spec(RobotSpec(
-    name="aloha",
-    image_keys=("observation/cam_high", "observation/cam_left_wrist", "observation/cam_right_wrist"),
-    state_keys=("observation/state",),
-    action_keys=("action",),
-    instruction_key="language_instruction",
+    instruction_key="task_index",
     action_dim=14, state_dim=14, control_hz=50.0,
     action_normalization="normal",
     action_gripper_dims=(6, 13), state_gripper_dims=(6, 13),
-    notes="ALOHA bimanual (aloha_mobile / aloha_static style OXE releases): 14-D joint positions "
-          "(6 joints + gripper per arm, left then right); cam_low is unused.",
+    notes="LeRobot ALOHA (lerobot/aloha_static_* style): 14-D joint positions (6 joints + gripper per arm, left "
+          "then right); observation.images.cam_low and observation.effort are unused.",
 ))

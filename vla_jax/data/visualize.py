@@ -5,17 +5,35 @@ from __future__ import annotations
 import numpy as np
 
 from vla_jax.data import mixture
-from vla_jax.data.settings import read_settings
+from vla_jax.data.settings import dropped_line, read_settings
 
 
-def mixture_table(config) -> str:
-    rows = mixture.describe_mixture(config)
-    lines = [f"{'dataset':<24} {'kind':<6} {'weight':>7} {'records':>8} {'size':>9} {'share':>7}  dir"]
+def mixture_table(config, sizes: bool = True) -> str:
+    """The effective mixture as a table: weight, weight share (weights normalized), records, size
+    (transitions / examples) and the sampling share, which is the weight share scaled by the sizes and
+    renormalized when ``balance_by_size`` is on (Octo's and OpenVLA's ``balance_weights``). ``sizes=False``
+    reads no data (no stats): records, size and share stay empty."""
+    settings = read_settings(config)
+    if sizes:
+        rows = mixture.describe_mixture(config)
+    else:
+        total = sum(w for w in settings.mixture.values() if w > 0)
+        rows = [{"name": n, "kind": settings.datasets[n].kind, "weight": w, "weight_share": max(w, 0.0) / total,
+                 "dir": settings.datasets[n].dir} for n, w in settings.mixture.items()]
+    width = max([len("dataset")] + [len(r["name"]) for r in rows])
+    lines = [f"{'dataset':<{width}} {'kind':<6} {'weight':>8} {'weight%':>8} {'records':>8} {'size':>9} "
+             f"{'share':>7}  dir"]
     for r in rows:
-        lines.append(f"{r['name']:<24} {r['kind']:<6} {r['weight']:>7.3f} {r['records']:>8} {r['size']:>9} "
-                     f"{100 * r['share']:>6.1f}%  {r['dir']}")
-    lines.append("size = transitions (robot) or examples (web); share = effective sampling share"
-                 + (" (weights x sizes: balance_by_size)" if read_settings(config).balance_by_size else ""))
+        sized = (f"{r['records']:>8} {r['size']:>9} {100 * r['share']:>6.2f}%" if sizes
+                 else f"{'-':>8} {'-':>9} {'-':>7}")
+        lines.append(f"{r['name']:<{width}} {r['kind']:<6} {r['weight']:>8.4g} {100 * r['weight_share']:>7.2f}% "
+                     f"{sized}  {r['dir']}")
+    lines.append("weight% = weight / sum of weights; size = transitions (robot) or examples (web); share = "
+                 + ("weight x size, renormalized (balance_by_size, as Octo's and OpenVLA's balance_weights)"
+                    if settings.balance_by_size else "weight% (balance_by_size off)")
+                 + ("" if sizes else "; sizes not read"))
+    if settings.dropped:
+        lines.append(dropped_line(settings))
     return "\n".join(lines)
 
 

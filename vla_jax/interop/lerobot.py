@@ -545,20 +545,10 @@ def normalizer_stats(stats: dict, dataset: str, variant: str = "pi0") -> dict[st
     v = VARIANTS[variant]
     out = {}
     for ours, theirs in QUANTITIES:
-        method = stats.get(f"{ours}_normalization", openpi.NORM_DEFAULTS[ours])
-        if method != v.norm_method:
-            raise LerobotError(f"dataset '{dataset}' normalizes {ours} with {method!r}; LeRobot's {variant} "
-                               f"normalizes {v.norm_mode} ({v.norm_method}) only")
-        mask = stats.get(f"{ours}_norm_mask")
-        if mask is not None and not all(mask):
-            raise LerobotError(f"dataset '{dataset}' leaves {ours} dims {[i for i, m in enumerate(mask) if not m]} "
-                               f"unnormalized; LeRobot's {variant} normalizes every dim")
-        missing = [k for k in v.stats if stats[ours].get(k) is None]
-        if missing:
-            raise LerobotError(f"dataset '{dataset}' {ours} statistics lack {', '.join(missing)} (LeRobot's "
-                               f"{variant} normalizes {v.norm_mode} and carries {', '.join(v.stats)})")
+        block = openpi.check_normalization(stats, dataset, ours, v.norm_method, v.stats,
+                                           f"LeRobot's {variant} ({v.norm_mode})", LerobotError)
         for k in v.stats:
-            out[f"{theirs}.{k}"] = np.asarray(stats[ours][k], np.float32).reshape(-1)
+            out[f"{theirs}.{k}"] = np.asarray(block[k], np.float32).reshape(-1)
     return out
 
 

@@ -430,27 +430,36 @@ def robot_datasets(norm_stats: dict | None) -> dict[str, dict]:
             if isinstance(s, dict) and isinstance(s.get("state"), dict) and isinstance(s.get("action"), dict)}
 
 
+def check_normalization(stats: dict, dataset: str, quantity: str, method: str, keys: tuple[str, ...], target: str,
+                        error: type[ValueError]) -> dict:
+    """``stats[quantity]`` (a dataset's entry of vla_jax's checkpoint norm stats, ``quantity`` = state | action) if
+    vla_jax normalizes it with ``method`` on every dim and it carries ``keys``; else raises ``error`` with one line
+    naming ``target`` (e.g. "openpi's pi0")."""
+    have = stats.get(f"{quantity}_normalization", NORM_DEFAULTS[quantity])
+    if have != method:
+        raise error(f"dataset '{dataset}' normalizes {quantity} with {have!r}; {target} normalizes with {method!r} "
+                    "only")
+    mask = stats.get(f"{quantity}_norm_mask")
+    if mask is not None and not all(mask):
+        raise error(f"dataset '{dataset}' leaves {quantity} dims {[i for i, m in enumerate(mask) if not m]} "
+                    f"unnormalized; {target} normalizes every dim")
+    missing = [k for k in keys if stats[quantity].get(k) is None]
+    if missing:
+        raise error(f"dataset '{dataset}' {quantity} statistics lack {', '.join(missing)} ({target} needs "
+                    f"{', '.join(keys)})")
+    return stats[quantity]
+
+
 def to_openpi_norm_stats(stats: dict, dataset: str, variant: str = "pi0") -> dict:
     """One robot dataset's entry of vla_jax's checkpoint norm stats -> openpi's ``{"state": {mean, std, q01, q99},
     "actions": {...}}``, the inverse of :func:`convert_norm_stats`: ``std`` is ``std_openpi`` where present (an
     imported entry, exact), else vla_jax's ``std + 1e-8 - 1e-6`` (so openpi's ``(x - mean) / (std + 1e-6)`` equals
     vla_jax's ``(x - mean) / (std + 1e-8)``). Raises OpenpiError (one line) for a quantity vla_jax does not
     normalize as openpi's ``variant`` does on every dim (pi0: z-score, pi0.5: quantiles)."""
-    want = VARIANTS[variant]["normalization"]
     out = {}
     for ours, theirs in (("state", "state"), ("action", "actions")):
-        method = stats.get(f"{ours}_normalization", NORM_DEFAULTS[ours])
-        if method != want:
-            raise OpenpiError(f"dataset '{dataset}' normalizes {ours} with {method!r}; openpi's {variant} "
-                              f"normalizes with {want!r} only")
-        mask = stats.get(f"{ours}_norm_mask")
-        if mask is not None and not all(mask):
-            raise OpenpiError(f"dataset '{dataset}' leaves {ours} dims {[i for i, m in enumerate(mask) if not m]} "
-                              f"unnormalized; openpi's {variant} normalizes every dim")
-        block = stats[ours]
-        missing = [k for k in NORM_KEYS if block.get(k) is None]
-        if missing:
-            raise OpenpiError(f"dataset '{dataset}' {ours} statistics lack {', '.join(missing)}")
+        block = check_normalization(stats, dataset, ours, VARIANTS[variant]["normalization"], NORM_KEYS,
+                                    f"openpi's {variant}", OpenpiError)
         std = block.get("std_openpi")
         if std is None:
             std = (np.asarray(block["std"], np.float64) + VLA_STD_EPS - OPENPI_STD_EPS).tolist()

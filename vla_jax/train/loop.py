@@ -95,11 +95,11 @@ def make_data(config, process_index: int, process_count: int):
     settings = read_settings(config)
     stats = {}  # per robot dataset: the (norm-group combined) statistics its batches were normalized with
     for name in names:
-        if settings.datasets[name].kind != "robot":
+        if not settings.datasets[name].is_robot:
             continue
         members = settings.norm_group_members(name)
         loaded = [data_lib.load_stats(settings.datasets[m].dir, m, data_lib.get_spec(settings.datasets[m].spec, m),
-                                      settings.stats_dir) for m in members]
+                                      settings.stats_dir, settings.datasets[m].kind) for m in members]
         stats[name] = data_lib.combine_stats(loaded)
     return it, names, stats
 
