@@ -3,10 +3,12 @@
     python tools/evaluate.py --workdir=runs/debug --episodes=50 --baselines
     python tools/evaluate.py --workdir=runs/debug --step=200 --ema --tasks=pick,place --embodiments=single_arm \
         --splits=train,heldout_combo --execute_steps=4 --out=/tmp/eval
+    python tools/evaluate.py --server=ws://127.0.0.1:8000 --out=/tmp/eval_served   # through python -m vla_jax.serve
 
 Writes results.json, summary.md, summary.png, filmstrip_model.png and rollouts_model.gif into
 ``<workdir>/eval/<step>`` (``<step>-ema`` with --ema) or --out, and prints a compact table. The same
-flags give the same numbers on every run. Errors are one line on stderr, exit code 2. See docs/evaluation.md.
+flags give the same numbers on every run. With --server the policy is a running policy server (closed loop
+only, the robot it serves; docs/serving.md). Errors are one line on stderr, exit code 2. See docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--workdir", required=True, help="training run directory (with checkpoints/<step>/)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workdir", help="training run directory (with checkpoints/<step>/)")
+    source.add_argument("--server", help="ws://HOST:PORT of a policy server (python -m vla_jax.serve): closed loop")
+    p.add_argument("--api_key", default=None, help="the server's --api_key")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA parameters")
     p.add_argument("--episodes", type=int, default=50, help="episodes per (embodiment, task, split) cell")
@@ -61,7 +66,15 @@ def main(argv=None) -> int:
         record=args.record, offline_batches=None if args.offline_batches < 0 else args.offline_batches,
         grounding_scenes=args.grounding_scenes, data_dir=args.data_dir, progress=sys.stderr.isatty())
     try:
-        evaluate_checkpoint(args.workdir, settings)
+        if args.server:
+            from vla_jax.eval.remote import evaluate_server
+
+            only = [f for f in ("step", "ema", "baselines", "data_dir") if getattr(args, f)]
+            if only:
+                raise EvalError(f"--{only[0]} needs --workdir (--server evaluates the served policy closed loop)")
+            evaluate_server(args.server, settings, api_key=args.api_key)
+        else:
+            evaluate_checkpoint(args.workdir, settings)
     except (EvalError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2

@@ -15,54 +15,58 @@ Public entry points (see docs/data.md):
 - :func:`write_lerobot_dataset`: a LeRobotDataset (v2.1 / v3.0) directory; such directories are the robot
   dataset kind ``"lerobot"`` (vla_jax/data/lerobot.py).
 - :class:`DataError`: the one exception type; its message is one line naming dataset and field.
+
+Names are imported on first use, so ``vla_jax.data.transforms`` / ``norm_stats`` / ``tokenizer`` / ``specs``
+load without grain, JAX or TensorFlow (the policy server's PyTorch and ONNX backends rely on it). The Open
+X-Embodiment specs are registered with the package, the ``lerobot`` dataset kind by ``settings.read_settings``.
 """
 
-from vla_jax.data import oxe_specs  # noqa: F401  (registers the Open X-Embodiment specs)
-from vla_jax.data.builders import write_tiny_bridge_dataset, write_tiny_oxe_dataset
-from vla_jax.data.errors import DataError
-from vla_jax.data.generate import generate_datasets
-from vla_jax.data.lerobot import LeRobotFrames
-from vla_jax.data.lerobot_writer import write_lerobot_dataset
-from vla_jax.data.mixture import DataIterator, describe_mixture, make_eval_iterator, make_train_iterator, source_names
-from vla_jax.data.prepare import prepare_all, prepare_dataset
-from vla_jax.data.prompts import PROMPT_FORMATS
-from vla_jax.data.policy_io import PolicyIO, compute_all_stats, make_policy_io
-from vla_jax.data.specs import SPECS, RobotSpec, WebSpec, get_spec, register_spec
-from vla_jax.data.norm_stats import Normalizer, combine_stats, load_stats, normalize, unnormalize
-from vla_jax.data.tokenizer import Tokenizer, check_tokenizer, train_tokenizer
-from vla_jax.data.transforms import OPS, register_op
+from __future__ import annotations
 
-__all__ = [
-    "OPS",
-    "PROMPT_FORMATS",
-    "SPECS",
-    "DataError",
-    "DataIterator",
-    "LeRobotFrames",
-    "Normalizer",
-    "PolicyIO",
-    "RobotSpec",
-    "Tokenizer",
-    "WebSpec",
-    "check_tokenizer",
-    "combine_stats",
-    "compute_all_stats",
-    "describe_mixture",
-    "generate_datasets",
-    "get_spec",
-    "load_stats",
-    "make_eval_iterator",
-    "make_policy_io",
-    "make_train_iterator",
-    "normalize",
-    "prepare_all",
-    "prepare_dataset",
-    "register_op",
-    "register_spec",
-    "source_names",
-    "train_tokenizer",
-    "unnormalize",
-    "write_lerobot_dataset",
-    "write_tiny_bridge_dataset",
-    "write_tiny_oxe_dataset",
-]
+import importlib
+
+from vla_jax.data import oxe_specs  # noqa: F401  (registers the Open X-Embodiment specs)
+
+_LAZY = {
+    "write_tiny_bridge_dataset": "builders",
+    "write_tiny_oxe_dataset": "builders",
+    "DataError": "errors",
+    "generate_datasets": "generate",
+    "LeRobotFrames": "lerobot",
+    "write_lerobot_dataset": "lerobot_writer",
+    "DataIterator": "mixture",
+    "describe_mixture": "mixture",
+    "make_eval_iterator": "mixture",
+    "make_train_iterator": "mixture",
+    "source_names": "mixture",
+    "prepare_all": "prepare",
+    "prepare_dataset": "prepare",
+    "PROMPT_FORMATS": "prompts",
+    "PolicyIO": "policy_io",
+    "compute_all_stats": "policy_io",
+    "make_policy_io": "policy_io",
+    "SPECS": "specs",
+    "RobotSpec": "specs",
+    "WebSpec": "specs",
+    "get_spec": "specs",
+    "register_spec": "specs",
+    "Normalizer": "norm_stats",
+    "combine_stats": "norm_stats",
+    "load_stats": "norm_stats",
+    "normalize": "norm_stats",
+    "unnormalize": "norm_stats",
+    "Tokenizer": "tokenizer",
+    "check_tokenizer": "tokenizer",
+    "train_tokenizer": "tokenizer",
+    "OPS": "transforms",
+    "register_op": "transforms",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

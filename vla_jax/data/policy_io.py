@@ -40,7 +40,7 @@ def compute_all_stats(config, *, if_missing: bool = True, log=print) -> dict[str
     return out
 
 
-def _lookup(obs: dict, path: str):
+def lookup(obs: dict, path: str):
     """Finds a step key such as ``observation/image_0`` in a raw observation: obs["observation"]["image_0"],
     obs["image_0"] or obs["images"]["image_0"] (the vla_jax.sim env layout)."""
     parts = path.split("/")
@@ -86,8 +86,8 @@ class PolicyIO:
         keys = self.spec.image_keys[: self.dims.num_cameras]
         raw = {
             "source": self.source,
-            "images": [_lookup(obs, k) if k is not None else None for k in keys],
-            "state": self.spec.state_rows(lambda key: np.ravel(_lookup(obs, key)), 1)[0],
+            "images": [lookup(obs, k) if k is not None else None for k in keys],
+            "state": self.spec.state_rows(lambda key: np.ravel(lookup(obs, key)), 1)[0],
             "instruction": instruction,
         }
         example = self.transform(raw, np.random.default_rng(0))

@@ -85,6 +85,8 @@ def _resolve(path: str, data_dir: str) -> str:
 
 
 def read_settings(config) -> DataSettings:
+    from vla_jax.data import lerobot  # noqa: F401  (registers the "lerobot" kind; vla_jax.data loads it lazily)
+
     data, model = config.data, config.model
     data_dir = os.path.abspath(os.path.expanduser(str(data.data_dir)))
     prepared_dir = _resolve(data.get("prepared_dir", "prepared"), data_dir)

@@ -224,6 +224,17 @@ class ModelPolicy:
         return np.asarray(un(chunk, embodiment) if with_emb else un(chunk), np.float32)
 
 
+def call_key(seed: int, call: int) -> jax.Array:
+    """The PRNG key of a sampler's ``call``-th call: ``fold_in(PRNGKey(seed), call)``."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), call)
+
+
+def flow_noise(seed: int, call: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """The initial flow noise [B, H, A] that :class:`ActionSampler` (``num_samples=1``) draws on its ``call``-th
+    call for a batch of B (``vla.sample``): what a remote policy sends so its chunks equal the in-process ones."""
+    return np.asarray(jax.random.normal(call_key(seed, call), shape, jax.numpy.float32))
+
+
 class ActionSampler:
     """``predict`` for :class:`ModelPolicy` from a vla_jax.models.vla model: jitted ``vla.sample``
     with a fresh noise key per call, folded from ``seed`` and a call counter that ``reset`` rewinds,
@@ -244,7 +255,7 @@ class ActionSampler:
                 return vla.sample(model, p, obs, rng)
             return jax.vmap(lambda key: vla.sample(model, p, obs, key))(jax.random.split(rng, num_samples)).mean(0)
 
-        self._key = jax.random.PRNGKey(seed)
+        self.seed = seed
         self._fn = jax.jit(predict)
         self.params = params
         self.calls = 0
@@ -253,7 +264,7 @@ class ActionSampler:
         self.calls = 0
 
     def __call__(self, obs: dict) -> np.ndarray:
-        rng = jax.random.fold_in(self._key, self.calls)
+        rng = call_key(self.seed, self.calls)
         self.calls += 1
         return np.asarray(self._fn(self.params, obs, rng))
 
