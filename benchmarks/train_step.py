@@ -16,9 +16,9 @@ import subprocess
 import sys
 import time
 
-from vla_jax.platform import default_platform
+from vla_jax.platform import jax_defaults
 
-default_platform()
+jax_defaults()
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

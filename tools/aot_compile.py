@@ -5,9 +5,9 @@ per-device memory, FLOPs and the compiler's step-time estimate.
         --config.mesh.shape.data=1 --config.mesh.shape.fsdp=-1 --config.sharding=fsdp
 """
 
-from vla_jax.platform import default_platform
+from vla_jax.platform import jax_defaults
 
-default_platform()
+jax_defaults()
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

@@ -12,9 +12,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from vla_jax.platform import default_platform  # noqa: E402
+from vla_jax.platform import jax_defaults  # noqa: E402
 
-default_platform()
+jax_defaults()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from vla_jax.data import generate, lerobot_writer  # noqa: E402

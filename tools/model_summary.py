@@ -5,9 +5,9 @@
 
 import sys
 
-from vla_jax.platform import default_platform
+from vla_jax.platform import jax_defaults
 
-default_platform()
+jax_defaults()
 
 from absl import app  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

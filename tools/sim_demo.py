@@ -13,9 +13,9 @@ import argparse
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vla_jax.platform import default_platform
+from vla_jax.platform import jax_defaults
 
-default_platform()
+jax_defaults()
 
 from vla_jax.sim import EMBODIMENTS, FAMILIES, collect_episode, sample_task  # noqa: E402
 

@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 
-from vla_jax.platform import default_platform
+from vla_jax.platform import jax_defaults
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     if args.workdir is not None:
-        default_platform()
+        jax_defaults()
     import dataclasses
 
     from vla_jax.serve.backends import BackendError, load_backend

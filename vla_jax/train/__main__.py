@@ -1,8 +1,8 @@
 """``python -m vla_jax.train --config=configs/pretrain.py:debug --workdir=DIR`` (see vla_jax/train/loop.py)."""
 
-from vla_jax.platform import default_platform
+from vla_jax.platform import jax_defaults
 
-default_platform()
+jax_defaults()
 
 from absl import app  # noqa: E402
 

@@ -33,6 +33,7 @@ from vla_jax.data.settings import read_settings
 from vla_jax.eval.run import PeriodicEvaluator
 from vla_jax.models import addons, summary
 from vla_jax.models.vla import CORE_LOSSES, VLA, make_config
+from vla_jax.platform import CacheCounter
 from vla_jax.train import checkpoint as ckpt_lib
 from vla_jax.train import init_from
 from vla_jax.train import metrics as metrics_lib
@@ -231,10 +232,10 @@ def _train(config, workdir: str) -> dict:
                                           num_sources=num_sources, ema_decay=ema_decay, grad_accum_steps=k_accum)
     batch_abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh)
                       for k, v in summary.dummy_batch(model_cfg, config.batch_size).items()}
-    t0 = time.perf_counter()
+    t0, cache = time.perf_counter(), CacheCounter()
     compiled = step_lib.compile_train_step(train_step, state_lib.with_shardings(abstract, shardings), shardings,
                                            batch_abstract, batch_sh, mesh, rules)
-    log(f"compiled the train step in {time.perf_counter() - t0:.1f}s")
+    log(f"train step ready in {time.perf_counter() - t0:.1f}s: {cache.describe()}")
 
     # ====================================================================== metrics and FLOPs
     tokens = metrics_lib.tokens_per_example(config.model)["total"]
