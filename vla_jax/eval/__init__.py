@@ -12,7 +12,6 @@ from vla_jax.eval.agents import (
     ModelPolicy,
     Policy,
     RandomPolicy,
-    action_bounds,
     make_model_policy,
     ActionSampler,
 )
@@ -37,7 +36,6 @@ __all__ = [
     "RandomPolicy",
     "Results",
     "Rollout",
-    "action_bounds",
     "aggregate",
     "episode_seed",
     "evaluate",

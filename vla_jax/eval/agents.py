@@ -10,6 +10,7 @@ in this episode, "seed": the episode's seed, "family", "split"}. Before the firs
 episode in a slot, the harness calls ``begin_episode(slot, env, seed)`` if the policy has it:
 privileged policies (the scripted expert) read the env there, stochastic baselines re-seed
 per episode (so their outcomes do not depend on ``num_envs`` or batch composition).
+A policy that reads no images sets ``uses_images = False``; suites that can, then skip rendering.
 """
 
 from __future__ import annotations
@@ -39,53 +40,50 @@ class Policy(Protocol):
 class ExpertPolicy:
     """The privileged scripted expert (reads the world state of each slot's env); H = 1.
 
-    A fresh ScriptedExpert seeded by the episode seed drives each episode, so an episode's outcome
-    depends only on its seed. ``noise`` as in ScriptedExpert (0.1 is the data generator's).
+    A fresh expert from ``env.expert(noise, seed)`` (the tabletop's ScriptedExpert, Meta-World's scripted
+    policies) seeded by the episode seed drives each episode, so an episode's outcome depends only on
+    its seed. ``noise`` as in ScriptedExpert (0.1 is the data generator's).
     """
+
+    uses_images = False
 
     def __init__(self, noise: float = 0.1, name: str = "expert"):
         self.noise = noise
         self.name = name
-        self._experts: dict[int, ScriptedExpert] = {}
+        self._experts: dict[int, object] = {}
 
     def reset(self, batch_size: int) -> None:
         self._experts = {}
 
-    def begin_episode(self, slot: int, env: TabletopEnv, seed: int) -> None:
-        self._experts[slot] = ScriptedExpert(env, noise=self.noise, seed=seed)
+    def begin_episode(self, slot: int, env, seed: int) -> None:
+        self._experts[slot] = env.expert(self.noise, seed)
 
     def act(self, observations, instructions, embodiment):
         return np.stack([self._experts[o["meta"]["slot"]].act() for o in observations])[:, None, :]
 
 
-def action_bounds(embodiment: str) -> tuple[np.ndarray, np.ndarray]:
-    """(low, high) [action_dim] of meaningful actions: +-max_step on xyz, +-max_rot_step on the
-    rotations, [0, 1] on grippers."""
-    spec = EMBODIMENTS[embodiment]
-    arm_high = np.array([spec.max_step] * 3 + [spec.max_rot_step] * 3 + [1.0])
-    arm_low = np.array([-spec.max_step] * 3 + [-spec.max_rot_step] * 3 + [0.0])
-    return np.tile(arm_low, spec.num_arms), np.tile(arm_high, spec.num_arms)
-
-
 class RandomPolicy:
-    """Uniform random actions within :func:`action_bounds` (grippers: random 0 / 1), re-seeded per
-    episode from (seed, episode seed). Chunks of ``horizon`` actions."""
+    """Uniform random actions within the env's ``action_bounds()`` (gripper commands that are absolute 0 / 1:
+    random 0 / 1), re-seeded per episode from (seed, episode seed). Chunks of ``horizon`` actions."""
+
+    uses_images = False
 
     def __init__(self, seed: int = 0, horizon: int = 1, name: str = "random"):
         self.seed, self.horizon, self.name = seed, horizon, name
         self._rngs: dict[int, np.random.Generator] = {}
+        self._bounds: dict[int, tuple] = {}
 
     def reset(self, batch_size: int) -> None:
-        self._rngs = {}
+        self._rngs, self._bounds = {}, {}
 
-    def begin_episode(self, slot: int, env: TabletopEnv, seed: int) -> None:
+    def begin_episode(self, slot: int, env, seed: int) -> None:
         self._rngs[slot] = np.random.default_rng([self.seed, seed, 7])
+        self._bounds[slot] = env.action_bounds()
 
     def act(self, observations, instructions, embodiment):
-        low, high = action_bounds(embodiment)
-        grip = np.asarray(EMBODIMENTS[embodiment].gripper_dims)
         out = []
         for o in observations:
+            low, high, grip = self._bounds[o["meta"]["slot"]]
             a = self._rngs[o["meta"]["slot"]].uniform(low, high, size=(self.horizon, len(low)))
             out.append(np.where(grip, np.round(a), a))
         return np.stack(out).astype(np.float32)
@@ -98,6 +96,8 @@ class MeanActionPolicy:
     per-dimension action mean) or [T, action_dim] (a mean trajectory: step t of an episode plays row
     min(t, T - 1)). Returns chunks of ``horizon`` actions.
     """
+
+    uses_images = False
 
     def __init__(self, means: Mapping[str, np.ndarray], horizon: int = 1, name: str = "mean"):
         self.means = {k: np.asarray(v, np.float32) for k, v in means.items()}

@@ -1,4 +1,4 @@
-"""Batched closed-loop evaluation in the tabletop simulator.
+"""Batched closed-loop evaluation in a simulator suite (vla_jax/eval/suites.py: the tabletop world, Meta-World).
 
 For each embodiment, ``num_envs`` environments run side by side; every chunk boundary, ONE policy
 call returns an action chunk for all running envs, of which the first ``execute_steps`` actions are
@@ -31,7 +31,8 @@ import numpy as np
 from tqdm import tqdm
 
 from vla_jax.eval.success_stats import CellStats, aggregate, summarize
-from vla_jax.sim import EMBODIMENTS, FAMILIES, SPLITS, TabletopEnv, sample_task
+from vla_jax.eval.suites import get_suite
+from vla_jax.sim import EMBODIMENTS, FAMILIES, SPLITS
 
 _TERMINAL_FAILURES = ("off_table",)
 
@@ -155,7 +156,7 @@ def _order(key: tuple[str, str, str]) -> tuple:
 
 @dataclass
 class _Slot:
-    env: TabletopEnv
+    env: object  # the suite's env (vla_jax/eval/suites.py)
     spec: tuple | None = None  # (family, split, index, seed)
     episode_id: int = -1
     instruction: str = ""
@@ -185,8 +186,9 @@ def _check_chunk(chunk, n: int, action_dim: int, policy_name: str) -> np.ndarray
 def evaluate(
     policy,
     *,
-    embodiments: Sequence[str] = tuple(EMBODIMENTS),
-    families: Sequence[str] = FAMILIES,
+    suite: str = "tabletop",
+    embodiments: Sequence[str] | None = None,
+    families: Sequence[str] | None = None,
     episodes_per_cell: int = 20,
     split: str | Sequence[str] = "train",
     seed: int = 0,
@@ -198,27 +200,27 @@ def evaluate(
     record: int = 0,
     progress: bool = False,
 ) -> Results:
-    """Evaluates ``policy`` (vla_jax.eval.agents.Policy) on every embodiment x family x split cell.
+    """Evaluates ``policy`` (vla_jax.eval.agents.Policy) on every embodiment x family x split cell of
+    ``suite`` (vla_jax/eval/suites.py; embodiments / families None: all of the suite's).
 
     split: one split or several (e.g. vla_jax.sim.SPLITS). execute_steps: actions executed per chunk
     (None: the whole chunk). max_steps: episode step limit (None: the embodiment's
     max_episode_steps). record: episodes per cell (the first ones) whose camera frames are kept in
     ``Results.rollouts`` for filmstrips. See the module doc for seeds and episode ends.
     """
+    sim = get_suite(suite)
+    embodiments = sim.embodiments if embodiments is None else tuple(embodiments)
+    families = sim.families if families is None else tuple(families)
     splits = (split,) if isinstance(split, str) else tuple(split)
-    for s in splits:
-        if s not in SPLITS:
-            raise ValueError(f"unknown split {s!r}; choose from {SPLITS}")
-    for f in families:
-        if f not in FAMILIES:
-            raise ValueError(f"unknown task family {f!r}; choose from {FAMILIES}")
-    for e in embodiments:
-        if e not in EMBODIMENTS:
-            raise ValueError(f"unknown embodiment {e!r}; choose from {tuple(EMBODIMENTS)}")
+    for kind, names, allowed in (("split", splits, sim.splits), ("task family", families, sim.families),
+                                 ("embodiment", embodiments, sim.embodiments)):
+        for n in names:
+            if n not in allowed:
+                raise ValueError(f"unknown {kind} {n!r} of suite {suite}; choose from {allowed}")
     if execute_steps is not None and execute_steps < 1:
         raise ValueError("execute_steps must be >= 1 or None")
     name = getattr(policy, "name", type(policy).__name__)
-    settings = dict(embodiments=list(embodiments), families=list(families), splits=list(splits),
+    settings = dict(suite=suite, embodiments=list(embodiments), families=list(families), splits=list(splits),
                     episodes_per_cell=episodes_per_cell, seed=seed, execute_steps=execute_steps,
                     max_steps=max_steps, image_size=image_size, hold_steps=hold_steps)
     timing = dict(policy_s=0.0, env_s=0.0, policy_calls=0, env_steps=0, episodes=0)
@@ -230,11 +232,13 @@ def evaluate(
         bar = tqdm(total=len(embodiments) * len(families) * len(splits) * episodes_per_cell, desc=f"eval {name}",
                    unit="ep", dynamic_ncols=True)
     for embodiment in embodiments:
-        spec = EMBODIMENTS[embodiment]
-        limit = max_steps or spec.max_episode_steps
-        queue = deque((f, s, i, episode_seed(seed, embodiment, f, s, i))
-                      for i in range(episodes_per_cell) for s in splits for f in families)
-        slots = [_Slot(TabletopEnv(embodiment, image_size)) for _ in range(min(num_envs, len(queue)))]
+        action_dim = sim.action_dims[embodiment]
+        limit = max_steps or sim.max_episode_steps[embodiment]
+        order = (((f, s, i) for f in families for s in splits for i in range(episodes_per_cell)) if sim.group_by_task
+                 else ((f, s, i) for i in range(episodes_per_cell) for s in splits for f in families))
+        queue = deque((f, s, i, episode_seed(seed, embodiment, f, s, i)) for f, s, i in order)
+        blind = sim.renders_blind and record == 0 and not getattr(policy, "uses_images", True)
+        slots = [_Slot(sim.make_env(embodiment, 0 if blind else image_size)) for _ in range(min(num_envs, len(queue)))]
         policy.reset(len(slots))
         finished: list[EpisodeResult] = []
         next_id = 0
@@ -242,7 +246,7 @@ def evaluate(
         def start_episode(k: int, slot: _Slot) -> None:
             nonlocal next_id
             family, s, index, eseed = slot.spec = queue.popleft()
-            task = sample_task(np.random.default_rng(eseed), family, s)
+            task = sim.sample_task(np.random.default_rng(eseed), family, s)
             t0 = time.perf_counter()
             slot.obs = slot.env.reset(task, eseed)
             timing["env_s"] += time.perf_counter() - t0
@@ -280,7 +284,7 @@ def evaluate(
             chunk = policy.act(observations, [slots[k].instruction for k in live], embodiment)
             timing["policy_s"] += time.perf_counter() - t0
             timing["policy_calls"] += 1
-            chunk = _check_chunk(chunk, len(live), spec.action_dim, name)
+            chunk = _check_chunk(chunk, len(live), action_dim, name)
             horizon = chunk.shape[1] if execute_steps is None else min(execute_steps, chunk.shape[1])
             t0 = time.perf_counter()
             for j in range(horizon):
@@ -302,6 +306,8 @@ def evaluate(
             for k in live:
                 if slots[k].done and queue:
                     start_episode(k, slots[k])
+        for slot in slots:
+            slot.env.close()
         finished.sort(key=_episode_order(families, splits))
         episodes.extend(finished)
     rollouts.sort(key=lambda r: (list(embodiments).index(r.episode.embodiment), _episode_order(families, splits)(r.episode)))

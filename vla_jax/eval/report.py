@@ -243,7 +243,8 @@ def write_gif(rollouts, path: str, *, max_episodes: int = 4, cameras: Sequence[s
     chosen = pick_rollouts(list(rollouts), max_episodes)
     if not chosen:
         raise ValueError("write_gif: no recorded rollouts (evaluate with record >= 1)")
-    fps = fps or min(EMBODIMENTS[r.episode.embodiment].control_hz for r in chosen if r.episode.embodiment in EMBODIMENTS)
+    fps = fps or min((EMBODIMENTS[r.episode.embodiment].control_hz for r in chosen
+                    if r.episode.embodiment in EMBODIMENTS), default=10.0)
     try:
         font = ImageFont.load_default(11)
     except TypeError:  # Pillow < 10.1

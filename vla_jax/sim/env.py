@@ -77,3 +77,20 @@ class TabletopEnv:
     def failure_kind(self) -> str | None:
         """See vla_jax.sim.tasks.task_failure; timeouts are the caller's business."""
         return task_failure(self.world, self.task, self.target, self.container)
+
+    def expert(self, noise: float = 0.1, seed: int = 0):
+        """The privileged scripted expert of the current episode (vla_jax.sim.expert.ScriptedExpert)."""
+        from vla_jax.sim.expert import ScriptedExpert  # expert.py builds on this module
+
+        return ScriptedExpert(self, noise=noise, seed=seed)
+
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(low, high, gripper mask) [action_dim] each of meaningful actions: +-max_step on xyz,
+        +-max_rot_step on the rotations, [0, 1] on grippers (absolute 0 / 1 commands)."""
+        spec = self.spec
+        arm_high = np.array([spec.max_step] * 3 + [spec.max_rot_step] * 3 + [1.0])
+        arm_low = np.array([-spec.max_step] * 3 + [-spec.max_rot_step] * 3 + [0.0])
+        return np.tile(arm_low, spec.num_arms), np.tile(arm_high, spec.num_arms), np.asarray(spec.gripper_dims)
+
+    def close(self) -> None:
+        """Nothing to release (the suite interface, vla_jax/eval/suites.py)."""

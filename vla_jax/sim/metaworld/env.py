@@ -58,7 +58,8 @@ def _modules():
 
 class MetaWorldEnv:
     """Deterministic Meta-World environment; the MuJoCo env of a task is built on its first reset and kept
-    until a reset asks for another task."""
+    until a reset asks for another task. ``image_size=0`` renders nothing (``images`` is empty): for policies
+    that read no images."""
 
     def __init__(self, embodiment: str = "sawyer", image_size: int = 64):
         self.embodiment = embodiment
@@ -76,18 +77,20 @@ class MetaWorldEnv:
         self.close()
         env = env_dict.ALL_V3_ENVIRONMENTS[f"{name}-v3"]()
         env._partially_observable = False  # the goal is in the observation: the scripted experts read it
+        del env.sawyer_observation_space  # cached with the goal's bounds zeroed; step() clips to it
         env._freeze_rand_vec = False
         env.seeded_rand_vec = True
         env._set_task_called = True
         env.model.vis.quality.offsamples = 0
-        try:
-            renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
-        except Exception as e:  # noqa: BLE001 - every GL failure becomes the one-line error
-            env.close()
-            raise _gl_error(e) from None
-        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-        self._env, self._renderer = env, renderer
+        self._env = env
+        if self.image_size > 0:
+            try:
+                self._renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
+            except Exception as e:  # noqa: BLE001 - every GL failure becomes the one-line error
+                self.close()
+                raise _gl_error(e) from None
+            self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+            self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
 
     def reset(self, task: MetaWorldTask, seed: int) -> dict:
         """Samples the initial state of ``task`` from ``seed``; returns the first observation."""
@@ -116,7 +119,8 @@ class MetaWorldEnv:
         return np.ascontiguousarray(image[::-1, ::-1]) if camera == "corner2" else image.copy()
 
     def observe(self) -> dict:
-        return {"images": {cam: self.render(cam) for cam in CAMERAS}, "state": self.state()}
+        cameras = CAMERAS if self._renderer is not None else ()
+        return {"images": {cam: self.render(cam) for cam in cameras}, "state": self.state()}
 
     def state(self) -> np.ndarray:
         """float32 [4]: end-effector x, y, z and gripper opening."""
