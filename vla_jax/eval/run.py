@@ -47,12 +47,13 @@ from vla_jax.eval.agents import (
 )
 from vla_jax.eval.closed_loop import evaluate
 from vla_jax.eval.grounding_probe import first_frame_grounding, format_grounding
+from vla_jax.eval.groups import group_table
 from vla_jax.eval.report import results_payload, write_report
+from vla_jax.eval.suites import SUITES, get_suite
 from vla_jax.models.vla import VLA, make_config
 from vla_jax.sim import EMBODIMENTS, FAMILIES, SPLITS
 from vla_jax.train.checkpoint import load_params
 
-EMBODIMENT_SPECS = {"single_arm": "tabletop_single_arm", "bimanual": "tabletop_bimanual"}
 
 
 class EvalError(ValueError):
@@ -74,13 +75,14 @@ def parse_names(value, allowed: Sequence[str], flag: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def embodiment_datasets(config) -> dict[str, str]:
-    """{embodiment: robot dataset of config.data.datasets recorded with it} (those in the mixture first)."""
+def embodiment_datasets(config, suite: str = "tabletop") -> dict[str, str]:
+    """{embodiment of ``suite``: robot dataset of config.data.datasets recorded with it} (those in the mixture
+    first)."""
     datasets = config.data.get("datasets") or {}
     mixture = list(config.data.get("mixture") or {})
     order = mixture + [n for n in datasets if n not in mixture]
     out = {}
-    for emb, spec in EMBODIMENT_SPECS.items():
+    for emb, spec in get_suite(suite).dataset_specs.items():
         for name in order:
             d = datasets.get(name)
             if d is not None and str(d.get("kind")) == "robot" and str(d.get("spec")) == spec:
@@ -158,8 +160,7 @@ def _check_stats(ck_stats: dict | None, io, dataset: str, log) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- settings
-_NAMED_FIELDS = {"families": (FAMILIES, "--tasks"), "splits": (SPLITS, "--splits"),
-                 "embodiments": (tuple(EMBODIMENTS), "--embodiments")}  # field: (allowed names, flag)
+_NAMED_FIELDS = {"families": "--tasks", "splits": "--splits", "embodiments": "--embodiments"}  # field: flag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,15 +174,18 @@ class EvalSettings:
     uses the whole validation splits. ``grounding_scenes``: fresh scenes per (embodiment, split, family)
     for the first-frame grounding probe (vla_jax/eval/grounding_probe.py; 0 skips it). ``data_dir`` replaces
     the saved ``config.data.data_dir`` (runs trained from another working directory). ``out``: default
-    ``<workdir>/eval/<step>[-ema]``.
+    ``<workdir>/eval/<step>[-ema]``. ``suite``: vla_jax/eval/suites.py (names are the suite's; "all" and the
+    default splits: all of its). ``image_size``: rendered resolution, None: the suite's (tabletop 96, the
+    data's; Meta-World the model's).
     """
 
+    suite: str = "tabletop"
     step: int | None = None
     ema: bool = False
     episodes: int = 50
     families: str | Sequence[str] = "all"
     embodiments: str | Sequence[str] = "all"
-    splits: str | Sequence[str] = SPLITS
+    splits: str | Sequence[str] = "all"
     execute_steps: int | None = None
     max_steps: int | None = None
     num_samples: int = 1
@@ -189,7 +193,7 @@ class EvalSettings:
     out: str | None = None
     seed: int = 0
     num_envs: int = 16
-    image_size: int = 96
+    image_size: int | None = None
     record: int = 1
     offline_batches: int | None = offline_lib.DEFAULT_MAX_BATCHES
     grounding_scenes: int = 20
@@ -215,8 +219,8 @@ class EvalSettings:
     def names(self, field: str) -> tuple[str, ...]:
         """The names the ``families`` / ``splits`` / ``embodiments`` value stands for (EvalError naming
         the flag if one is unknown)."""
-        allowed, flag = _NAMED_FIELDS[field]
-        return parse_names(getattr(self, field), allowed, flag)
+        flag = _NAMED_FIELDS[field]
+        return parse_names(getattr(self, field), getattr(get_suite(self.suite), field), flag)
 
     @property
     def explicit_embodiments(self) -> bool:
@@ -225,6 +229,8 @@ class EvalSettings:
 
     def validate(self) -> None:
         """Raises a one-line :class:`EvalError` naming the flag of the first bad value."""
+        if self.suite not in SUITES:
+            raise EvalError(f"--suite={self.suite}: unknown; choose from {', '.join(SUITES)}")
         for field in _NAMED_FIELDS:
             self.names(field)
         if self.episodes < 1:
@@ -236,16 +242,20 @@ class EvalSettings:
         if self.num_envs < 1:
             raise EvalError(f"--num_envs={self.num_envs} must be >= 1")
 
-    def rollout_kwargs(self, embodiments: Sequence[str]) -> dict:
+    def rendered_size(self, model_image_size: int) -> int:
+        """The camera resolution to render: ``image_size``, else the suite's, else the model's."""
+        return int(self.image_size or get_suite(self.suite).image_size or model_image_size)
+
+    def rollout_kwargs(self, embodiments: Sequence[str], model_image_size: int = 96) -> dict:
         """Keyword arguments of vla_jax.eval.closed_loop.evaluate for ``embodiments`` (all but ``record``)."""
-        return dict(embodiments=tuple(embodiments), families=self.names("families"),
+        return dict(suite=self.suite, embodiments=tuple(embodiments), families=self.names("families"),
                     episodes_per_cell=self.episodes, split=self.names("splits"), seed=self.seed,
                     execute_steps=self.execute_steps, max_steps=self.max_steps, num_envs=self.num_envs,
-                    image_size=self.image_size, progress=self.progress)
+                    image_size=self.rendered_size(model_image_size), progress=self.progress)
 
     def report_dict(self, embodiments: Sequence[str]) -> dict:
         """The ``eval_settings`` entry of results.json (``embodiments``: those evaluated)."""
-        return {"episodes": self.episodes, "families": list(self.names("families")),
+        return {"suite": self.suite, "episodes": self.episodes, "families": list(self.names("families")),
                 "embodiments": list(embodiments), "splits": list(self.names("splits")), "seed": self.seed,
                 "execute_steps": self.execute_steps, "max_steps": self.max_steps, "num_samples": self.num_samples,
                 "offline_batches": self.offline_batches, "baselines": self.baselines,
@@ -255,15 +265,16 @@ class EvalSettings:
 def _embodiment_datasets(settings: EvalSettings, config) -> dict[str, str]:
     """{embodiment: its dataset} of the wanted embodiments the run's config has a simulator dataset for."""
     wanted = settings.names("embodiments")
-    available = embodiment_datasets(config)
+    available = embodiment_datasets(config, settings.suite)
+    specs = get_suite(settings.suite).dataset_specs
     missing = [e for e in wanted if e not in available]
     if missing and settings.explicit_embodiments:
         raise EvalError(f"--embodiments={','.join(wanted)}: the run's config.data.datasets has no dataset for "
-                        f"{', '.join(missing)} (needs the spec {EMBODIMENT_SPECS[missing[0]]})")
+                        f"{', '.join(missing)} (needs the spec {specs[missing[0]]})")
     chosen = {e: available[e] for e in wanted if e in available}
     if not chosen:
-        raise EvalError("the run's config.data.datasets has no simulator dataset "
-                        f"({', '.join(EMBODIMENT_SPECS.values())}); nothing to evaluate closed-loop")
+        raise EvalError(f"the run's config.data.datasets has no dataset of suite {settings.suite} "
+                        f"(spec {', '.join(specs.values())}); nothing to evaluate closed-loop")
     return chosen
 
 
@@ -323,7 +334,8 @@ def evaluate_checkpoint(workdir: str, settings: EvalSettings = EvalSettings(), *
     log(f"[eval] {ck.path} ({'EMA' if s.ema else 'raw'} params, preset {config.get('preset', '?')}, "
         f"head {config.model.action_head}): {s.episodes} episodes x {len(datasets)} embodiments x "
         f"{len(families)} tasks x {len(splits)} splits -> {out}")
-    kwargs = s.rollout_kwargs(datasets)
+    kwargs = s.rollout_kwargs(datasets, int(config.model.image_size))
+    suite = get_suite(s.suite)
     try:
         ios = {e: make_policy_io(config, name) for e, name in datasets.items()}  # as make_model_policy
         for e, name in datasets.items():
@@ -336,11 +348,11 @@ def evaluate_checkpoint(workdir: str, settings: EvalSettings = EvalSettings(), *
                 results[p.name] = evaluate(p, record=0, **kwargs)
                 log(f"[eval] {p.name}: {results[p.name].timing['wall_s']:.1f}s")
         grounding = {}
-        if s.grounding_scenes > 0:
+        if s.grounding_scenes > 0 and suite.grounding:
             t1 = time.perf_counter()
             grounding = {e: {split: first_frame_grounding(model, ck.params, ios[e], e, scenes=s.grounding_scenes,
                                                           families=families, split=split, seed=s.seed,
-                                                          image_size=s.image_size)
+                                                          image_size=kwargs["image_size"])
                              for split in splits} for e in datasets}
             log(f"[eval] first-frame grounding: {time.perf_counter() - t1:.1f}s")
         offline = {}
@@ -361,12 +373,48 @@ def evaluate_checkpoint(workdir: str, settings: EvalSettings = EvalSettings(), *
         "grounding": grounding,
     }
     table = compact_table(results)
+    if suite.groups:
+        table += "\nby difficulty group, success % [95% Wilson interval]:\n" + group_table(results, suite.groups)
     paths = write_report(results, out, title=f"{os.path.basename(os.path.abspath(workdir))} step {ck.step}"
                          f"{' (EMA)' if s.ema else ''}: closed-loop success", extra=extra,
                          markdown_head=_markdown_head(ck, s, table), markdown_tail=_markdown_tail(grounding, offline))
     log("\n" + table + ("\n" + compact_offline_table(offline) if offline else "")
         + ("\nfirst-frame grounding:\n" + format_grounding(grounding) if grounding else ""))
     log(f"[eval] wrote {out} in {time.perf_counter() - t0:.1f}s")
+    return {**results_payload(results, extra), "paths": paths}
+
+
+# ---------------------------------------------------------------------------------------------- built-in policies
+BUILTIN_POLICIES = {"expert": lambda seed: ExpertPolicy(), "random": lambda seed: RandomPolicy(seed=seed)}
+
+
+def evaluate_builtin(names: Sequence[str], settings: EvalSettings, *, log: Callable[[str], None] = print) -> dict:
+    """Evaluates built-in policies (``expert``: the scripted expert, the ceiling; ``random``: uniform random
+    actions) on the suite without a checkpoint and writes the report into ``settings.out``; returns the
+    results.json payload with ``paths``."""
+    s = settings
+    s.validate()
+    unknown = [n for n in names if n not in BUILTIN_POLICIES]
+    if unknown or not names:
+        raise EvalError(f"--policy={','.join(names)}: choose from {', '.join(BUILTIN_POLICIES)}")
+    if not s.out:
+        raise EvalError("--policy needs --out (the report directory)")
+    suite = get_suite(s.suite)
+    embodiments = s.names("embodiments")
+    kwargs = s.rollout_kwargs(embodiments, 64)
+    results = {}
+    for name in names:
+        results[name] = evaluate(BUILTIN_POLICIES[name](s.seed), record=s.record, **kwargs)
+        log(f"[eval] {name}: {results[name].timing['wall_s']:.1f}s")
+    table = compact_table(results)
+    if suite.groups:
+        table += "\nby difficulty group, success % [95% Wilson interval]:\n" + group_table(results, suite.groups)
+    head = (f"# Built-in policies on suite {s.suite}\n\nClosed loop: {s.episodes} episodes per cell, seed {s.seed}; "
+            f"success rate [95% Wilson interval].\n\n```\n{table}```\n\n")
+    extra = {"eval_settings": s.report_dict(embodiments)}
+    paths = write_report(results, s.out, title=f"{s.suite}: closed-loop success", extra=extra, markdown_head=head)
+    log("\n" + table)
+    log(f"[eval] wrote {s.out}")
     return {**results_payload(results, extra), "paths": paths}
 
 

@@ -18,12 +18,15 @@ Rollouts are deterministic in (task, seed): reset seeds the task's initial-state
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
 from vla_jax.sim.metaworld.tasks import MetaWorldTask
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+# The scripted policies warn on every step where their gains saturate the [-1, 1] action range (by design).
+warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high", category=UserWarning)
 
 CAMERAS = ("corner2", "gripperPOV")
 STATE_DIM = 4
