@@ -6,6 +6,11 @@ Mixtures:
   single_arm_only  tabletop single arm alone
   bimanual_only    tabletop bimanual alone
   balanced         the three tabletop datasets, equal weights multiplied by their sizes (balance_by_size)
+  metaworld_mt50   Meta-World MT50 scripted demonstrations (tools/generate_data.py --suite=metaworld_mt50),
+                   with ``data_dir/tokenizer_metaworld.model`` (written with them)
+  metaworld_mt10   the same for MT10
+  metaworld_mt50_cotrain  MT50 0.6 co-trained with the tabletop robot data (single arm 0.15, bimanual 0.1) and
+                   the web vision-language data 0.15 (both generators run into the same data_dir)
   bridge           a real BridgeData V2 download (``data_dir`` holds ``bridge_dataset/<version>`` as released;
                    see docs/data.md) plus a tokenizer at ``data_dir/tokenizer.model``
   bridge_openpi    bridge with openpi's pi0 preprocessing: the "pi0" prompt format and resize_with_pad
@@ -60,6 +65,8 @@ TABLETOP = {
     "tabletop_bimanual": dict(kind="robot", dir="tabletop_bimanual", spec="tabletop_bimanual", grounding=True),
     "tabletop_web_vl": dict(kind="web", dir="tabletop_web_vl", spec="tabletop_web_vl"),
 }
+
+METAWORLD = {name: dict(kind="robot", dir=name, spec="metaworld") for name in ("metaworld_mt50", "metaworld_mt10")}
 
 REAL_OPS = dict(
     train_ops=("random_resized_crop(scale=(0.8, 1.0), ratio=(0.9, 1.1), slots=(0,))",
@@ -175,6 +182,14 @@ MIXTURES = {
                        ops=SIM_OPS),
     "single_arm_only": dict(datasets=TABLETOP, weights={"tabletop_single_arm": 1.0}, ops=SIM_OPS),
     "bimanual_only": dict(datasets=TABLETOP, weights={"tabletop_bimanual": 1.0}, ops=SIM_OPS),
+    "metaworld_mt50": dict(datasets=METAWORLD, weights={"metaworld_mt50": 1.0}, ops=SIM_OPS,
+                           tokenizer="tokenizer_metaworld.model"),
+    "metaworld_mt10": dict(datasets=METAWORLD, weights={"metaworld_mt10": 1.0}, ops=SIM_OPS,
+                           tokenizer="tokenizer_metaworld.model"),
+    "metaworld_mt50_cotrain": dict(datasets={**TABLETOP, **METAWORLD},
+                                   weights={"metaworld_mt50": 0.6, "tabletop_single_arm": 0.15,
+                                            "tabletop_bimanual": 0.1, "tabletop_web_vl": 0.15},
+                                   ops=SIM_OPS, tokenizer="tokenizer_metaworld.model"),
     "balanced": dict(datasets=TABLETOP, weights={n: 1.0 for n in TABLETOP}, balance_by_size=True, ops=SIM_OPS),
     "bridge": dict(datasets={"bridge_dataset": dict(kind="robot", dir="bridge_dataset", spec="bridge_dataset")},
                    weights={"bridge_dataset": 1.0}, ops=REAL_OPS),
@@ -197,7 +212,7 @@ def get_data_config(mixture: str = "default", data_dir: str = "data/default") ->
     m = MIXTURES[mixture]
     c = ml_collections.ConfigDict()
     c.data_dir = data_dir
-    c.tokenizer = "tokenizer.model"
+    c.tokenizer = m.get("tokenizer", "tokenizer.model")
     c.stats_dir = "stats"
     c.prepared_dir = "prepared"  # vla_jax.data.generate writes the tabletop datasets' prepared copies here too
     c.datasets = ml_collections.ConfigDict()

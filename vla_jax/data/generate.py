@@ -19,6 +19,7 @@ so the default mixtures train right after generation.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -102,13 +103,33 @@ def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _map(pool, fn, items):
+@contextlib.contextmanager
+def worker_pool(num_workers: int):
+    """A spawn process pool of ``num_workers`` (None in-process when <= 1) for :func:`map_items`; SIGTERM
+    becomes SystemExit meanwhile, so that the cleanup runs (worker shutdown, temp dir removal)."""
+    pool = None
+    if num_workers > 1:
+        pool = concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"))
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield pool
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def map_items(pool, fn, items):
+    """``fn`` over ``items`` in order, in the pool's workers (or in-process without a pool)."""
     if pool is None:
         return map(fn, items)
     return pool.map(fn, items, chunksize=4)
 
 
-def _progress(iterable, total, desc, enabled):
+def progress_bar(iterable, total, desc, enabled):
     if not enabled:
         return iterable
     return tqdm(iterable, total=total, desc=desc, unit="ex", dynamic_ncols=True)
@@ -163,17 +184,10 @@ def generate_datasets(
             summary["cached"] = True
         return summary
     num_workers = (os.cpu_count() or 1) if num_workers is None else num_workers
-    pool = None
-    if num_workers > 1:
-        pool = concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"))
-    # SIGTERM -> SystemExit, so that the cleanup below runs (worker shutdown, temp dir removal).
-    previous_handler = None
-    if threading.current_thread() is threading.main_thread():
-        previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     n_val = max(1, round(episodes_per_embodiment * val_fraction))
     n_web_val = max(1, round(web_examples * val_fraction))
     web_texts: list[str] = []
-    try:
+    with worker_pool(num_workers) as pool:
         for name, emb_name in ROBOT_DATASETS.items():
             if name not in todo:
                 continue
@@ -184,7 +198,7 @@ def generate_datasets(
             def split_fn(count, offset, desc, emb_name=emb_name, steps=steps, base=base):
                 def gen():
                     items = [(emb_name, i, base + offset + i, image_size, steps, perturb) for i in range(count)]
-                    yield from _progress(_map(pool, _robot_episode, items), count, desc, progress)
+                    yield from progress_bar(map_items(pool, _robot_episode, items), count, desc, progress)
 
                 return gen
 
@@ -216,7 +230,7 @@ def generate_datasets(
             def web_fn(count, offset, desc):
                 def gen():
                     items = [(i, base + offset + i, image_size) for i in range(count)]
-                    for key, ex in _progress(_map(pool, _web_example, items), count, desc, progress):
+                    for key, ex in progress_bar(map_items(pool, _web_example, items), count, desc, progress):
                         web_texts.append(ex["caption"])
                         web_texts.extend(ex["qa"]["question"] + ex["qa"]["answer"])
                         yield key, ex
@@ -232,11 +246,6 @@ def generate_datasets(
             )
             summary["seconds"][WEB_DATASET] = time.perf_counter() - start
             summary["datasets"][WEB_DATASET] = {"train": web_examples, "val": n_web_val}
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
 
     if need_tokenizer:
         corpus = os.path.join(out_dir, CORPUS_FILE)

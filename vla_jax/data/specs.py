@@ -171,6 +171,20 @@ register_spec(RobotSpec(
 
 register_spec(WebSpec(name="tabletop_web_vl", notes="vla_jax.sim rendered scenes with captions and QA pairs."))
 
+# --- Meta-World scripted demonstrations written by vla_jax.data.generate_metaworld ----------------------------
+
+register_spec(RobotSpec(
+    name="metaworld",
+    image_keys=("observation/corner2", "observation/gripperPOV", None),  # third-person, wrist
+    state_keys=("observation/state",),
+    action_keys=("action",),
+    instruction_key="language_instruction",
+    action_dim=4, state_dim=4, control_hz=80.0,
+    action_gripper_dims=(3,), state_gripper_dims=(3,), action_translation_dims=((0, 1, 2),),
+    notes="Meta-World v3 (Sawyer, MuJoCo): end-effector xyz delta in [-1, 1] (scaled by the env) + gripper effort "
+          "(-1 open .. 1 close); state = end-effector xyz + gripper opening.",
+))
+
 # --- LeRobotDataset layouts (kind="lerobot", vla_jax/data/lerobot.py): keys are feature names of meta/info.json ----
 
 register_spec(RobotSpec(
