@@ -6,7 +6,8 @@ wrist camera ``gripperPOV``; the state is the end-effector xyz and the gripper o
 of Meta-World's 39-D observation). Actions are float [4] in [-1, 1]: end-effector xyz delta (scaled by
 Meta-World's action scale) and gripper effort (-1 open, 1 close).
 
-Rendering is headless: ``MUJOCO_GL`` defaults to ``egl`` (set before MuJoCo is imported); anti-aliasing
+Rendering is headless: ``MUJOCO_GL`` defaults to ``egl`` (set by vla_jax.sim.metaworld, before MuJoCo is
+imported); anti-aliasing
 (``offsamples``), shadows and reflections are off, which makes two cameras ~10x cheaper on CPU and looks the
 same at these resolutions. A missing OpenGL backend is one :class:`OpenGLUnavailable` line.
 
@@ -17,16 +18,15 @@ Rollouts are deterministic in (task, seed): reset seeds the task's initial-state
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 import warnings
 
 import numpy as np
 
 from vla_jax.sim.metaworld.tasks import MetaWorldTask
 
-os.environ.setdefault("MUJOCO_GL", "egl")
-# The scripted policies warn on every step where their gains saturate the [-1, 1] action range (by design).
-warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high", category=UserWarning)
 
 CAMERAS = ("corner2", "gripperPOV")
 STATE_DIM = 4
@@ -44,6 +44,24 @@ def _gl_error(reason: object) -> OpenGLUnavailable:
     return OpenGLUnavailable(
         f"MuJoCo cannot render headless with MUJOCO_GL={backend!r} ({first}); use MUJOCO_GL=egl (Debian/Ubuntu "
         "package libegl1) or MUJOCO_GL=osmesa (package libosmesa6)")
+
+
+def _renderer(mujoco, model, size: int):
+    """mujoco.Renderer [size x size] for ``model``, or OpenGLUnavailable (GLFW's warnings and the half-built
+    renderer's failing ``__del__`` silenced: the one line says it all)."""
+    hook, error = sys.unraisablehook, None
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                return mujoco.Renderer(model, size, size)
+            except Exception as e:  # noqa: BLE001 - every GL failure becomes the one-line error
+                error = _gl_error(e)
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    raise error
 
 
 def _modules():
@@ -88,10 +106,10 @@ class MetaWorldEnv:
         self._env = env
         if self.image_size > 0:
             try:
-                self._renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
-            except Exception as e:  # noqa: BLE001 - every GL failure becomes the one-line error
+                self._renderer = _renderer(mujoco, env.model, self.image_size)
+            except OpenGLUnavailable:
                 self.close()
-                raise _gl_error(e) from None
+                raise
             self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
             self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
 
@@ -169,7 +187,9 @@ class MetaWorldExpert:
 
     def act(self) -> np.ndarray:
         """float32 [4]."""
-        action = np.asarray(self.policy.get_action(self.env.full_observation()), np.float64)
+        with warnings.catch_warnings():  # the policies warn on every step their gains saturate [-1, 1] (by design)
+            warnings.simplefilter("ignore", UserWarning)
+            action = np.asarray(self.policy.get_action(self.env.full_observation()), np.float64)
         if self.noise > 0:
             action = action + self.rng.normal(0.0, self.noise, size=action.shape)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
