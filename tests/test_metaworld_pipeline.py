@@ -70,7 +70,8 @@ def test_train_then_evaluate_closed_loop(mw_dir, tmp_path):
     overrides = {**testing.TINY, "data.data_dir": mw_dir, "data.num_workers": 0, "num_steps": 2,
                  "checkpoint.every": 2, "model.max_text_len": 16}
     cmd = [sys.executable, "-m", "vla_jax.train", f"--workdir={workdir}",
-           "--config=configs/pretrain.py:debug,mixture=metaworld_mt10"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+           "--config=configs/pretrain.py:debug,mixture=metaworld_mt10"]
+    cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
     out = subprocess.run(cmd, cwd=testing.REPO, env=testing.env(), capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
     out_dir = str(tmp_path / "eval")

@@ -11,7 +11,8 @@ Writes results.json, summary.md, summary.png, filmstrip_model.png and rollouts_m
 ``<workdir>/eval/<step>`` (``<step>-ema`` with --ema) or --out, and prints a compact table. The same
 flags give the same numbers on every run. With --server the policy is a running policy server (closed loop
 only, the robot it serves; docs/serving.md). With --policy, built-in policies (the scripted expert, random actions)
-run without a checkpoint. Meta-World suites also print success by difficulty group beside published rows. Errors are one line on stderr, exit code 2. See docs/evaluation.md.
+run without a checkpoint. Meta-World suites also print success by difficulty group beside published rows. Errors
+are one line on stderr, exit code 2. See docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def main(argv=None) -> int:
     from vla_jax.train.checkpoint import CheckpointError
 
     settings = EvalSettings(
-        suite=args.suite, step=args.step, ema=args.ema, episodes=args.episodes, families=args.tasks, embodiments=args.embodiments,
+        suite=args.suite, step=args.step, ema=args.ema, episodes=args.episodes, families=args.tasks,
+        embodiments=args.embodiments,
         splits=args.splits, execute_steps=args.execute_steps, max_steps=args.max_steps, num_samples=args.num_samples,
         baselines=args.baselines, out=args.out, seed=args.seed, num_envs=args.num_envs, image_size=args.image_size,
         record=args.record, offline_batches=None if args.offline_batches < 0 else args.offline_batches,

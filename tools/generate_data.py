@@ -76,7 +76,8 @@ def generate_suite(a) -> int:
     tasks = tuple(t.strip() for t in a.tasks.split(",") if t.strip()) if a.tasks else None
     unknown = [t for t in tasks or () if t not in TASK_SETS[a.suite]]
     if unknown or a.episodes_per_task < 1:
-        problem = f"--tasks: {unknown[0]!r} is not a task of {a.suite}" if unknown else "--episodes_per_task must be >= 1"
+        problem = (f"--tasks: {unknown[0]!r} is not a task of {a.suite}" if unknown
+                   else "--episodes_per_task must be >= 1")
         print(f"error: {problem} (tasks: vla_jax/sim/metaworld/tasks.py)", file=sys.stderr)
         return 2
     try:

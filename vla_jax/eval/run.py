@@ -386,6 +386,7 @@ def evaluate_checkpoint(workdir: str, settings: EvalSettings = EvalSettings(), *
 
 # ---------------------------------------------------------------------------------------------- built-in policies
 BUILTIN_POLICIES = {"expert": lambda seed: ExpertPolicy(), "random": lambda seed: RandomPolicy(seed=seed)}
+_BUILTIN_IMAGE_SIZE = 64  # frames recorded for built-in policies where the suite renders at the model's size
 
 
 def evaluate_builtin(names: Sequence[str], settings: EvalSettings, *, log: Callable[[str], None] = print) -> dict:
@@ -401,7 +402,7 @@ def evaluate_builtin(names: Sequence[str], settings: EvalSettings, *, log: Calla
         raise EvalError("--policy needs --out (the report directory)")
     suite = get_suite(s.suite)
     embodiments = s.names("embodiments")
-    kwargs = s.rollout_kwargs(embodiments, 64)
+    kwargs = s.rollout_kwargs(embodiments, _BUILTIN_IMAGE_SIZE)
     results = {}
     for name in names:
         results[name] = evaluate(BUILTIN_POLICIES[name](s.seed), record=s.record, **kwargs)
