@@ -27,11 +27,9 @@ import numpy as np
 
 from vla_jax.sim.metaworld.tasks import MetaWorldTask
 
-
 CAMERAS = ("corner2", "gripperPOV")
 STATE_DIM = 4
 ACTION_DIM = 4
-_GRIPPER = np.array([False, False, False, True])
 
 
 class OpenGLUnavailable(RuntimeError):
