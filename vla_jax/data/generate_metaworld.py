@@ -93,6 +93,7 @@ def generate_metaworld(out_dir: str, suite: str = "metaworld_mt50", *,
     if suite not in SUITES:
         raise ValueError(f"unknown Meta-World suite {suite!r}; choose from {', '.join(SUITES)}")
     names = tuple(tasks) if tasks else mw_tasks.TASK_SETS[suite]
+    out_dir = os.path.abspath(out_dir)  # the prepared copy records its source as training configs resolve it
     os.makedirs(out_dir, exist_ok=True)
     tfds.disable_progress_bar()
     summary = {"out_dir": out_dir, "datasets": {}, "seconds": {}}
