@@ -171,6 +171,7 @@ def generate_datasets(
     """
     import tensorflow_datasets as tfds
 
+    out_dir = os.path.abspath(out_dir)  # the prepared copies record their sources as training configs resolve them
     os.makedirs(out_dir, exist_ok=True)
     tfds.disable_progress_bar()
     summary = {"out_dir": out_dir, "datasets": {}, "seconds": {}}

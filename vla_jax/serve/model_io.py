@@ -76,7 +76,8 @@ class ModelIO:
         [S], action_dim_mask [A]: exactly the evaluation preprocessing of one observation."""
         raw = {"source": 0, "images": obs.images, "state": obs.state, "instruction": obs.prompt}
         example = self.transform(raw, np.random.default_rng(0))
-        return finalize_batch({k: example[k] for k in OBSERVATION_KEYS})
+        batch = finalize_batch({k: example[k][None] for k in OBSERVATION_KEYS})
+        return {k: v[0] for k, v in batch.items()}
 
     def actions(self, normalized: np.ndarray) -> np.ndarray:
         """Normalized chunks [..., H, A] -> robot units [..., H, action_dim] float32."""
