@@ -19,7 +19,6 @@ import time
 
 import jax
 import numpy as np
-import tqdm
 from absl import flags, logging
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
@@ -34,6 +33,7 @@ from vla_jax.eval.run import PeriodicEvaluator
 from vla_jax.models import addons, summary
 from vla_jax.models.vla import CORE_LOSSES, VLA, make_config
 from vla_jax.platform import CacheCounter
+from vla_jax.progress import Progress
 from vla_jax.train import checkpoint as ckpt_lib
 from vla_jax.train import init_from
 from vla_jax.train import metrics as metrics_lib
@@ -275,8 +275,7 @@ def _train(config, workdir: str) -> dict:
 
     # ====================================================================== the loop
     last_saved = start_step if resume_step is not None else None
-    bar = tqdm.tqdm(total=config.num_steps, initial=start_step, disable=not lead, dynamic_ncols=True,
-                    mininterval=0.5 if sys.stderr.isatty() else 10.0, desc="train")
+    bar = Progress("train", config.num_steps, initial=start_step, unit="steps", enabled=lead)
     last = {}
 
     def finish(step: int, device_metrics) -> dict:
@@ -290,8 +289,7 @@ def _train(config, workdir: str) -> dict:
                              f"{float(m['grad_norm'])}); step not applied, stopped without saving; last good "
                              f"checkpoint: {'none' if good is None else checkpointer.directory / str(good)}")
         perf.tick()
-        bar.update(step - bar.n)
-        bar.set_postfix(loss=f"{float(m['loss']):.4f}", lr=f"{float(m['lr']):.2e}", refresh=False)
+        bar.update(step - bar.items, loss=f"{float(m['loss']):.4f}", lr=f"{float(m['lr']):.2e}")
         if step % config.log_every == 0 or step == config.num_steps:
             scalars = {k: float(v) for k, v in m.items() if np.ndim(v) == 0 and not k.startswith("finite/")}
             for key, value in m.items():
