@@ -12,6 +12,7 @@ newest complete one (params, optimizer, EMA, rng and the data iterator position)
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -248,6 +249,10 @@ def _train(config, workdir: str) -> dict:
         flops = metrics_lib.analytic_flops_per_example(config.model, counts) * config.batch_size
     peak, peak_src = metrics_lib.peak_flops_per_device(config.metrics.peak_flops_per_device)
     log(f"FLOPs/step: {flops:.3e} ({config.metrics.flops}); peak/device: {peak:.3e} ({peak_src})")
+    if lead:  # what perf/mfu is relative to, for tools/plot_metrics.py and readers of metrics.jsonl
+        with open(os.path.join(workdir, metrics_lib.PERF_FILE), "w") as f:
+            json.dump({"flops_per_step": flops, "flops_source": config.metrics.flops, "peak_flops_per_device": peak,
+                       "peak_source": peak_src, "num_devices": jax.device_count()}, f, indent=2)
     writer = metrics_lib.MetricsWriter(workdir, enabled=lead, start_step=start_step)
     perf = metrics_lib.Throughput(batch_size=config.batch_size, tokens_per_example=tokens, flops_per_step=flops,
                                   peak_flops=peak, num_devices=jax.device_count())

@@ -4,7 +4,7 @@ MFU = achieved model FLOP/s / (peak FLOP/s per device * devices). FLOPs per step
 compiled step's ``cost_analysis()`` (``config.metrics.flops = "compiled"``) or from the analytic
 count 6 * params * tokens (+ attention), MaxText style (``"analytic"``). The peak is
 ``config.metrics.peak_flops_per_device`` if set, else a table for known accelerators, else measured
-with a float32 matmul (CPU).
+with a float32 matmul (CPU). The run's ``perf.json`` records both and where they came from.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import time
 
 import jax
 import jax.numpy as jnp
+
+PERF_FILE = "perf.json"  # in the workdir: FLOPs per step, peak per device, their sources
 
 # Dense bf16 peak FLOP/s per chip (vendor data sheets).
 PEAK_FLOPS = {
