@@ -41,7 +41,7 @@ from vla_jax.train import metrics as metrics_lib
 from vla_jax.train import sharding as sh
 from vla_jax.train import state as state_lib
 from vla_jax.train import step as step_lib
-from vla_jax.train import synthetic, workdir_lock
+from vla_jax.train import synthetic, wandb_writer, workdir_lock
 from vla_jax.train.optimizer import OptimizerError, make_optimizer, trainable_count
 
 FLAGS = flags.FLAGS
@@ -120,6 +120,9 @@ def check_training_config(config) -> None:
         need(name in known, f"config.loss_weights.{name}: loss terms are {', '.join(known)}")
     need(not (config.init.from_npz and config.init.get("from_checkpoint")),
          "config.init.from_npz and config.init.from_checkpoint are both set; keep one")
+    if "wandb" in config.metrics:
+        error = wandb_writer.settings_error(config.metrics.wandb)
+        need(error is None, error)
 
 
 # ----------------------------------------------------------------------------- main
@@ -253,7 +256,10 @@ def _train(config, workdir: str) -> dict:
         with open(os.path.join(workdir, metrics_lib.PERF_FILE), "w") as f:
             json.dump({"flops_per_step": flops, "flops_source": config.metrics.flops, "peak_flops_per_device": peak,
                        "peak_source": peak_src, "num_devices": jax.device_count()}, f, indent=2)
-    writer = metrics_lib.MetricsWriter(workdir, enabled=lead, start_step=start_step)
+    tracker = None
+    if lead and config.metrics.get("wandb") and config.metrics.wandb.project:
+        tracker = wandb_writer.WandbWriter(workdir, config.metrics.wandb, config.to_dict())
+    writer = metrics_lib.MetricsWriter(workdir, enabled=lead, start_step=start_step, wandb=tracker)
     perf = metrics_lib.Throughput(batch_size=config.batch_size, tokens_per_example=tokens, flops_per_step=flops,
                                   peak_flops=peak, num_devices=jax.device_count())
 
