@@ -12,8 +12,12 @@ import pytest
 from vla_jax.batch import OBSERVATION_KEYS, random_batch
 from vla_jax.config import ConfigError, load_config
 from vla_jax.models import action_tokens, summary, vla
+from vla_jax.train import testing
 
 CONFIG = "configs/pretrain.py"
+# The tiny sizes of the training tests (vla_jax/train/testing.py): every code path, compiled in seconds.
+TINY = {k[len("model."):]: v for k, v in testing.TINY.items() if k.startswith("model.")}
+TINY_DISCRETE = {**TINY, "addons": (), "vocab_size": 1024}  # room for the 256 action bins; no state-token add-on
 
 
 def make(arg="debug", **model_overrides):
@@ -24,7 +28,7 @@ def make(arg="debug", **model_overrides):
 
 @functools.lru_cache(maxsize=None)
 def init(arg="debug"):
-    cfg, model = make(arg)
+    cfg, model = make(arg, **TINY)
     batch = random_batch(cfg, 4, seed=0)
     key = jax.random.key(0)
     params = jax.jit(lambda b: model.init(key, b, key, method=vla.VLA.compute_loss))(batch)
@@ -82,7 +86,7 @@ def test_sampler_averages_independent_flow_samples():
 def test_sincos2d_position_embedding_init():
     from vla_jax.models.vit import posemb_sincos2d
 
-    cfg, model = make()
+    cfg, model = make(**TINY)
     assert cfg.vit.posemb_init == "sincos2d"  # the debug preset trains from scratch
     params = jax.jit(lambda b: model.init(jax.random.key(0), b, jax.random.key(0), method=vla.VLA.compute_loss))(
         random_batch(cfg, 2, seed=0))
@@ -167,7 +171,7 @@ def test_padding_content_does_not_change_loss():
 
 @pytest.mark.parametrize("head", ["flow", "discrete"])
 def test_loss_decreases_on_fixed_batch(head):
-    cfg, model = make(f"debug,head={head}", image_size=32, num_cameras=2, action_horizon=4)
+    cfg, model = make(f"debug,head={head}", **(TINY if head == "flow" else TINY_DISCRETE))
     batch = random_batch(cfg, 4, seed=3)
     key = jax.random.key(0)
     params = model.init(key, batch, key, method=vla.VLA.compute_loss)
@@ -202,7 +206,7 @@ def test_kv_cached_sampling_equals_naive():
 
 
 def test_discrete_decoding_matches_teacher_forcing():
-    cfg, model = make("debug,head=discrete", action_horizon=2)
+    cfg, model = make("debug,head=discrete", **{**TINY_DISCRETE, "action_horizon": 2})
     batch = random_batch(cfg, 2, seed=1, web_fraction=0.0)
     obs = {**batch, "token_ar": np.zeros_like(batch["token_ar"]), "token_loss": np.zeros_like(batch["token_loss"])}
     key = jax.random.key(0)
@@ -234,7 +238,7 @@ def test_action_token_round_trip_within_bin_width():
 
 
 def test_deterministic_for_fixed_seed():
-    cfg, model = make()
+    cfg, model = make(**TINY)
     batch = random_batch(cfg, 2, seed=0)
     key = jax.random.key(42)
     run = jax.jit(lambda b: vla.sample(model, model.init(key, b, key, method=vla.VLA.compute_loss), b, key))
@@ -243,7 +247,7 @@ def test_deterministic_for_fixed_seed():
 
 def test_bad_inputs_raise_one_clear_line():
     cfg, model, params, batch = init()
-    wrong_size = {**batch, "images": batch["images"][:, :, :32, :32]}
+    wrong_size = {**batch, "images": batch["images"][:, :, :8, :8]}
     with pytest.raises(ValueError, match=r"config\.model\.image_size"):
         loss_terms(model, params, wrong_size)
     too_wide = {**batch, "actions": np.zeros((4, cfg.action_horizon, cfg.max_action_dim + 3), np.float32)}
@@ -272,7 +276,7 @@ def _with_grounding_answer(batch, answer_id=7):
 
 @pytest.mark.parametrize("arg", ["debug", "debug,head=discrete"])
 def test_actions_never_see_the_grounding_answer(arg):
-    cfg, model = make(arg)
+    cfg, model = make(arg, **(TINY_DISCRETE if "discrete" in arg else TINY))
     batch = random_batch(cfg, 4, seed=3, web_fraction=0.0)
     key = jax.random.key(0)
     params = jax.jit(lambda b: model.init(key, b, key, method=vla.VLA.compute_loss))(batch)
