@@ -122,7 +122,8 @@ def main(argv):
     first = tokenizer.encode("<loc00>")[0]
     val = np.arange(n, n + nv)
     rng = np.random.default_rng(0)
-    print(f"{platform.node()} | jax {jax.__version__} | add-ons {",".join(a.name for a in cfg.addons) or "none"} | "
+    addon_names = ",".join(a.name for a in cfg.addons) or "none"
+    print(f"{platform.node()} | jax {jax.__version__} | add-ons {addon_names} | "
           f"{cfg.vit.num_patches} image tokens | batch {FLAGS.batch_size}")
     print("| step | train loss (answer + eos) | exact cell | within one cell | s |\n|---:|---:|---:|---:|---:|")
     losses, t0 = [], time.perf_counter()

@@ -203,7 +203,7 @@ def test_round_trip_and_import_for_init_from_checkpoint():
 
     run = os.path.join(tmp_root(), "imported")
     tool = load_tool("import_torch")
-    assert tool.main([folder, f"--out={run}"]) == 0
+    assert tool.main([f"--folder={folder}", f"--out={run}"]) == 0
     ck = load_params(run)
     assert ck.step == 0 and ck.norm_stats[DATASET]["action_normalization"] == "bounds_q99"
     flat_equal(ck.params, saved["params"])

@@ -300,7 +300,7 @@ def test_round_trip_is_bit_exact_in_float32(folder, run, tmp_path, capsys):
     with safe_open(os.path.join(folder, lerobot.WEIGHTS_FILE), framework="pt") as f:
         assert len(list(f.keys())) == 126 and {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
     out = str(tmp_path / "back")
-    assert load_tool("import_lerobot").main([folder, f"--out={out}", "--dataset=aloha"]) == 0
+    assert load_tool("import_lerobot").main([f"--folder={folder}", f"--out={out}", "--dataset=aloha"]) == 0
     assert "46 vla_jax parameters from LeRobot's pi0 state_dict" in capsys.readouterr().out
     before, after = load_params(run), load_params(out)
     got, want = openpi.flatten(after.params["params"]), openpi.flatten(before.params["params"])
@@ -421,7 +421,7 @@ def test_pi05_round_trip_is_bit_exact_in_float32(folder05, run05, tmp_path, caps
     assert lerobot.DEC[1] + "norm.dense.weight" in keys and "model.time_mlp_in.bias" in keys
     assert not any("state_proj" in k or "action_time_mlp" in k for k in keys)
     out = str(tmp_path / "back")
-    assert load_tool("import_lerobot").main([folder05, f"--out={out}", "--dataset=aloha"]) == 0
+    assert load_tool("import_lerobot").main([f"--folder={folder05}", f"--out={out}", "--dataset=aloha"]) == 0
     report = capsys.readouterr().out
     assert "47 vla_jax parameters from LeRobot's pi05 state_dict" in report and "bounds_q99" in report
     before, after = load_params(run05), load_params(out)
@@ -476,11 +476,11 @@ def _one_line_error(tool: str, argv: list[str], capsys) -> str:
 
 def test_import_refusals_are_one_line(folder, tmp_path, capsys):
     out = f"--out={tmp_path / 'run'}"
-    assert "is not a directory" in _one_line_error("import_lerobot", [str(tmp_path / "nowhere"), out], capsys)
+    assert "is not a directory" in _one_line_error("import_lerobot", [f"--folder={tmp_path / 'nowhere'}", out], capsys)
     not_pi0 = tmp_path / "act"
     os.makedirs(not_pi0)
     (not_pi0 / lerobot.CONFIG_FILE).write_text(json.dumps({"type": "act"}))
-    err = _one_line_error("import_lerobot", [str(not_pi0), out], capsys)
+    err = _one_line_error("import_lerobot", [f"--folder={not_pi0}", out], capsys)
     assert "has type 'act'; only LeRobot's pi0 and pi05 import" in err
     with safe_open(os.path.join(folder, lerobot.WEIGHTS_FILE), framework="pt") as f:
         tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
@@ -496,7 +496,7 @@ def test_import_refusals_are_one_line(folder, tmp_path, capsys):
                 os.symlink(os.path.join(folder, file), bad / file)
         changed = {k: v for k, v in (tensors | change).items() if v is not None}
         save_file(changed, str(bad / lerobot.WEIGHTS_FILE), metadata=metadata)
-        assert message in _one_line_error("import_lerobot", [str(bad), out], capsys), name
+        assert message in _one_line_error("import_lerobot", [f"--folder={bad}", out], capsys), name
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
@@ -541,6 +541,6 @@ def test_pi05_refusals_are_one_line(run05, folder05, tmp_path, capsys):
     pre = _json(os.path.join(folder05, lerobot.PREPROCESSOR_FILE))
     pre["steps"][2]["config"]["norm_map"]["STATE"] = "MEAN_STD"
     (mean_std / lerobot.PREPROCESSOR_FILE).write_text(json.dumps(pre))
-    err = _one_line_error("import_lerobot", [str(mean_std), f"--out={tmp_path / 'run'}"], capsys)
+    err = _one_line_error("import_lerobot", [f"--folder={mean_std}", f"--out={tmp_path / 'run'}"], capsys)
     assert "policy_preprocessor.json normalizes STATE with 'MEAN_STD'; the pi05 import reads QUANTILES" in err
     assert not os.path.exists(tmp_path / "run" / "checkpoints")

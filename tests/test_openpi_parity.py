@@ -160,8 +160,8 @@ def _openpi_checkpoint(path, fixture, state_dims: int = 14, action_dims: int = 1
 
 
 def _import(ckpt, out, *flags):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "tools/import_openpi.py"), ckpt, f"--out={out}", *flags],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT,
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools/import_openpi.py"), f"--checkpoint={ckpt}",
+                           f"--out={out}", *flags], capture_output=True, text=True, timeout=600, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"})
 
 

@@ -128,8 +128,8 @@ def _openpi_checkpoint(path: str, params: dict) -> str:
 
 
 def _import(ckpt: str, out: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, os.path.join(ROOT, "tools/import_openpi.py"), ckpt, f"--out={out}",
-                           "--dtype=float32"], capture_output=True, text=True, timeout=600, cwd=ROOT,
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools/import_openpi.py"), f"--checkpoint={ckpt}",
+                           f"--out={out}", "--dtype=float32"], capture_output=True, text=True, timeout=600, cwd=ROOT,
                           env=testing.env())
 
 

@@ -1,6 +1,6 @@
 """Imports a LeRobot pi0 or pi0.5 policy folder as a vla_jax run the trainer, evaluator and exporter start from.
 
-    python tools/import_lerobot.py FOLDER --out=runs/pi0_lerobot [--dataset=NAME] [--dtype=float32]
+    python tools/import_lerobot.py --folder=FOLDER --out=runs/pi0_lerobot [--dataset=NAME] [--dtype=float32]
     python -m vla_jax.train --config=configs/pretrain.py:size=pi0 \
         --config.init.from_checkpoint=runs/pi0_lerobot --workdir=runs/pi0_ft
 
@@ -25,7 +25,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("folder", help="LeRobot pi0 / pi05 policy folder (model.safetensors, config.json, processors)")
+    p.add_argument("--folder", required=True, help="LeRobot pi0 / pi05 policy folder (model.safetensors, config.json, processors)")
     p.add_argument("--out", required=True, help="new vla_jax run directory")
     p.add_argument("--dataset", default="lerobot", help="dataset name of the imported norm stats (default: lerobot)")
     p.add_argument("--dtype", default=None, help="compute dtype of the run's config (default: the preset's)")

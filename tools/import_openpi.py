@@ -1,6 +1,6 @@
 """Imports an openpi pi0 checkpoint as a vla_jax run the trainer, evaluator and exporter start from.
 
-    python tools/import_openpi.py CKPT --out=runs/pi0_base [--asset_id=ID] [--dataset=NAME]
+    python tools/import_openpi.py --checkpoint=CKPT --out=runs/pi0_base [--asset_id=ID] [--dataset=NAME]
     python -m vla_jax.train --config=configs/pretrain.py:size=pi0 \
         --config.init.from_checkpoint=runs/pi0_base --workdir=runs/pi0_ft
 
@@ -23,7 +23,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("ckpt", help="openpi checkpoint directory (with params/ and assets/)")
+    p.add_argument("--checkpoint", required=True, help="openpi checkpoint directory (with params/ and assets/)")
     p.add_argument("--out", required=True, help="new vla_jax run directory")
     p.add_argument("--asset_id", default=None, help="assets/<asset_id>/norm_stats.json (default: the only one)")
     p.add_argument("--dataset", default=None, help="dataset name of the norm stats (default: the asset id)")
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     if args.dtype:
         overrides["model.dtype"] = args.dtype
     try:
-        report = import_checkpoint(args.ckpt, args.out, args.asset_id, args.dataset, overrides)
+        report = import_checkpoint(args.checkpoint, args.out, args.asset_id, args.dataset, overrides)
     except (OpenpiError, ConfigError, CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2

@@ -1,6 +1,6 @@
 """Imports an exported PyTorch folder back into a JAX checkpoint the trainer can start from.
 
-    python tools/import_torch.py exports/debug --out=runs/debug_import [--config=configs/pretrain.py:debug]
+    python tools/import_torch.py --folder=exports/debug --out=runs/debug_import [--config=configs/pretrain.py:debug]
     python -m vla_jax.train --config=configs/pretrain.py:debug --config.init.from_checkpoint=runs/debug_import \
         --workdir=runs/debug_ft
 
@@ -21,7 +21,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("folder", help="exported folder (config.json + model.safetensors)")
+    p.add_argument("--folder", required=True, help="exported folder (config.json + model.safetensors)")
     p.add_argument("--out", required=True, help="new run directory")
     p.add_argument("--config", default=None, help="training config (default: the one saved in config.json)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)

@@ -11,18 +11,12 @@ dataset, and web exact match.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 
-from absl import app, flags
-
 from vla_jax.train.metrics import PERF_FILE
-
-flags.DEFINE_string("workdir", None, "Training workdir holding metrics.jsonl.", required=True)
-flags.DEFINE_string("out", None, "PNG path (default: <workdir>/metrics.png).")
-flags.DEFINE_integer("smooth", 1, "Moving-average window (in logged points) for loss curves.")
-FLAGS = flags.FLAGS
 
 
 def read_rows(path: str) -> list[dict]:
@@ -149,15 +143,20 @@ def plot(workdir: str, out: str | None = None, k: int = 1) -> str:
     return out
 
 
-def main(argv):
-    del argv
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", required=True, help="training workdir holding metrics.jsonl")
+    p.add_argument("--out", default=None, help="PNG path (default: <workdir>/metrics.png)")
+    p.add_argument("--smooth", type=int, default=1, help="moving-average window (logged points) for loss curves")
+    args = p.parse_args(argv)
     try:
-        out = plot(FLAGS.workdir, FLAGS.out, FLAGS.smooth)
+        out = plot(args.workdir, args.out, args.smooth)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        return 1
     print(out)
+    return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(main())
