@@ -334,12 +334,41 @@ def test_error_unsupported_preset(tmp_path, capsys):
     assert_one_line(rc, err, "not supported by the PyTorch module", "config.model.llm.attn_logit_softcap")
 
 
-@pytest.mark.parametrize("opset,needle", [(30, "onnxruntime"), (21, "exporter"), (9, "exporter")])
+@pytest.mark.parametrize("opset,needle", [(30, "onnxruntime"), (17, "exporter"), (9, "exporter")])
 def test_error_opset(tmp_path, capsys, opset, needle):
     workdir, _ = make_run("flow")
     rc, err = run_cli(capsys, [f"--workdir={workdir}", f"--out={tmp_path / 'o'}", f"--opset={opset}"])
     assert_one_line(rc, err, f"--opset={opset}", needle)
     assert not (tmp_path / "o").exists()
+
+
+def test_onnx_export_is_warning_free_with_a_dynamic_batch(tmp_path):
+    """The dynamo exporter on the tiny flow model (one Euler step) emits no warning of any kind, and the graph
+    runs at batch 1 and 3 like the PyTorch module."""
+    import warnings
+
+    config = to_torch.config_to_dict(model_cfg("flow"))
+    policy = tp.VLAPolicy(config, dtype=torch.float32).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = to_onnx.export_onnx(policy, str(tmp_path / to_onnx.ONNX_FILE), num_steps=1)
+    assert not [f"{w.category.__name__}: {w.message}" for w in caught]
+    session = to_onnx.onnx_session(path)
+    assert {tuple(i.shape)[0] for i in (*session.get_inputs(), *session.get_outputs())} == {"batch"}
+    for batch in (1, 3):
+        inputs = to_onnx.example_inputs(config, batch_size=batch, seed=batch)
+        want = parity.torch_actions(policy, inputs, num_steps=1)
+        assert np.abs(to_onnx.run_onnx(session, inputs) - want).max() <= TOL
+
+
+def test_folder_records_the_onnx_exporter():
+    folder, report = exported("flow")
+    info = report["onnx"]["exporter"]
+    assert info.startswith("torch.onnx dynamo exporter, torch ") and info.endswith(f"opset {to_onnx.DEFAULT_OPSET}")
+    with open(os.path.join(folder, "config.json")) as f:
+        assert json.load(f)["export"]["onnx"]["exporter"] == info
+    with open(os.path.join(folder, "README.md")) as f:
+        assert f"| ONNX exporter | {info} |" in f.read()
 
 
 def test_parity_gate_refuses_to_write(tmp_path, capsys):

@@ -33,7 +33,8 @@ def parse(argv):
     p.add_argument("--format", default="all", help="pytorch | onnx | all | openpi | lerobot")
     p.add_argument("--dtype", default="float32", help="weights dtype of model.safetensors: float32 | bfloat16 "
                    "(lerobot: as LeRobot's PI0Policy / PI05Policy keep them, norms and projections float32)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset (default 18, the lowest the dynamo exporter emits)")
     p.add_argument("--num_steps", type=int, default=None, help="flow steps baked into policy.onnx (default: config)")
     p.add_argument("--tokenizer", default=None, help="SentencePiece .model (default: the run's)")
     p.add_argument("--dataset", default=None, help="--format=openpi: the one dataset whose norm stats to write "

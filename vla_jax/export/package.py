@@ -206,6 +206,7 @@ def export(workdir: str, out: str, *, step: int | None = None, ema: bool = False
             session = to_onnx.onnx_session(os.path.join(tmp, to_onnx.ONNX_FILE))
             report["onnx"] = {"opset": opset, "num_steps": int(num_steps or cfg.num_flow_steps)
                               if cfg.action_head == "flow" else None,
+                              "exporter": to_onnx.exporter_info(opset),
                               "seconds": round(time.perf_counter() - t1, 1)}
             log(f"[export] wrote {to_onnx.ONNX_FILE} (opset {opset}) in {report['onnx']['seconds']}s")
         bf16 = None
@@ -352,6 +353,7 @@ def model_card(config: dict, report: dict, files: list[str]) -> str:
     inputs = ("images f32 [B,C,R,R,3] in [-1,1], image_mask bool [B,C], tokens int32 [B,L], token_mask bool [B,L], "
               "state f32 [B,S] (normalized), state_mask bool [B,S], action_dim_mask bool [B,A]"
               + (", noise f32 [B,H,A]" if config["action_head"] == "flow" else ""))
+    onnx_row = f"| ONNX exporter | {report['onnx']['exporter']} |\n" if report.get("onnx") else ""
     if config.get("action_expert", "pi0") == "pi05":
         inputs += (" (pi0.5: the state is not read, write it into the prompt; `policy.onnx` has no `state` / "
                    "`state_mask` inputs)")
@@ -365,7 +367,7 @@ Exported from `{report['source']}` ({'EMA' if report['ema'] else 'raw'} paramete
 | action head | {config['action_head']} ({config['num_flow_steps']} Euler steps by default) |
 | parameters | {report['num_params']:,} |
 | weights dtype | {report['dtype']} (`policy.onnx`: float32) |
-| training steps | {report['step']} of {report.get('train_steps')} |
+{onnx_row}| training steps | {report['step']} of {report.get('train_steps')} |
 | data mixture | {report.get('data')} |
 | vision | ViT {vit['width']}w x {vit['depth']}, patch {vit['patch_size']}, {config['image_size']}px, {config['num_cameras']} cameras |
 | decoder | {dec['depth']} layers, {dec['num_heads']} heads / {dec['num_kv_heads']} KV heads x {dec['head_dim']}, experts {experts}, vocab {dec['vocab_size']} |

@@ -263,7 +263,7 @@ def _run_probe(policy: tp.VLAPolicy, inputs: dict[str, np.ndarray], backend: str
     graph, names = FixtureProbe(policy), probe_outputs(policy)
     if backend == "onnx":
         session = to_onnx.onnx_session(to_onnx.trace(graph, inputs, names, os.path.join(tmp, "probe.onnx")))
-        used = {i.name for i in session.get_inputs()}  # the tracer drops inputs a model ignores (pi0.5: state)
+        used = {i.name for i in session.get_inputs()}  # trace() drops inputs a model ignores (pi0.5: state)
         return dict(zip(names, session.run(names, {k: v for k, v in inputs.items() if k in used})))
     with torch.no_grad():
         outs = graph(*(torch.from_numpy(v) for v in inputs.values()))

@@ -4,35 +4,56 @@ Flow head: inputs ``images, image_mask, tokens, token_mask, state, state_mask, a
 -> ``actions`` [B, H, A] after ``num_steps`` Euler steps (prefix encoded once into the KV cache, the
 suffix steps unrolled inside the graph). Discrete head: the same inputs without ``noise`` -> ``actions``
 and ``action_tokens`` [B, H * A] (greedy decoding unrolled; the graph grows with H * A).
-The batch dimension is dynamic; everything else is fixed by ``config.json``.
+The batch dimension is dynamic (``torch.export.Dim``); everything else is fixed by ``config.json``.
 
-Exporter: ``torch.onnx.export(..., dynamo=False)`` (the TorchScript tracer). It needs no extra package;
-the dynamo exporter would need ``onnxscript``, which this project does not install. The graph is always
+Exporter: ``torch.onnx.export(..., dynamo=True)`` (``torch.export`` + ``onnxscript``), opset 18 by default
+(the exporter emits 18 up to the installed onnx's newest; onnxruntime must load it too). The graph is always
 float32: onnxruntime's CPU provider has no bfloat16 kernels for most of these ops.
 """
 
 from __future__ import annotations
 
+import copyreg
 import functools
+import importlib.metadata
 import os
-import warnings
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils import _pytree
 
 from vla_jax.export import torch_port as tp
 
 ONNX_FILE = "policy.onnx"
-DEFAULT_OPSET = 17
-TORCHSCRIPT_MIN_OPSET, TORCHSCRIPT_MAX_OPSET = 14, 20  # what torch's TorchScript exporter can emit here
+DEFAULT_OPSET = 18
+EXPORTER_MIN_OPSET = 18  # the dynamo exporter's own opset; newer ones by onnx's version converter
 FLOW_INPUTS = ("images", "image_mask", "tokens", "token_mask", "state", "state_mask", "action_dim_mask", "noise")
 INPUT_DTYPES = {"images": np.float32, "image_mask": np.bool_, "tokens": np.int32, "token_mask": np.bool_,
                 "state": np.float32, "state_mask": np.bool_, "action_dim_mask": np.bool_, "noise": np.float32}
 
 
+# ExportedProgram.run_decompositions (inside torch.onnx.export) deep-copies the program's tree specs, and copying
+# pytree's LeafSpec singleton calls its deprecated constructor (a FutureWarning per export, torch 2.13). A copy of
+# the leaf spec is the singleton itself, so copy (and pickle) it as such: the deprecated constructor is never called.
+copyreg.pickle(_pytree.LeafSpec, lambda spec: (_pytree.treespec_leaf, ()))
+
+
 class OpsetError(ValueError):
     """An ONNX opset that the exporter or onnxruntime cannot handle; one line."""
+
+
+def exporter_max_opset() -> int:
+    """The newest opset the exporter emits: the installed onnx's (its version converter writes it)."""
+    import onnx
+
+    return onnx.defs.onnx_opset_version()
+
+
+def exporter_info(opset: int) -> str:
+    """What wrote ``policy.onnx``, for the folder's config.json and model card."""
+    return (f"torch.onnx dynamo exporter, torch {torch.__version__.split('+')[0]}, "
+            f"onnxscript {importlib.metadata.version('onnxscript')}, opset {opset}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,14 +81,14 @@ def check_opset(opset: int) -> None:
     """Raises OpsetError (one line) unless both the exporter and onnxruntime support ``opset``."""
     import onnxruntime as ort
 
-    rt = runtime_max_opset()
+    rt, top = runtime_max_opset(), exporter_max_opset()
+    usable = f"use --opset between {EXPORTER_MIN_OPSET} and {min(rt, top)} (default {DEFAULT_OPSET})"
     if opset > rt:
         raise OpsetError(f"--opset={opset} is not supported by onnxruntime {ort.__version__} (max opset {rt}); "
-                         f"use --opset between {TORCHSCRIPT_MIN_OPSET} and {min(rt, TORCHSCRIPT_MAX_OPSET)}")
-    if not TORCHSCRIPT_MIN_OPSET <= opset <= TORCHSCRIPT_MAX_OPSET:
-        raise OpsetError(f"--opset={opset} is outside what torch {torch.__version__.split('+')[0]}'s ONNX exporter "
-                         f"emits ({TORCHSCRIPT_MIN_OPSET}..{TORCHSCRIPT_MAX_OPSET}); use --opset between "
-                         f"{TORCHSCRIPT_MIN_OPSET} and {min(rt, TORCHSCRIPT_MAX_OPSET)}")
+                         + usable)
+    if not EXPORTER_MIN_OPSET <= opset <= top:
+        raise OpsetError(f"--opset={opset} is outside what torch {torch.__version__.split('+')[0]}'s dynamo ONNX "
+                         f"exporter emits ({EXPORTER_MIN_OPSET}..{top}); " + usable)
 
 
 class FlowGraph(nn.Module):
@@ -143,15 +164,25 @@ def export_onnx(policy: tp.VLAPolicy, path: str, num_steps: int | None = None, o
 
 def trace(graph: nn.Module, inputs: dict[str, np.ndarray], outputs: list[str], path: str,
           opset: int = DEFAULT_OPSET) -> str:
-    """Traces ``graph`` called on ``inputs`` (numpy, named in call order) into ``path`` with the named
-    ``outputs``; axis 0 of every input and output is the dynamic batch. Returns the path."""
+    """Exports ``graph`` called on ``inputs`` (numpy, named in call order, batch-first) into ``path`` with the
+    named ``outputs``; axis 0 of every input and output is the dynamic batch, named ``batch``. Inputs the graph
+    does not read (pi0.5: ``state``) are dropped. Returns the path."""
+    from onnx_ir.passes.common import ClearMetadataAndDocStringPass
+
     args = tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values())
-    dynamic = {n: {0: "batch"} for n in (*inputs, *outputs)}
+    # One named Dim on the first input; the others are Dim.DYNAMIC, which torch.export ties to it (equal sizes).
+    # Naming it on every input makes the exporter warn once per input that the shared name is not reused.
+    dynamic = tuple({0: torch.export.Dim("batch", min=1) if i == 0 else torch.export.Dim.DYNAMIC}
+                    for i in range(len(args)))
+    with torch.no_grad():
+        program = torch.onnx.export(graph.eval(), args, dynamo=True, opset_version=opset, input_names=list(inputs),
+                                    output_names=outputs, dynamic_shapes=dynamic, optimize=False, verbose=False)
+    model = program.model
+    for value in [v for v in model.graph.inputs if not v.uses()]:
+        model.graph.inputs.remove(value)
+    ClearMetadataAndDocStringPass()(model)  # per-node stack traces: 3x the file size, local paths
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer warnings about python constants (num_steps, shapes) are expected
-        torch.onnx.export(graph, args, path, dynamo=False, opset_version=opset, input_names=list(inputs),
-                          output_names=outputs, dynamic_axes=dynamic, do_constant_folding=True)
+    program.save(path)
     return path
 
 
