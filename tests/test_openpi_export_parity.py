@@ -121,20 +121,18 @@ def test_port_refuses_pi05_configs_it_cannot_run(pi05, change, message):
 @pytest.mark.slow
 def test_pi05_run_exports_and_the_folder_reproduces_openpi(pi05, tmp_path):
     """A pi0.5 run (the converted fixture) through tools/export.py's export: its parity gate passes, and the
-    folder's PyTorch module and policy.onnx sample openpi's actions from ``in/noise`` within 1e-4."""
-    from vla_jax.export import parity, to_onnx
+    folder's PyTorch module samples openpi's actions from ``in/noise`` within 1e-4. (Its ONNX graph is the
+    port's, checked against openpi by ``test_onnx_reproduces_openpi_through_the_tool[pi05]``.)"""
+    from vla_jax.export import parity
     from vla_jax.export.package import export
     from vla_jax.train.checkpoint import write_checkpoint
 
     fixture, variables, _ = pi05
     config = fixture.config()
     write_checkpoint(str(tmp_path / "run"), variables, config, None)
-    report = export(str(tmp_path / "run"), str(tmp_path / "out"), fmt="all", seeds=(0,), log=lambda *a: None)
-    assert report["parity"]["torch_f32"] <= 1e-4 and report["parity"]["onnx_f32"] <= 1e-4
+    report = export(str(tmp_path / "run"), str(tmp_path / "out"), fmt="pytorch", seeds=(0,), log=lambda *a: None)
+    assert report["parity"]["torch_f32"] <= 1e-4
     batch = fixture.batch()
     inputs = {**{k: batch[k] for k in parity.OBS_KEYS}, "noise": fixture.inputs["noise"]}
     policy = tp.VLAPolicy.from_pretrained(str(tmp_path / "out"))
-    session = to_onnx.onnx_session(str(tmp_path / "out" / to_onnx.ONNX_FILE))
-    assert {i.name for i in session.get_inputs()} == set(to_onnx.FLOW_INPUTS) - {"state", "state_mask"}
-    for actions in (parity.torch_actions(policy, inputs), parity.onnx_actions(session, inputs)):
-        assert np.abs(actions - fixture.outputs["sampled"]).max() <= 1e-4
+    assert np.abs(parity.torch_actions(policy, inputs) - fixture.outputs["sampled"]).max() <= 1e-4
