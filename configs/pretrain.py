@@ -140,6 +140,7 @@ def get_config(arg=None):
     # loop in the simulator and offline on the validation splits; logs eval/... scalars to metrics.jsonl.
     config.eval = ml_collections.ConfigDict(dict(
         every=0,                  # 0: off
+        suite="tabletop",         # the closed-loop suite (vla_jax/eval/suites.py): tabletop, metaworld_mt50, ...
         episodes=4,               # closed-loop episodes per (embodiment, task, split) cell; 0: no closed loop
         families="all",           # "all" or e.g. "pick,place"
         embodiments="all",        # "all" or e.g. "single_arm" (those with a simulator dataset in config.data)

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from vla_jax.eval.suites import get_suite
 from vla_jax.sim.metaworld import tasks as mw
 from vla_jax.train import testing
 
@@ -71,12 +72,19 @@ def test_generator_writes_successful_rlds_episodes(mw_dir):
 def test_train_then_evaluate_closed_loop(mw_dir, tmp_path):
     workdir = str(tmp_path / "run")
     overrides = {**testing.TINY, "data.data_dir": mw_dir, "data.num_workers": 0, "num_steps": 2,
-                 "checkpoint.every": 2, "model.max_text_len": 16}
+                 "checkpoint.every": 2, "model.max_text_len": 16,
+                 # the trainer's periodic evaluation on the Meta-World suite
+                 "eval.every": 2, "eval.suite": "metaworld_mt10", "eval.families": ",".join(TASKS), "eval.episodes": 1,
+                 "eval.max_steps": 3, "eval.num_envs": 2, "eval.offline_batches": 0, "eval.image_size": 16}
     cmd = [sys.executable, "-m", "vla_jax.train", f"--workdir={workdir}",
            "--config=configs/pretrain.py:debug,mixture=metaworld_mt10"]
     cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
     out = subprocess.run(cmd, cwd=testing.REPO, env=testing.env(), capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
+    logged = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    (evaluated,) = [row for row in logged if "eval/success" in row]
+    (embodiment,) = get_suite("metaworld_mt10").embodiments
+    assert evaluated["step"] == 2 and f"eval/success/{embodiment}/train" in evaluated, evaluated
     out_dir = str(tmp_path / "eval")
     out = subprocess.run([sys.executable, "tools/evaluate.py", f"--workdir={workdir}", "--suite=metaworld_mt10",
                           f"--tasks={','.join(TASKS)}", "--episodes=1", "--max_steps=4", "--num_envs=2",

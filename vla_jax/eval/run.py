@@ -51,7 +51,6 @@ from vla_jax.eval.groups import group_table
 from vla_jax.eval.report import results_payload, write_report
 from vla_jax.eval.suites import SUITES, get_suite
 from vla_jax.models.vla import VLA, make_config
-from vla_jax.sim import EMBODIMENTS, FAMILIES, SPLITS
 from vla_jax.train.checkpoint import load_params
 
 
@@ -431,10 +430,14 @@ class PeriodicEvaluator:
         e = config.eval
         self.every = int(e.every)
         self.enabled, self.log = enabled, log
+        suite_name = e.get("suite", "tabletop")
+        if suite_name not in SUITES:
+            raise ConfigError(f"config.eval.suite={suite_name!r}: unknown; choose from {', '.join(SUITES)}")
+        suite = get_suite(suite_name)
         try:
-            parse_names(e.families, FAMILIES, "config.eval.families")
-            parse_names(e.splits, SPLITS, "config.eval.splits")
-            wanted = parse_names(e.embodiments, tuple(EMBODIMENTS), "config.eval.embodiments")
+            parse_names(e.families, suite.families, "config.eval.families")
+            parse_names(e.splits, suite.splits, "config.eval.splits")
+            wanted = parse_names(e.embodiments, suite.embodiments, "config.eval.embodiments")
         except EvalError as err:
             raise ConfigError(str(err)) from None
         if self.every < 0 or int(e.episodes) < 0 or int(e.offline_batches) < 0:
@@ -448,7 +451,7 @@ class PeriodicEvaluator:
             return
         s = self.settings
         synthetic = config.data.get("kind", "mixture") == "synthetic"
-        available = {} if synthetic else embodiment_datasets(config)
+        available = {} if synthetic else embodiment_datasets(config, s.suite)
         self.embodiments = tuple(x for x in wanted if x in available)
         if s.episodes and self.embodiments:
             self.policy = make_model_policy(config, model, None, datasets={x: available[x] for x in self.embodiments},
