@@ -1,0 +1,216 @@
+"""Every fenced shell command of README.md and docs/*.md is run, run with tiny settings, or skipped for a stated reason.
+
+``COMMANDS`` maps each documented command (a regular expression, matched against the whole command with its
+trailing comment removed and whitespace collapsed) to how it is exercised:
+
+* ``run``  — as written;
+* ``tiny`` — with the tiny settings of its program appended (``TINY_FLAGS``; later flags win);
+* ``skip`` — not run, for the reason given.
+
+A command no entry matches fails ``test_every_documented_command_is_in_the_table``, so the docs cannot drift
+from the test. The slow test runs the ``run`` / ``tiny`` commands in document order in one temporary working
+directory (the repository's configs, tools, launch and benchmarks linked in), so later commands use the data
+and runs earlier ones made, as a reader following the docs would. ``python`` and ``.venv/bin/python`` are this
+test's interpreter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from vla_jax.train import testing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[A-Za-z]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```", re.S | re.M)
+SHELL_LANGS = {"bash", "sh", "console", "shell"}
+INTERPRETER = re.compile(r"(?<![\w/.-])(?:\.venv/bin/python|python)(?=\s)")
+
+
+def _overrides(values: dict) -> list[str]:
+    return [f"--config.{key}={value!r}" if isinstance(value, tuple) else f"--config.{key}={value}"
+            for key, value in values.items()]
+
+
+# The tiny model of tests/serve_helpers.py (room for the tabletop embodiments), two steps.
+TRAIN_TINY = _overrides({**testing.TINY, "model.max_action_dim": 8, "model.max_state_dim": 9,
+                         "model.max_text_len": 24, "num_steps": 2, "checkpoint.every": 2})
+TINY_FLAGS: dict[str, list[str]] = {
+    "tools/generate_data.py": ["--episodes_per_embodiment=8", "--web_examples=40", "--num_workers=1"],
+    "-m vla_jax.train": TRAIN_TINY,
+    "launch/local.sh": TRAIN_TINY,
+    "tools/evaluate.py": ["--episodes=1", "--num_envs=2", "--record=0", "--offline_batches=1"],
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """How the documented commands matching ``pattern`` are exercised: ``run``, ``tiny`` or ``skip``."""
+
+    pattern: str
+    how: str
+    reason: str = ""
+
+
+PY = r"(?:\.venv/bin/python|python)"
+LONG_EXPERIMENT = "reproduces a documented experiment (thousands of CPU steps); README's training lines run the same flags tiny"
+METAWORLD = "MuJoCo rendering of Meta-World; tests/test_metaworld_pipeline.py and test_sim_metaworld.py run it small"
+SERVER = "starts a long-running policy server; tests/test_serve_cli.py starts one and evaluates through it"
+COMMANDS: list[Rule] = [
+    # README quick start: the test's interpreter is that environment, so only its vla_jax commands run.
+    Rule(r"python3 -m venv \.venv && .* && \.venv/bin/python tools/generate_data\.py .* -m vla_jax\.train .*", "tiny"),
+    Rule(r"python3 -m venv \.venv && .* -m pytest -q", "skip", "creates a venv and runs the whole test suite (CI)"),
+    Rule(rf"{PY} tools/generate_data\.py --out_dir[= ]data/default( --if_missing)?", "tiny"),
+    Rule(rf"{PY} tools/model_summary\.py --config=configs/pretrain\.py:pi0", "run"),
+    Rule(rf"{PY} tools/inspect_data\.py --config=configs/pretrain\.py:debug --out=/tmp/samples\.png", "run"),
+    Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug(,head=discrete|,mixture=synthetic)? "
+         r"--workdir=runs/(debug|discrete|smoke)", "tiny"),
+    Rule(rf"XLA_FLAGS=--xla_force_host_platform_device_count=2 {PY} -m vla_jax\.train .*--config\.sharding=fsdp",
+         "tiny"),
+    Rule(rf"{PY} tools/plot_metrics\.py --workdir=runs/debug", "run"),
+    Rule(rf"{PY} tools/aot_compile\.py --config=configs/pretrain\.py:pi0.* --topology=v5p:4x4x4 .*", "skip",
+         "compiles the 3B pi0 preset for a 64-chip slice (minutes); tests/test_aot_compile.py compiles it tiny"),
+    Rule(rf"{PY} tools/export\.py --workdir=runs/debug --out=exports/debug --format=all", "run"),
+    Rule(rf"{PY} tools/import_torch\.py exports/debug --out=runs/(from_torch|debug_import)", "run"),
+    Rule(rf"{PY} tools/evaluate\.py --workdir=runs/debug --episodes=50 --baselines", "tiny"),
+    Rule(rf"{PY} tools/generate_data\.py --out_dir=data/(default|metaworld) --suite=metaworld_mt50 .*", "skip",
+         METAWORLD),
+    Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug,mixture=metaworld_mt50(_cotrain)? .*", "skip",
+         "needs the Meta-World datasets (" + METAWORLD + ")"),
+    Rule(rf"{PY} tools/evaluate\.py .*--suite=metaworld_mt(50|10).*", "skip", METAWORLD),
+    Rule(rf"{PY} -m vla_jax\.serve .*", "skip", SERVER),
+    Rule(rf"{PY} tools/evaluate\.py --server=ws://127\.0\.0\.1:8000 .*", "skip", SERVER),
+    Rule(rf"{PY} tools/ablate\.py .*", "skip",
+         "trains and evaluates one run per variant (hours); tests/test_eval_tools.py runs a tiny sweep"),
+    Rule(r"bash launch/local\.sh 2 --config=configs/pretrain\.py:debug,mixture=synthetic --workdir=runs/mp", "tiny"),
+    Rule(r"DEVICES_PER_PROCESS=4 launch/local\.sh 2 --config=configs/pretrain\.py:debug,mixture=synthetic "
+         r"--workdir=runs/mp", "skip", "the README's launch/local.sh line runs the same two processes"),
+    # docs/data.md
+    Rule(rf"{PY} tools/prepare_data\.py --config=configs/pretrain\.py:debug", "run"),
+    Rule(rf"{PY} tools/compute_stats\.py --config=configs/pretrain\.py:debug( --if_missing)?", "run"),
+    Rule(rf"{PY} benchmarks/data_(throughput|scaling)\.py.*", "skip", "a benchmark: minutes by design"),
+    Rule(rf"{PY} (tools/prepare_data|tools/inspect_data|-m vla_jax\.train)\.?p?y? "
+         r"--config=configs/pretrain\.py:pi0,mixture=oxe_magic_soup --config\.data\.data_dir=/data/oxe.*", "skip",
+         "needs the Open X-Embodiment release in /data/oxe (terabytes)"),
+    Rule(rf"{PY} tools/generate_data\.py --out_dir data/default --lerobot v3\.0", "tiny"),
+    Rule(rf"{PY} tools/compute_stats\.py --config=configs/pretrain\.py:debug,mixture=lerobot", "run"),
+    Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug,mixture=lerobot --workdir=runs/lerobot",
+         "skip", "tests/test_data_lerobot.py trains on the synthetic LeRobotDataset with the tiny model"),
+    # docs/evaluation.md, experiments.md, results.md
+    Rule(rf"{PY} tools/evaluate\.py --workdir=runs/debug --step=200 .*", "skip",
+         "needs checkpoint step 200 of a full debug run"),
+    Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug --workdir=runs/debug --config\.eval\.every=100"
+         r" .*", "skip", "evaluates in training every 100 steps; tests/test_eval.py covers the in-training hook"),
+    Rule(rf"{PY} benchmarks/grounding_speed\.py .*", "skip", "a benchmark: 1,500 CPU steps"),
+    Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug --workdir=runs/"
+         r"(pointer|approach|stem|posemb|keypoints\d?) .*", "skip", LONG_EXPERIMENT),
+    Rule(rf"{PY} tools/evaluate\.py --workdir=(runs/(pointer|approach|stem|posemb|keypoints\d?)|RUN) .*", "skip",
+         LONG_EXPERIMENT),
+    Rule(rf"{PY} tools/plot_metrics\.py --workdir=runs/stem --smooth=10", "skip", LONG_EXPERIMENT),
+    # docs/export.md, interop.md
+    Rule(rf"{PY} tools/export\.py --workdir=runs/small .*", "skip", "needs step 20000 of a small-preset run"),
+    Rule(rf"{PY} tools/export\.py --workdir=runs/(pi0_ft|pi0_base) .*", "skip",
+         "needs an imported openpi pi0 checkpoint (GBs); tests/test_openpi_export_parity.py exports a tiny one"),
+    Rule(rf"{PY} tools/(import_openpi|import_lerobot)\.py (CKPT|FOLDER) .*", "skip",
+         "placeholder path of a downloaded checkpoint; tests/test_openpi_parity.py and test_lerobot.py import tiny ones"),
+    Rule(rf"{PY} tools/check_parity\.py --fixture=\.\./shared/fixtures/openpi/pi05?_dummy\.npz .*", "skip",
+         "the openpi fixtures live outside the repository; tests/test_openpi_parity.py runs them when present"),
+    Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:size=pi05?,mixture=MIXTURE .*", "skip",
+         "placeholder mixture, 3B preset; tests/test_train_init_from.py fine-tunes from an imported tiny checkpoint"),
+    # docs/launch.md, scaling.md
+    Rule(r"TPU_NAME=\S+ ZONE=\S+ SYNC=1 launch/tpu_pod\.sh .*", "skip", "needs a Cloud TPU pod and gs://"),
+    Rule(r"sbatch --nodes=4 launch/slurm_gpu\.sbatch .*", "skip", "needs a SLURM GPU cluster"),
+]
+
+
+def doc_commands(root: str = ROOT) -> list[tuple[str, str]]:
+    """(doc, command) for every command line of the fenced bash / sh / console / shell blocks, in reading order.
+
+    Backslash continuations are joined, ``$ `` prompts and trailing ``# comments`` dropped, whitespace collapsed;
+    in ``console`` blocks only ``$ `` lines are commands.
+    """
+    docs = ["README.md"] + sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "docs", "*.md")))
+    found = []
+    for doc in docs:
+        with open(os.path.join(root, doc)) as f:
+            text = f.read()
+        for block in FENCE.finditer(text):
+            lang = block.group("lang")
+            if lang not in SHELL_LANGS:
+                continue
+            indent = len(block.group("indent"))
+            body = "\n".join(line[indent:] for line in block.group("body").splitlines()).replace("\\\n", " ")
+            for line in body.splitlines():
+                line = line.strip()
+                if lang == "console" and not line.startswith("$ "):
+                    continue
+                line = line.removeprefix("$ ")
+                if not line or line.startswith("#"):
+                    continue
+                found.append((doc, " ".join(re.split(r"\s+#\s", line, maxsplit=1)[0].split())))
+    return found
+
+
+def rule_for(command: str) -> Rule | None:
+    """The one rule whose pattern matches all of ``command``; None if none does."""
+    matches = [rule for rule in COMMANDS if re.fullmatch(rule.pattern, command)]
+    assert len(matches) <= 1, f"{command!r} matches several rules: {[r.pattern for r in matches]}"
+    return matches[0] if matches else None
+
+
+def shell_line(command: str, how: str) -> str:
+    """``command`` as the test runs it: this interpreter, and for ``tiny`` its program's tiny flags appended."""
+    parts = command.split(" && ")
+    if parts[0].startswith("python3 -m venv"):  # the quick start: this interpreter's environment is the venv
+        parts = [p for p in parts if p.startswith(".venv/bin/python")]
+    out = []
+    for part in parts:
+        if how == "tiny":
+            part += "".join(" " + shlex.quote(flag) for program, flags in TINY_FLAGS.items() if program in part
+                            for flag in flags)
+        out.append(INTERPRETER.sub(shlex.quote(sys.executable), part))
+    return " && ".join(out)
+
+
+def test_every_documented_command_is_in_the_table():
+    missing = [f"{doc}: {command}" for doc, command in doc_commands() if rule_for(command) is None]
+    assert not missing, "documented commands not in tests/test_docs_commands.py COMMANDS:\n" + "\n".join(missing)
+
+
+def test_every_rule_matches_a_documented_command():
+    commands = [command for _, command in doc_commands()]
+    stale = [rule.pattern for rule in COMMANDS if not any(re.fullmatch(rule.pattern, c) for c in commands)]
+    assert not stale, f"rules matching no documented command: {stale}"
+    assert all(rule.how in ("run", "tiny", "skip") for rule in COMMANDS)
+    assert all(rule.reason for rule in COMMANDS if rule.how == "skip"), "every skip states its reason"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> str:
+    """A working directory as the docs assume: the repository's code linked in, nothing generated yet."""
+    path = tmp_path_factory.mktemp("docs_commands")
+    for name in ("configs", "tools", "launch", "benchmarks", "vla_jax"):
+        os.symlink(os.path.join(ROOT, name), path / name)
+    return str(path)
+
+
+@pytest.mark.slow
+def test_documented_commands_run(workdir):
+    env = {**os.environ, "PYTHONPATH": workdir, "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu"}
+    ran = set()
+    for doc, command in doc_commands():
+        rule = rule_for(command)
+        if rule is None or rule.how == "skip" or command in ran:
+            continue
+        ran.add(command)
+        line = shell_line(command, rule.how)
+        out = subprocess.run(["bash", "-c", line], cwd=workdir, env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert out.returncode == 0, f"{doc}: {command}\nran: {line}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
