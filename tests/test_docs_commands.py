@@ -39,8 +39,8 @@ def _overrides(values: dict) -> list[str]:
             for key, value in values.items()]
 
 
-# The tiny model of tests/serve_helpers.py (room for the tabletop embodiments), two steps.
-TRAIN_TINY = _overrides({**testing.TINY, "model.max_action_dim": 8, "model.max_state_dim": 9,
+# The tiny model of vla_jax.train.testing with room for the bimanual tabletop (14-D actions), two steps.
+TRAIN_TINY = _overrides({**testing.TINY, "model.max_action_dim": 14, "model.max_state_dim": 14,
                          "model.max_text_len": 24, "num_steps": 2, "checkpoint.every": 2})
 TINY_FLAGS: dict[str, list[str]] = {
     "tools/generate_data.py": ["--episodes_per_embodiment=8", "--web_examples=40", "--num_workers=1"],
@@ -107,7 +107,7 @@ COMMANDS: list[Rule] = [
     Rule(rf"{PY} tools/evaluate\.py --workdir=runs/debug --step=200 .*", "skip",
          "needs checkpoint step 200 of a full debug run"),
     Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug --workdir=runs/debug --config\.eval\.every=100"
-         r" .*", "skip", "evaluates in training every 100 steps; tests/test_eval.py covers the in-training hook"),
+         r" .*", "skip", "evaluates in training every 100 steps; tests/test_eval_tools.py covers the in-training hook"),
     Rule(rf"{PY} benchmarks/grounding_speed\.py .*", "skip", "a benchmark: 1,500 CPU steps"),
     Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug --workdir=runs/"
          r"(pointer|approach|stem|posemb|keypoints\d?) .*", "skip", LONG_EXPERIMENT),
