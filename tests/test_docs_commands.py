@@ -42,6 +42,7 @@ def _overrides(values: dict) -> list[str]:
 # The tiny model of vla_jax.train.testing with room for the bimanual tabletop (14-D actions), no add-ons (the
 # discrete head takes none of prefix_readout), two steps.
 TRAIN_TINY = _overrides({**testing.TINY, "model.max_action_dim": 14, "model.max_state_dim": 14, "model.addons": (),
+                         "model.vocab_size": 512,  # the tokenizer's pieces + 256 discrete action bins
                          "model.max_text_len": 24, "num_steps": 2, "checkpoint.every": 2})
 TINY_FLAGS: dict[str, list[str]] = {
     "tools/generate_data.py": ["--episodes_per_embodiment=8", "--web_examples=40", "--num_workers=1"],
