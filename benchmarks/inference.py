@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -30,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
+from conditions import LoadWatch, machine, write_section  # noqa: E402
 
 SECTION = "## Inference"
 
@@ -118,22 +117,6 @@ def fmt(t) -> str:
     return f"{t[1] * 1e3:8.1f} ms (min {t[2] * 1e3:.1f}, max {t[3] * 1e3:.1f}; first call {t[0]:.1f} s)"
 
 
-def machine() -> str:
-    import jax
-    import onnxruntime
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{os.cpu_count()}-core CPU ({cpu}), jax {jax.__version__}, torch {torch.__version__.split('+')[0]} "
-            f"({torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), "
-            f"onnxruntime {onnxruntime.__version__}")
-
-
 def table(rows: list[dict], num_steps: int) -> str:
     lines = [f"Action-sampling latency, batch 1, {num_steps} flow steps, float32, median (ms):", "",
              "| preset | params | prefix / suffix tokens | JAX jit (KV cache) | JAX jit (re-encode every step) "
@@ -145,21 +128,6 @@ def table(rows: list[dict], num_steps: int) -> str:
             f"| {r['jax'][1] * 1e3:.1f} | {r['jax_naive'][1] * 1e3:.1f} | {r['jax_naive'][1] / r['jax'][1]:.1f}x "
             f"| {r['torch'][1] * 1e3:.1f} | {r['onnx'][1] * 1e3:.1f} | {r['parity'][0]:.1e} / {r['parity'][1]:.1e} |")
     return "\n".join(lines)
-
-
-def write_docs(text: str, path: str) -> None:
-    """Replaces (or appends) only the "## Inference" section of docs/performance.md: from its heading line
-    (``SECTION`` as a whole line) to the next ``## `` heading."""
-    body = open(path).read() if os.path.isfile(path) else "# Performance\n"
-    match = re.search(rf"^{re.escape(SECTION)}[ \t]*$", body, flags=re.MULTILINE)
-    if match:
-        head, rest = body[:match.start()], body[match.end():]
-        tail = rest.split("\n## ", 1)
-        body = head + text + ("\n## " + tail[1] if len(tail) > 1 else "")
-    else:
-        body = body.rstrip("\n") + "\n\n" + text
-    with open(path, "w") as f:
-        f.write(body.rstrip("\n") + "\n")
 
 
 def main(argv=None) -> None:
@@ -176,13 +144,18 @@ def main(argv=None) -> None:
 
         torch.set_num_threads(args.torch_threads)
     specs = args.config or [f"{ROOT}/configs/pretrain.py:debug", f"{ROOT}/configs/pretrain.py:small"]
+    load = LoadWatch()
     rows = []
     for spec in specs:
         small = spec.endswith(":debug") or ":debug," in spec or spec.endswith("pretrain.py")
         repeats = args.repeats or (20 if small else 5)
         rows.append(bench(spec, repeats, args.naive_repeats or max(2, repeats // 4), args.num_steps))
+        load.sample()
     text = table(rows, args.num_steps)
-    where = machine()
+    import torch
+
+    where = (f"{machine('torch', 'onnxruntime')} (torch: {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+             f"{os.environ.get('OMP_WAIT_POLICY')}), {load.describe()}")
     print()
     print(text)
     print(f"\nmachine: {where}")
@@ -191,9 +164,8 @@ def main(argv=None) -> None:
                    "Random float32 parameters; median of repeated calls after a warm-up call (jit compile / "
                    "session setup excluded). The KV-cache speed-up is JAX `sample_actions` (prefix encoded "
                    "once, each Euler step runs only the state + action tokens against the cache) over "
-                   "`sample_actions_naive` (prefix + suffix re-encoded every step). The machine is shared "
-                   "with other jobs, so expect some noise in single figures.\n\n" + text + "\n")
-        write_docs(section, os.path.join(ROOT, "docs", "performance.md"))
+                   "`sample_actions_naive` (prefix + suffix re-encoded every step).\n\n" + text + "\n")
+        write_section(SECTION, section)
         print("wrote docs/performance.md")
 
 

@@ -124,6 +124,8 @@ def get_config(arg=None):
         # which counts a scanned layer's body once, so it undercounts scanned models by ~depth.
         flops="analytic",
         peak_flops_per_device=0.0,       # 0: data-sheet value for known chips, else measured (CPU)
+        # Weights & Biases beside metrics.jsonl / TensorBoard: off while project is empty (docs/launch.md).
+        wandb=ml_collections.ConfigDict(dict(project="", entity="", name="", mode="online")),
     ))
 
     # ---------------------------------------------------------------- init

@@ -14,7 +14,7 @@ from data_fixtures import make_config, tabletop_dir  # noqa: F401  (fixture)
 from vla_jax.data import (DataError, compute_all_stats, make_eval_iterator, make_train_iterator, mixture, prepare_all,
                           records, release, write_tiny_bridge_dataset)
 from vla_jax.data.norm_stats import compute_stats
-from vla_jax.data.progress import Progress
+from vla_jax.progress import Progress
 from vla_jax.data.settings import read_settings
 from vla_jax.data.specs import SPECS
 
@@ -153,7 +153,8 @@ def test_statistics_read_no_frame(tabletop_dir, tmp_path):  # noqa: F811
 
 def test_progress_prints_plain_lines_off_a_terminal():
     stream = io.StringIO()
-    progress = Progress("[prepare] x", total=4, stream=stream, interval=0.0)
+    progress = Progress("[prepare] x", total=4, unit="episodes", rate_of="transitions", stream=stream,
+                        interval=0.0)
     for _ in range(4):
         progress.update(1, 25)
     progress.close()

@@ -1,4 +1,5 @@
-"""The README passes a relative --workdir: training saves and resumes there, and export reads it."""
+"""The README passes a relative --workdir: training saves and resumes there, and export reads it. Off a terminal
+(a log file, SLURM) the progress is plain lines, without tqdm's carriage-return fragments."""
 
 import os
 import subprocess
@@ -18,6 +19,7 @@ def test_relative_workdir_saves_resumes_and_exports(tmp_path):
                            cwd=tmp_path, env=testing.env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from step 4" in again.stdout
+    assert "\r" not in again.stderr and "train: 6/6 steps (100%)" in again.stderr, again.stderr[-2000:]
 
     cwd = os.getcwd()
     os.chdir(tmp_path)

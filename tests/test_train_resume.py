@@ -2,6 +2,7 @@
 SIGTERM preemption, non-finite steps (loss, gradient norm, parameters), a checkpoint from another model,
 and the metrics plot."""
 
+import json
 import os
 import shutil
 import signal
@@ -234,3 +235,6 @@ def test_plot_metrics_writes_png(preempted, tmp_path):
                           cwd=testing.REPO, env=testing.env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    perf = json.loads((workdir / "perf.json").read_text())  # what the MFU panel names as its peak
+    assert perf["peak_source"].startswith("measured float32 matmul") and perf["peak_flops_per_device"] > 0
+    assert perf["num_devices"] >= 1 and perf["flops_per_step"] > 0

@@ -8,6 +8,7 @@ import shutil
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
@@ -289,3 +290,33 @@ def test_checkpoint_config_mismatch_is_one_line_naming_the_field(tmp_path):
     ck.close()
     saved = json.loads((tmp_path / "checkpoints" / "1" / "config" / "metadata").read_text())
     assert saved["model"]["max_action_dim"] == 6
+
+
+def test_wandb_writer_logs_offline_and_a_resumed_run_continues_it(tmp_path, monkeypatch):
+    """config.metrics.wandb in offline mode: the scalars land in the run file under <workdir>/wandb, and a
+    second writer in the same workdir (a resumed run) continues the same W&B run id."""
+    from vla_jax.train import wandb_writer
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    settings = ml_collections.ConfigDict(dict(project="vla_jax_test", entity="", name="", mode="offline"))
+    for start, values in ((0, (0.5, 0.25)), (2, (0.125,))):
+        w = metrics_lib.MetricsWriter(str(tmp_path), enabled=True, start_step=start,
+                                      wandb=wandb_writer.WandbWriter(str(tmp_path), settings, {"seed": 0}))
+        for i, v in enumerate(values, start + 1):
+            w.write(i, {"loss": v})
+        w.close()
+    run_id = (tmp_path / wandb_writer.RUN_ID_FILE).read_text().strip()
+    files = sorted((tmp_path / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    assert len(files) == 2  # one per start, both the same W&B run
+    assert b"0.25" in files[0].read_bytes() and b"0.125" in files[1].read_bytes()
+    assert [r["loss"] for r in metrics_lib.read_metrics(str(tmp_path))] == [0.5, 0.25, 0.125]
+
+
+def test_wandb_settings_errors_are_one_line():
+    from vla_jax.train import wandb_writer
+
+    off = ml_collections.ConfigDict(dict(project="", entity="", name="", mode="typo"))
+    assert wandb_writer.settings_error(off) is None  # off: nothing is checked
+    bad = ml_collections.ConfigDict(dict(project="p", entity="", name="", mode="ofline"))
+    assert wandb_writer.settings_error(bad) == (
+        "config.metrics.wandb.mode='ofline' is not one of online, offline, disabled")

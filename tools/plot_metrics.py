@@ -17,6 +17,8 @@ import sys
 
 from absl import app, flags
 
+from vla_jax.train.metrics import PERF_FILE
+
 flags.DEFINE_string("workdir", None, "Training workdir holding metrics.jsonl.", required=True)
 flags.DEFINE_string("out", None, "PNG path (default: <workdir>/metrics.png).")
 flags.DEFINE_integer("smooth", 1, "Moving-average window (in logged points) for loss curves.")
@@ -56,6 +58,17 @@ def smooth(ys: list[float], k: int) -> list[float]:
     return out
 
 
+def mfu_title(workdir: str) -> str:
+    """The MFU panel's title, naming the peak it is relative to (the run's perf.json)."""
+    path = os.path.join(workdir, PERF_FILE)
+    if not os.path.exists(path):
+        return "MFU (%)"
+    with open(path) as f:
+        perf = json.load(f)
+    return (f"MFU (%) of {perf['peak_flops_per_device'] / 1e9:,.0f} GFLOP/s per device x {perf['num_devices']}\n"
+            f"peak: {perf['peak_source']}")
+
+
 def plot(workdir: str, out: str | None = None, k: int = 1) -> str:
     import matplotlib
 
@@ -88,8 +101,8 @@ def plot(workdir: str, out: str | None = None, k: int = 1) -> str:
         ax.plot(xs, smooth(ys, k), label=key[len("loss/"):], lw=1)
     ax.set_title("loss per data source")
     ax.set_yscale("log")
-    if sources:
-        ax.legend(fontsize=7)
+    if sources:  # below the axes, so no curve hides under it
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
 
     ax = axes[0, 2]
     ax.plot(*series(rows, "lr"))
@@ -109,7 +122,7 @@ def plot(workdir: str, out: str | None = None, k: int = 1) -> str:
     ax = axes[1, 2]
     xs, ys = series(rows, "perf/mfu")
     ax.plot(xs, [100 * y for y in ys])
-    ax.set_title("MFU (%)")
+    ax.set_title(mfu_title(workdir), fontsize=9)
 
     if evals:
         panels = [

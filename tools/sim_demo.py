@@ -3,7 +3,7 @@
 Each row is one episode (label: embodiment, instruction, success); each column a time step with
 that embodiment's cameras stacked top to bottom.
 
-    python tools/sim_demo.py --out /tmp/sim_demo.png
+    python tools/sim_demo.py --out=/tmp/sim_demo.png
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from vla_jax.platform import jax_defaults
 
@@ -19,7 +19,8 @@ jax_defaults()
 
 from vla_jax.sim import EMBODIMENTS, FAMILIES, collect_episode, sample_task  # noqa: E402
 
-_LABEL_H = 14
+_FONT_SIZE = 18  # pixels: readable at the strip's scale=2 without zooming
+_LABEL_H = _FONT_SIZE + 8
 _GAP = 4
 
 
@@ -41,7 +42,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="PNG path to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", default="train")
-    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--image_size", type=int, default=96)
     parser.add_argument("--frames", type=int, default=8, help="time steps shown per episode")
     parser.add_argument("--scale", type=int, default=2, help="pixel upscaling for viewing")
     args = parser.parse_args()
@@ -60,9 +61,10 @@ def main() -> None:
     height = sum(strip.shape[0] + _LABEL_H + _GAP for _, strip in rows)
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=_FONT_SIZE)
     y = 0
     for label, strip in rows:
-        draw.text((2, y + 1), label, fill="black")
+        draw.text((4, y + 2), label, fill="black", font=font)
         canvas.paste(Image.fromarray(strip), (0, y + _LABEL_H))
         y += strip.shape[0] + _LABEL_H + _GAP
     canvas.save(args.out)

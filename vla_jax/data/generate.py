@@ -27,11 +27,11 @@ import threading
 import time
 
 import numpy as np
-from tqdm import tqdm
 
 from vla_jax.data import builders, prepare
 from vla_jax.data.specs import get_spec
 from vla_jax.data.tokenizer import CORPUS_FILE, train_tokenizer
+from vla_jax.progress import track
 from vla_jax.sim import EMBODIMENTS, collect_episode, make_web_example, sample_task, tasks
 from vla_jax.sim.grounding_answers import LOCATION_TOKENS
 from vla_jax.sim.world import COLOR_NAMES, GRASPABLE_KINDS
@@ -129,12 +129,6 @@ def map_items(pool, fn, items):
     return pool.map(fn, items, chunksize=4)
 
 
-def progress_bar(iterable, total, desc, enabled):
-    if not enabled:
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, unit="ex", dynamic_ncols=True)
-
-
 def _robot_metadata(embodiment) -> dict:
     return {
         "embodiment": embodiment.name,
@@ -199,7 +193,8 @@ def generate_datasets(
             def split_fn(count, offset, desc, emb_name=emb_name, steps=steps, base=base):
                 def gen():
                     items = [(emb_name, i, base + offset + i, image_size, steps, perturb) for i in range(count)]
-                    yield from progress_bar(map_items(pool, _robot_episode, items), count, desc, progress)
+                    yield from track(map_items(pool, _robot_episode, items), count, desc, unit="episodes",
+                                     enabled=progress)
 
                 return gen
 
@@ -231,7 +226,8 @@ def generate_datasets(
             def web_fn(count, offset, desc):
                 def gen():
                     items = [(i, base + offset + i, image_size) for i in range(count)]
-                    for key, ex in progress_bar(map_items(pool, _web_example, items), count, desc, progress):
+                    for key, ex in track(map_items(pool, _web_example, items), count, desc, unit="examples",
+                                         enabled=progress):
                         web_texts.append(ex["caption"])
                         web_texts.extend(ex["qa"]["question"] + ex["qa"]["answer"])
                         yield key, ex

@@ -26,11 +26,11 @@ from vla_jax.data.generate import (
     STATS_DIR,
     all_instructions,
     map_items,
-    progress_bar,
     worker_pool,
 )
 from vla_jax.data.specs import get_spec
 from vla_jax.data.tokenizer import CORPUS_FILE, train_tokenizer
+from vla_jax.progress import track
 from vla_jax.sim.grounding_answers import LOCATION_TOKENS
 from vla_jax.sim.metaworld import tasks as mw_tasks
 
@@ -104,7 +104,7 @@ def generate_metaworld(out_dir: str, suite: str = "metaworld_mt50", *,
             def gen():
                 items = [(i * count + j, name, seed * 10_000_000 + _SEED_BASE + i * _TASK_STRIDE + offset + j,
                           image_size, noise) for i, name in enumerate(names) for j in range(count)]
-                yield from progress_bar(map_items(pool, _episode, items), len(items), desc, progress)
+                yield from track(map_items(pool, _episode, items), len(items), desc, unit="episodes", enabled=progress)
 
             return gen
 

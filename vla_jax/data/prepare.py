@@ -25,7 +25,7 @@ import numpy as np
 
 from vla_jax.data import norm_stats, prepared, records, release
 from vla_jax.data.errors import DataError
-from vla_jax.data.progress import Progress
+from vla_jax.progress import Progress
 
 PARTIAL_SUFFIX = ".partial"
 Report = Callable[[int, int], None]  # (episodes, transitions) finished
@@ -306,7 +306,8 @@ def _prepare(source_dir: str, path: str, dataset: str, spec, num_workers: int | 
     workers = min((os.cpu_count() or 1) if num_workers is None else num_workers, len(todo))
     log(f"[prepare] {dataset}: {source.path} ({source.file_format}) -> {path}: {len(tasks)} shards, "
         f"{len(tasks) - len(todo)} already done, {max(workers, 1)} process(es)")
-    bar = Progress(f"[prepare] {dataset}", sum(t.shard.num_records for t in todo), enabled=progress)
+    bar = Progress(f"[prepare] {dataset}", sum(t.shard.num_records for t in todo), unit="episodes",
+                   rate_of="transitions", enabled=progress)
     try:
         _run(spec.kind, todo, workers, bar)
     finally:
@@ -319,7 +320,7 @@ def _prepare(source_dir: str, path: str, dataset: str, spec, num_workers: int | 
     _swap_in(partial, path)
     seconds = time.perf_counter() - start
     counts = {s: {k: v for k, v in info.items() if k != "files"} for s, info in manifest["splits"].items()}
-    rate = f", {bar.transitions / seconds:,.0f} transitions/s" if bar.transitions else ""
+    rate = f", {bar.counted / seconds:,.0f} transitions/s" if bar.counted else ""
     log(f"[prepare] {dataset}: wrote {path} {counts} in {seconds:.1f}s{rate}")
 
 

@@ -82,7 +82,12 @@ def plot_samples(config, out_png: str, count: int = 6) -> str:
         if ex["has_actions"]:
             steps = int(ex["action_step_mask"].sum())
             dims = int(ex["action_dim_mask"].sum())
-            ax.plot(ex["actions"][:steps, :dims])
+            if steps == 1:  # a one-step chunk: one bar per action dimension (a line needs two points)
+                ax.bar(np.arange(dims), ex["actions"][0, :dims], color=[f"C{d % 10}" for d in range(dims)])
+                ax.set_xlabel("action dim", fontsize=6)
+            else:
+                ax.plot(ex["actions"][:steps, :dims])
+                ax.set_xlabel("step", fontsize=6)
             ax.set_ylim(-3.2, 3.2)
             ax.set_title(f"actions {steps}x{dims} (normalized)", fontsize=7)
             ax.tick_params(labelsize=6)

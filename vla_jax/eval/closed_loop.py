@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from vla_jax.eval.success_stats import CellStats, aggregate, summarize
 from vla_jax.eval.suites import get_suite
+from vla_jax.progress import Progress
 from vla_jax.sim import EMBODIMENTS, FAMILIES, SPLITS
 
 _TERMINAL_FAILURES = ("off_table",)
@@ -227,10 +227,8 @@ def evaluate(
     episodes: list[EpisodeResult] = []
     rollouts: list[Rollout] = []
     start = time.perf_counter()
-    bar = None
-    if progress:
-        bar = tqdm(total=len(embodiments) * len(families) * len(splits) * episodes_per_cell, desc=f"eval {name}",
-                   unit="ep", dynamic_ncols=True)
+    bar = Progress(f"eval {name}", len(embodiments) * len(families) * len(splits) * episodes_per_cell,
+                   unit="episodes", enabled=progress)
     for embodiment in embodiments:
         action_dim = sim.action_dims[embodiment]
         limit = max_steps or sim.max_episode_steps[embodiment]
@@ -266,8 +264,7 @@ def evaluate(
             finished.append(slot.result)
             if slot.frames is not None:
                 rollouts.append(Rollout(slot.result, slot.frames))
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
 
         for k, slot in enumerate(slots):
             start_episode(k, slot)
@@ -311,8 +308,7 @@ def evaluate(
         finished.sort(key=_episode_order(families, splits))
         episodes.extend(finished)
     rollouts.sort(key=lambda r: (list(embodiments).index(r.episode.embodiment), _episode_order(families, splits)(r.episode)))
-    if bar is not None:
-        bar.close()
+    bar.close()
     timing["episodes"] = len(episodes)
     timing["wall_s"] = time.perf_counter() - start
     timing["other_s"] = timing["wall_s"] - timing["policy_s"] - timing["env_s"]

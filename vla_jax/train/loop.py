@@ -12,6 +12,7 @@ newest complete one (params, optimizer, EMA, rng and the data iterator position)
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -19,7 +20,6 @@ import time
 
 import jax
 import numpy as np
-import tqdm
 from absl import flags, logging
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
@@ -34,13 +34,14 @@ from vla_jax.eval.run import PeriodicEvaluator
 from vla_jax.models import addons, summary
 from vla_jax.models.vla import CORE_LOSSES, VLA, make_config
 from vla_jax.platform import CacheCounter
+from vla_jax.progress import Progress
 from vla_jax.train import checkpoint as ckpt_lib
 from vla_jax.train import init_from
 from vla_jax.train import metrics as metrics_lib
 from vla_jax.train import sharding as sh
 from vla_jax.train import state as state_lib
 from vla_jax.train import step as step_lib
-from vla_jax.train import synthetic, workdir_lock
+from vla_jax.train import synthetic, wandb_writer, workdir_lock
 from vla_jax.train.optimizer import OptimizerError, make_optimizer, trainable_count
 
 FLAGS = flags.FLAGS
@@ -119,6 +120,9 @@ def check_training_config(config) -> None:
         need(name in known, f"config.loss_weights.{name}: loss terms are {', '.join(known)}")
     need(not (config.init.from_npz and config.init.get("from_checkpoint")),
          "config.init.from_npz and config.init.from_checkpoint are both set; keep one")
+    if "wandb" in config.metrics:
+        error = wandb_writer.settings_error(config.metrics.wandb)
+        need(error is None, error)
 
 
 # ----------------------------------------------------------------------------- main
@@ -248,7 +252,14 @@ def _train(config, workdir: str) -> dict:
         flops = metrics_lib.analytic_flops_per_example(config.model, counts) * config.batch_size
     peak, peak_src = metrics_lib.peak_flops_per_device(config.metrics.peak_flops_per_device)
     log(f"FLOPs/step: {flops:.3e} ({config.metrics.flops}); peak/device: {peak:.3e} ({peak_src})")
-    writer = metrics_lib.MetricsWriter(workdir, enabled=lead, start_step=start_step)
+    if lead:  # what perf/mfu is relative to, for tools/plot_metrics.py and readers of metrics.jsonl
+        with open(os.path.join(workdir, metrics_lib.PERF_FILE), "w") as f:
+            json.dump({"flops_per_step": flops, "flops_source": config.metrics.flops, "peak_flops_per_device": peak,
+                       "peak_source": peak_src, "num_devices": jax.device_count()}, f, indent=2)
+    tracker = None
+    if lead and config.metrics.get("wandb") and config.metrics.wandb.project:
+        tracker = wandb_writer.WandbWriter(workdir, config.metrics.wandb, config.to_dict())
+    writer = metrics_lib.MetricsWriter(workdir, enabled=lead, start_step=start_step, wandb=tracker)
     perf = metrics_lib.Throughput(batch_size=config.batch_size, tokens_per_example=tokens, flops_per_step=flops,
                                   peak_flops=peak, num_devices=jax.device_count())
 
@@ -275,8 +286,7 @@ def _train(config, workdir: str) -> dict:
 
     # ====================================================================== the loop
     last_saved = start_step if resume_step is not None else None
-    bar = tqdm.tqdm(total=config.num_steps, initial=start_step, disable=not lead, dynamic_ncols=True,
-                    mininterval=0.5 if sys.stderr.isatty() else 10.0, desc="train")
+    bar = Progress("train", config.num_steps, initial=start_step, unit="steps", enabled=lead)
     last = {}
 
     def finish(step: int, device_metrics) -> dict:
@@ -290,8 +300,7 @@ def _train(config, workdir: str) -> dict:
                              f"{float(m['grad_norm'])}); step not applied, stopped without saving; last good "
                              f"checkpoint: {'none' if good is None else checkpointer.directory / str(good)}")
         perf.tick()
-        bar.update(step - bar.n)
-        bar.set_postfix(loss=f"{float(m['loss']):.4f}", lr=f"{float(m['lr']):.2e}", refresh=False)
+        bar.update(step - bar.items, loss=f"{float(m['loss']):.4f}", lr=f"{float(m['lr']):.2e}")
         if step % config.log_every == 0 or step == config.num_steps:
             scalars = {k: float(v) for k, v in m.items() if np.ndim(v) == 0 and not k.startswith("finite/")}
             for key, value in m.items():

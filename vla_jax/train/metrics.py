@@ -4,7 +4,7 @@ MFU = achieved model FLOP/s / (peak FLOP/s per device * devices). FLOPs per step
 compiled step's ``cost_analysis()`` (``config.metrics.flops = "compiled"``) or from the analytic
 count 6 * params * tokens (+ attention), MaxText style (``"analytic"``). The peak is
 ``config.metrics.peak_flops_per_device`` if set, else a table for known accelerators, else measured
-with a float32 matmul (CPU).
+with a float32 matmul (CPU). The run's ``perf.json`` records both and where they came from.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import time
 
 import jax
 import jax.numpy as jnp
+
+PERF_FILE = "perf.json"  # in the workdir: FLOPs per step, peak per device, their sources
 
 # Dense bf16 peak FLOP/s per chip (vendor data sheets).
 PEAK_FLOPS = {
@@ -35,14 +37,15 @@ PEAK_FLOPS = {
 
 class MetricsWriter:
     """Appends ``{"step": s, **scalars}`` lines to ``<workdir>/metrics.jsonl`` and TensorBoard events
-    to ``<workdir>/tb``. Only process 0 writes. On resume from step ``start_step`` lines after that
+    to ``<workdir>/tb`` (and to W&B when given a ``WandbWriter``). Only process 0 writes. On resume from step ``start_step`` lines after that
     step (written before a crash, to be re-done) are dropped so the log has each step once."""
 
-    def __init__(self, workdir: str, *, enabled: bool | None = None, start_step: int = 0):
+    def __init__(self, workdir: str, *, enabled: bool | None = None, start_step: int = 0, wandb=None):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._file = None
         self._tb = None
+        self._wandb = wandb  # an optional WandbWriter (vla_jax/train/wandb_writer.py), process 0 only
         if not self.enabled:
             return
         os.makedirs(workdir, exist_ok=True)
@@ -83,6 +86,8 @@ class MetricsWriter:
         if self._tb is not None:
             for k, v in scalars.items():
                 self._tb.add_scalar(k, float(v), int(step))
+        if self._wandb is not None:
+            self._wandb.write(step, scalars)
 
     def write_text(self, tag: str, text: str, step: int = 0) -> None:
         if self.enabled and self._tb is not None:
@@ -106,6 +111,9 @@ class MetricsWriter:
                 print(f"warning: could not finish writing {name} in {os.path.dirname(self.path)}: {e}", file=sys.stderr)
         self._file = None
         self._tb = None
+        if self._wandb is not None:
+            self._wandb.close()
+            self._wandb = None
 
 
 def read_metrics(workdir: str) -> list[dict]:
