@@ -127,6 +127,8 @@ COMMANDS: list[Rule] = [
     Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:size=pi05?,mixture=MIXTURE .*", "skip",
          "placeholder mixture, 3B preset; tests/test_train_init_from.py fine-tunes from an imported tiny checkpoint"),
     # docs/launch.md, scaling.md
+    Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug --workdir=runs/wandb "
+         r"--config\.metrics\.wandb\.project=vla_jax --config\.metrics\.wandb\.mode=offline", "tiny"),
     Rule(r"TPU_NAME=\S+ ZONE=\S+ SYNC=1 launch/tpu_pod\.sh .*", "skip", "needs a Cloud TPU pod and gs://"),
     Rule(r"sbatch --nodes=4 launch/slurm_gpu\.sbatch .*", "skip", "needs a SLURM GPU cluster"),
 ]
