@@ -45,10 +45,11 @@ TRAIN_TINY = _overrides({**testing.TINY, "model.max_action_dim": 14, "model.max_
                          "model.vocab_size": 512,  # the tokenizer's pieces + 256 discrete action bins
                          "model.max_text_len": 24, "num_steps": 2, "checkpoint.every": 2})
 TINY_FLAGS: dict[str, list[str]] = {
-    "tools/generate_data.py": ["--episodes_per_embodiment=8", "--web_examples=40", "--num_workers=1"],
+    "tools/generate_data.py": ["--episodes_per_embodiment=8", "--web_examples=40", "--num_workers=1",
+                               "--image_size=32"],
     "-m vla_jax.train": TRAIN_TINY,
-    "launch/local.sh": TRAIN_TINY,
-    "tools/evaluate.py": ["--episodes=1", "--num_envs=2", "--record=0", "--offline_batches=1"],
+    "tools/evaluate.py": ["--episodes=1", "--num_envs=2", "--record=0", "--offline_batches=1", "--tasks=pick",
+                          "--embodiments=single_arm", "--splits=train", "--max_steps=8", "--grounding_scenes=1"],
 }
 
 
@@ -62,9 +63,12 @@ class Rule:
 
 
 PY = r"(?:\.venv/bin/python|python)"
-LONG_EXPERIMENT = "reproduces a documented experiment (thousands of CPU steps); README's training lines run the same flags tiny"
-METAWORLD = "MuJoCo rendering of Meta-World; tests/test_metaworld_pipeline.py and test_sim_metaworld.py run it small"
-SERVER = "starts a long-running policy server; tests/test_serve_cli.py starts one and evaluates through it"
+LONG_EXPERIMENT = "reproduces a documented experiment: thousands of training steps or 20+ episodes per cell (CPU hours)"
+METAWORLD = ("MuJoCo rendering of Meta-World (minutes to hours); tests/test_metaworld_pipeline.py::mw_dir runs "
+             "generate_data, tests/test_metaworld_pipeline.py::test_train_then_evaluate_closed_loop training and "
+             "evaluate, small")
+MULTIPROCESS = ("tests/test_train_multiprocess.py::test_two_processes_match_one_process runs launch/local.sh 2 with "
+                "DEVICES_PER_PROCESS=4 on the debug preset's synthetic mixture")
 COMMANDS: list[Rule] = [
     # README quick start: the test's interpreter is that environment, so only its vla_jax commands run.
     Rule(r"python3 -m venv \.venv && .* && \.venv/bin/python tools/generate_data\.py .* -m vla_jax\.train .*", "tiny"),
@@ -75,10 +79,12 @@ COMMANDS: list[Rule] = [
     Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug(,head=discrete|,mixture=synthetic)? "
          r"--workdir=runs/(debug|discrete|smoke)", "tiny"),
     Rule(rf"XLA_FLAGS=--xla_force_host_platform_device_count=2 {PY} -m vla_jax\.train .*--config\.sharding=fsdp",
-         "tiny"),
+         "skip", "tests/test_train_resume.py::test_sigkill_then_resume_is_bitwise_identical trains the synthetic "
+         "mixture with python -m vla_jax.train on 2 host devices, mesh.shape.fsdp=2, config.sharding's default fsdp"),
     Rule(rf"{PY} tools/plot_metrics\.py --workdir=runs/debug", "run"),
     Rule(rf"{PY} tools/aot_compile\.py --config=configs/pretrain\.py:pi0.* --topology=v5p:4x4x4 .*", "skip",
-         "compiles the 3B pi0 preset for a 64-chip slice (minutes); tests/test_aot_compile.py compiles it tiny"),
+         "compiles the 3B pi0 preset for a 64-chip slice (minutes); tests/test_aot_compile.py::test_debug_step_"
+         "compiles_for_v5p_slice_with_fsdp runs the tool's compile_report on the debug preset"),
     Rule(rf"{PY} tools/export\.py --workdir=runs/debug --out=exports/debug --format=all", "run"),
     Rule(rf"{PY} tools/import_torch\.py exports/debug --out=runs/(from_torch|debug_import)", "run"),
     Rule(rf"{PY} tools/evaluate\.py --workdir=runs/debug --episodes=50 --baselines", "tiny"),
@@ -87,13 +93,19 @@ COMMANDS: list[Rule] = [
     Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug,mixture=metaworld_mt50(_cotrain)? .*", "skip",
          "needs the Meta-World datasets (" + METAWORLD + ")"),
     Rule(rf"{PY} tools/evaluate\.py .*--suite=metaworld_mt(50|10).*", "skip", METAWORLD),
-    Rule(rf"{PY} -m vla_jax\.serve .*", "skip", SERVER),
-    Rule(rf"{PY} tools/evaluate\.py --server=ws://127\.0\.0\.1:8000 .*", "skip", SERVER),
+    Rule(rf"{PY} -m vla_jax\.serve .*", "skip",
+         "a long-running policy server; tests/test_serve_cli.py::test_sigterm_answers_the_request_in_flight_then_"
+         "exits_0_without_jax and tests/test_serve_cli.py::test_torch_backend_serves_without_jax start it on an "
+         "export folder"),
+    Rule(rf"{PY} tools/evaluate\.py --server=ws://127\.0\.0\.1:8000 .*", "skip",
+         "needs a running policy server; tests/test_serve_closed_loop.py::test_evaluate_through_the_server_equals_"
+         "in_process runs tools/evaluate.py --server against one"),
     Rule(rf"{PY} tools/ablate\.py .*", "skip",
-         "trains and evaluates one run per variant (hours); tests/test_eval_tools.py runs a tiny sweep"),
-    Rule(r"bash launch/local\.sh 2 --config=configs/pretrain\.py:debug,mixture=synthetic --workdir=runs/mp", "tiny"),
-    Rule(r"DEVICES_PER_PROCESS=4 launch/local\.sh 2 --config=configs/pretrain\.py:debug,mixture=synthetic "
-         r"--workdir=runs/mp", "skip", "the README's launch/local.sh line runs the same two processes"),
+         "trains and evaluates one run per variant (hours); tests/test_eval_tools.py::test_sweep_trains_evaluates_"
+         "compares_and_skips_finished runs the tool on a tiny sweep, tests/test_eval_tools.py::test_launch_only_"
+         "prints_one_command_per_variant its --launch_only"),
+    Rule(r"(bash |DEVICES_PER_PROCESS=4 )launch/local\.sh 2 --config=configs/pretrain\.py:debug,mixture=synthetic "
+         r"--workdir=runs/mp", "skip", MULTIPROCESS),
     # docs/data.md
     Rule(rf"{PY} tools/prepare_data\.py --config=configs/pretrain\.py:debug", "run"),
     Rule(rf"{PY} tools/compute_stats\.py --config=configs/pretrain\.py:debug( --if_missing)?", "run"),
@@ -104,12 +116,15 @@ COMMANDS: list[Rule] = [
     Rule(rf"{PY} tools/generate_data\.py --out_dir data/default --lerobot v3\.0", "tiny"),
     Rule(rf"{PY} tools/compute_stats\.py --config=configs/pretrain\.py:debug,mixture=lerobot", "run"),
     Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug,mixture=lerobot --workdir=runs/lerobot",
-         "skip", "tests/test_data_lerobot.py trains on the synthetic LeRobotDataset with the tiny model"),
+         "skip", "tests/test_data_lerobot.py::test_train_steps_on_a_lerobot_dataset_from_config_only runs it on a "
+         "synthetic LeRobotDataset with the tiny model"),
     # docs/evaluation.md, experiments.md, results.md
     Rule(rf"{PY} tools/evaluate\.py --workdir=runs/debug --step=200 .*", "skip",
-         "needs checkpoint step 200 of a full debug run"),
+         "needs step 200 of a full debug-preset run; tests/test_eval_tools.py::test_evaluate_tool_writes_report_and_"
+         "is_deterministic evaluates a tiny run with --tasks, --embodiments and --splits"),
     Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug --workdir=runs/debug --config\.eval\.every=100"
-         r" .*", "skip", "evaluates in training every 100 steps; tests/test_eval_tools.py covers the in-training hook"),
+         r" .*", "skip", "a full debug-preset run evaluated every 100 steps; tests/test_eval_tools.py::test_periodic_eval_is_"
+         "logged_and_leaves_training_unchanged trains a tiny run with config.eval.every=4"),
     Rule(rf"{PY} benchmarks/grounding_speed\.py .*", "skip", "a benchmark: 1,500 CPU steps"),
     Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug --workdir=runs/"
          r"(pointer|approach|stem|posemb|keypoints\d?) .*", "skip", LONG_EXPERIMENT),
@@ -117,15 +132,25 @@ COMMANDS: list[Rule] = [
          LONG_EXPERIMENT),
     Rule(rf"{PY} tools/plot_metrics\.py --workdir=runs/stem --smooth=10", "skip", LONG_EXPERIMENT),
     # docs/export.md, interop.md
-    Rule(rf"{PY} tools/export\.py --workdir=runs/small .*", "skip", "needs step 20000 of a small-preset run"),
+    Rule(rf"{PY} tools/export\.py --workdir=runs/small .*", "skip",
+         "needs step 20000 of a small-preset run (hours); tests/test_export.py::test_cli_ema_step_bfloat16"
+         " runs the tool with --step, --ema and --dtype=bfloat16"),
     Rule(rf"{PY} tools/export\.py --workdir=runs/(pi0_ft|pi0_base) .*", "skip",
-         "needs an imported openpi pi0 checkpoint (GBs); tests/test_openpi_export_parity.py exports a tiny one"),
+         "needs a downloaded openpi pi0 checkpoint (GBs); on the tiny imported fixture, tests/test_openpi_parity.py::"
+         "test_openpi_export_gives_back_the_imported_checkpoint runs --format=openpi, tests/test_openpi_parity.py::"
+         "test_export_of_the_imported_run_passes_its_parity_gate --format=pytorch, tests/test_lerobot.py::test_round_trip_is_bit_exact_in_float32"
+         " --format=lerobot"),
     Rule(rf"{PY} tools/(import_openpi|import_lerobot)\.py (CKPT|FOLDER) .*", "skip",
-         "placeholder path of a downloaded checkpoint; tests/test_openpi_parity.py and test_lerobot.py import tiny ones"),
+         "placeholder path of a downloaded checkpoint (GBs); tests/test_openpi_parity.py::test_import_writes_the_"
+         "converted_params_and_norm_stats and tests/test_lerobot.py::test_round_trip_is_bit_exact_"
+         "in_float32 run the tools on tiny ones"),
     Rule(rf"{PY} tools/check_parity\.py --fixture=\.\./shared/fixtures/openpi/pi05?_dummy\.npz .*", "skip",
-         "the openpi fixtures live outside the repository; tests/test_openpi_parity.py runs them when present"),
+         "the openpi fixtures live outside the repository; tests/test_openpi_parity.py::test_check_parity_tool_passes_"
+         "on_the_fixture runs the tool when they are present"),
     Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:size=pi05?,mixture=MIXTURE .*", "skip",
-         "placeholder mixture, 3B preset; tests/test_train_init_from.py fine-tunes from an imported tiny checkpoint"),
+         "placeholder mixture, 3B preset; tests/test_openpi_pi05.py::test_fsdp_fine_tune_from_the_imported_checkpoint_"
+         "lowers_the_loss trains size=pi05 from an imported tiny checkpoint, tests/test_train_resume.py::test_init_"
+         "from_checkpoint_loads_every_matching_parameter checks config.init.from_checkpoint"),
     # docs/launch.md, scaling.md
     Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug --workdir=runs/wandb "
          r"--config\.metrics\.wandb\.project=vla_jax --config\.metrics\.wandb\.mode=offline", "tiny"),
@@ -196,6 +221,19 @@ def test_every_rule_matches_a_documented_command():
     assert all(rule.reason for rule in COMMANDS if rule.how == "skip"), "every skip states its reason"
 
 
+def test_every_cited_covering_test_exists():
+    """A skip reason's ``tests/FILE.py::NAME`` is a test function (or fixture) defined in that file."""
+    cited = {ref for rule in COMMANDS for ref in re.findall(r"tests/\w+\.py::\w+", rule.reason)}
+    assert cited, "the skip reasons name the tests that cover their commands"
+    missing = []
+    for ref in sorted(cited):
+        path, name = ref.split("::")
+        with open(os.path.join(ROOT, path)) as f:
+            if not re.search(rf"^def {name}\(", f.read(), re.M):
+                missing.append(ref)
+    assert not missing, f"skip reasons cite tests that do not exist: {missing}"
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> str:
     """A working directory as the docs assume: the repository's code linked in, nothing generated yet."""
@@ -207,14 +245,15 @@ def workdir(tmp_path_factory) -> str:
 
 @pytest.mark.slow
 def test_documented_commands_run(workdir):
-    env = {**os.environ, "PYTHONPATH": workdir, "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu"}
+    # the trainer tests' environment: one CPU device, cheap XLA optimisation, the session's compilation cache
+    env = testing.env(PYTHONPATH=workdir, PYTHON=sys.executable)
     ran = set()
     for doc, command in doc_commands():
         rule = rule_for(command)
-        if rule is None or rule.how == "skip" or command in ran:
+        line = "" if rule is None or rule.how == "skip" else shell_line(command, rule.how)
+        if not line or line in ran:  # README and docs/*.md repeat some commands (python / .venv/bin/python)
             continue
-        ran.add(command)
-        line = shell_line(command, rule.how)
+        ran.add(line)
         out = subprocess.run(["bash", "-c", line], cwd=workdir, env=env, capture_output=True, text=True,
                              timeout=600)
         assert out.returncode == 0, f"{doc}: {command}\nran: {line}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
