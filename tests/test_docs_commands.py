@@ -10,8 +10,9 @@ trailing comment removed and whitespace collapsed) to how it is exercised:
 A command no entry matches fails ``test_every_documented_command_is_in_the_table``, so the docs cannot drift
 from the test. The slow test runs the ``run`` / ``tiny`` commands in document order in one temporary working
 directory (the repository's configs, tools, launch and benchmarks linked in), so later commands use the data
-and runs earlier ones made, as a reader following the docs would. ``python`` and ``.venv/bin/python`` are this
-test's interpreter.
+and runs earlier ones made, as a reader following the docs would, and checks the files each rule says its command
+makes. ``python`` and ``.venv/bin/python`` are this test's interpreter; the environment is the trainer tests'
+(``vla_jax.train.testing.env``: one CPU device, the session's compilation cache).
 """
 
 from __future__ import annotations
@@ -55,11 +56,13 @@ TINY_FLAGS: dict[str, list[str]] = {
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    """How the documented commands matching ``pattern`` are exercised: ``run``, ``tiny`` or ``skip``."""
+    """How the documented commands matching ``pattern`` are exercised: ``run``, ``tiny`` or ``skip``; ``makes``:
+    globs (relative to the working directory) that must match once the command has run."""
 
     pattern: str
     how: str
     reason: str = ""
+    makes: tuple[str, ...] = ()
 
 
 PY = r"(?:\.venv/bin/python|python)"
@@ -71,23 +74,32 @@ MULTIPROCESS = ("tests/test_train_multiprocess.py::test_two_processes_match_one_
                 "DEVICES_PER_PROCESS=4 on the debug preset's synthetic mixture")
 COMMANDS: list[Rule] = [
     # README quick start: the test's interpreter is that environment, so only its vla_jax commands run.
-    Rule(r"python3 -m venv \.venv && .* && \.venv/bin/python tools/generate_data\.py .* -m vla_jax\.train .*", "tiny"),
+    Rule(r"python3 -m venv \.venv && .* && \.venv/bin/python tools/generate_data\.py .* -m vla_jax\.train .*", "tiny",
+         makes=("data/default/tokenizer.model", "runs/debug/checkpoints/2", "runs/debug/metrics.jsonl")),
     Rule(r"python3 -m venv \.venv && .* -m pytest -q", "skip", "creates a venv and runs the whole test suite (CI)"),
     Rule(rf"{PY} tools/generate_data\.py --out_dir[= ]data/default( --if_missing)?", "tiny"),
     Rule(rf"{PY} tools/model_summary\.py --config=configs/pretrain\.py:pi0", "run"),
     Rule(rf"{PY} tools/inspect_data\.py --config=configs/pretrain\.py:debug --out=/tmp/samples\.png", "run"),
-    Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug(,head=discrete|,mixture=synthetic)? "
-         r"--workdir=runs/(debug|discrete|smoke)", "tiny"),
+    Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug --workdir=runs/debug", "tiny",
+         makes=("runs/debug/checkpoints/2",)),
+    Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug,head=discrete --workdir=runs/discrete", "tiny",
+         makes=("runs/discrete/checkpoints/2",)),
+    Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug,mixture=synthetic --workdir=runs/smoke", "skip",
+         "tests/test_train_resume.py::test_sigkill_then_resume_is_bitwise_identical runs python -m vla_jax.train "
+         "on the debug preset's synthetic mixture"),
     Rule(rf"XLA_FLAGS=--xla_force_host_platform_device_count=2 {PY} -m vla_jax\.train .*--config\.sharding=fsdp",
          "skip", "tests/test_train_resume.py::test_sigkill_then_resume_is_bitwise_identical trains the synthetic "
          "mixture with python -m vla_jax.train on 2 host devices, mesh.shape.fsdp=2, config.sharding's default fsdp"),
-    Rule(rf"{PY} tools/plot_metrics\.py --workdir=runs/debug", "run"),
+    Rule(rf"{PY} tools/plot_metrics\.py --workdir=runs/debug", "run", makes=("runs/debug/metrics.png",)),
     Rule(rf"{PY} tools/aot_compile\.py --config=configs/pretrain\.py:pi0.* --topology=v5p:4x4x4 .*", "skip",
          "compiles the 3B pi0 preset for a 64-chip slice (minutes); tests/test_aot_compile.py::test_debug_step_"
          "compiles_for_v5p_slice_with_fsdp runs the tool's compile_report on the debug preset"),
-    Rule(rf"{PY} tools/export\.py --workdir=runs/debug --out=exports/debug --format=all", "run"),
-    Rule(rf"{PY} tools/import_torch\.py exports/debug --out=runs/(from_torch|debug_import)", "run"),
-    Rule(rf"{PY} tools/evaluate\.py --workdir=runs/debug --episodes=50 --baselines", "tiny"),
+    Rule(rf"{PY} tools/export\.py --workdir=runs/debug --out=exports/debug --format=all", "run",
+         makes=("exports/debug/model.safetensors", "exports/debug/policy.onnx")),
+    Rule(rf"{PY} tools/import_torch\.py exports/debug --out=runs/(from_torch|debug_import)", "run",
+         makes=("runs/*/checkpoints/0",)),
+    Rule(rf"{PY} tools/evaluate\.py --workdir=runs/debug --episodes=50 --baselines", "tiny",
+         makes=("runs/debug/eval/2/results.json",)),
     Rule(rf"{PY} tools/generate_data\.py --out_dir=data/(default|metaworld) --suite=metaworld_mt50 .*", "skip",
          METAWORLD),
     Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug,mixture=metaworld_mt50(_cotrain)? .*", "skip",
@@ -113,7 +125,8 @@ COMMANDS: list[Rule] = [
     Rule(rf"{PY} (tools/prepare_data|tools/inspect_data|-m vla_jax\.train)\.?p?y? "
          r"--config=configs/pretrain\.py:pi0,mixture=oxe_magic_soup --config\.data\.data_dir=/data/oxe.*", "skip",
          "needs the Open X-Embodiment release in /data/oxe (terabytes)"),
-    Rule(rf"{PY} tools/generate_data\.py --out_dir data/default --lerobot v3\.0", "tiny"),
+    Rule(rf"{PY} tools/generate_data\.py --out_dir data/default --lerobot v3\.0", "tiny",
+         makes=("data/default/lerobot_*",)),
     Rule(rf"{PY} tools/compute_stats\.py --config=configs/pretrain\.py:debug,mixture=lerobot", "run"),
     Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug,mixture=lerobot --workdir=runs/lerobot",
          "skip", "tests/test_data_lerobot.py::test_train_steps_on_a_lerobot_dataset_from_config_only runs it on a "
@@ -153,7 +166,8 @@ COMMANDS: list[Rule] = [
          "from_checkpoint_loads_every_matching_parameter checks config.init.from_checkpoint"),
     # docs/launch.md, scaling.md
     Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug --workdir=runs/wandb "
-         r"--config\.metrics\.wandb\.project=vla_jax --config\.metrics\.wandb\.mode=offline", "tiny"),
+         r"--config\.metrics\.wandb\.project=vla_jax --config\.metrics\.wandb\.mode=offline", "tiny",
+         makes=("runs/wandb/wandb_run_id", "runs/wandb/wandb/offline-run-*/run-*.wandb")),
     Rule(r"TPU_NAME=\S+ ZONE=\S+ SYNC=1 launch/tpu_pod\.sh .*", "skip", "needs a Cloud TPU pod and gs://"),
     Rule(r"sbatch --nodes=4 launch/slurm_gpu\.sbatch .*", "skip", "needs a SLURM GPU cluster"),
 ]
@@ -257,3 +271,5 @@ def test_documented_commands_run(workdir):
         out = subprocess.run(["bash", "-c", line], cwd=workdir, env=env, capture_output=True, text=True,
                              timeout=600)
         assert out.returncode == 0, f"{doc}: {command}\nran: {line}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+        missing = [pattern for pattern in rule.makes if not glob.glob(os.path.join(workdir, pattern))]
+        assert not missing, f"{doc}: {command}\nran: {line}\nmade none of {missing}"
