@@ -36,6 +36,7 @@ INTERPRETER = re.compile(r"(?<![\w/.-])(?:\.venv/bin/python|python)(?=\s)")
 
 
 def _overrides(values: dict) -> list[str]:
+    """``--config.KEY=VALUE`` flags (tuples as their repr, which the config parser reads back)."""
     return [f"--config.{key}={value!r}" if isinstance(value, tuple) else f"--config.{key}={value}"
             for key, value in values.items()]
 
@@ -43,7 +44,7 @@ def _overrides(values: dict) -> list[str]:
 # The tiny model of vla_jax.train.testing with room for the bimanual tabletop (14-D actions), no add-ons (the
 # discrete head takes none of prefix_readout), two steps.
 TRAIN_TINY = _overrides({**testing.TINY, "model.max_action_dim": 14, "model.max_state_dim": 14, "model.addons": (),
-                         "model.vocab_size": 512,  # the tokenizer's pieces + 256 discrete action bins
+                         "model.vocab_size": 512,  # the tiny data's tokenizer + 256 discrete action bins
                          "model.max_text_len": 24, "num_steps": 2, "checkpoint.every": 2})
 TINY_FLAGS: dict[str, list[str]] = {
     "tools/generate_data.py": ["--episodes_per_embodiment=8", "--web_examples=40", "--num_workers=1",
