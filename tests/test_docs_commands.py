@@ -137,8 +137,8 @@ COMMANDS: list[Rule] = [
          "needs step 200 of a full debug-preset run; tests/test_eval_tools.py::test_evaluate_tool_writes_report_and_"
          "is_deterministic evaluates a tiny run with --tasks, --embodiments and --splits"),
     Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug --workdir=runs/debug --config\.eval\.every=100"
-         r" .*", "skip", "a full debug-preset run evaluated every 100 steps; tests/test_eval_tools.py::test_periodic_eval_is_"
-         "logged_and_leaves_training_unchanged trains a tiny run with config.eval.every=4"),
+         r" .*", "skip", "a full debug-preset run evaluated every 100 steps; tests/test_eval_tools.py::"
+         "test_periodic_eval_is_logged_and_leaves_training_unchanged trains a tiny run with config.eval.every=4"),
     Rule(rf"{PY} benchmarks/grounding_speed\.py .*", "skip", "a benchmark: 1,500 CPU steps"),
     Rule(rf"{PY} -m vla_jax\.train --config=configs/pretrain\.py:debug --workdir=runs/"
          r"(pointer|approach|stem|posemb|keypoints\d?) .*", "skip", LONG_EXPERIMENT),
@@ -152,8 +152,8 @@ COMMANDS: list[Rule] = [
     Rule(rf"{PY} tools/export\.py --workdir=runs/(pi0_ft|pi0_base) .*", "skip",
          "needs a downloaded openpi pi0 checkpoint (GBs); on the tiny imported fixture, tests/test_openpi_parity.py::"
          "test_openpi_export_gives_back_the_imported_checkpoint runs --format=openpi, tests/test_openpi_parity.py::"
-         "test_export_of_the_imported_run_passes_its_parity_gate --format=pytorch, tests/test_lerobot.py::test_round_trip_is_bit_exact_in_float32"
-         " --format=lerobot"),
+         "test_export_of_the_imported_run_passes_its_parity_gate --format=pytorch, tests/test_lerobot.py::"
+         "test_round_trip_is_bit_exact_in_float32 --format=lerobot"),
     Rule(rf"{PY} tools/(import_openpi|import_lerobot)\.py (CKPT|FOLDER) .*", "skip",
          "placeholder path of a downloaded checkpoint (GBs); tests/test_openpi_parity.py::test_import_writes_the_"
          "converted_params_and_norm_stats and tests/test_lerobot.py::test_round_trip_is_bit_exact_"
