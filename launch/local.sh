@@ -4,7 +4,8 @@
 #   launch/local.sh 2 --config=configs/pretrain.py:debug,mixture=synthetic --workdir=runs/mp
 #
 # Env: PORT (coordinator port, default random), DEVICES_PER_PROCESS (CPU: host devices per process,
-# default 4; ignored unless JAX_PLATFORMS=cpu or no accelerator), PYTHON (default python).
+# default 4; ignored unless JAX_PLATFORMS=cpu or no accelerator), PYTHON (the interpreter, relative
+# paths from the repository root; default .venv/bin/python if present, else python3).
 # All processes write to this terminal (only process 0 prints progress and metrics). If any
 # process fails, the others are terminated and the script exits with its status.
 set -euo pipefail
@@ -14,9 +15,11 @@ if [[ $# -lt 1 || ! "$1" =~ ^[0-9]+$ ]]; then
 fi
 N=$1; shift
 PORT=${PORT:-$((20000 + RANDOM % 20000))}
-PYTHON=${PYTHON:-python}
 DEVICES_PER_PROCESS=${DEVICES_PER_PROCESS:-4}
 cd "$(dirname "$0")/.."
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do [[ -n "$p" ]] && kill -TERM "$p" 2>/dev/null; done; return 0; }

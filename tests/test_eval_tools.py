@@ -395,3 +395,18 @@ def test_grounding_probe_reads_location_tokens():
     from vla_jax.eval.grounding_probe import _cell
 
     assert _cell("<loc37>") == (3, 7) and _cell("<loc3>") is None and _cell("red") is None and _cell("") is None
+
+
+def test_grounding_probe_answers_ids_past_the_tokenizer_as_no_cell():
+    """A model vocabulary larger than the tokenizer (the discrete head's bins) can generate ids it cannot decode."""
+    from vla_jax.eval.grounding_probe import _answer, _cell
+    from vla_jax.eval.offline import UNKNOWN
+
+    class Pieces:
+        vocab_size = 2
+
+        def decode(self, ids: list[int]) -> str:
+            return ["<loc37>", "red"][ids[0]]
+
+    assert [_answer(Pieces(), i) for i in (0, 1, 2, 511)] == ["<loc37>", "red", UNKNOWN, UNKNOWN]
+    assert _cell(UNKNOWN) is None

@@ -17,11 +17,13 @@ from ml_collections import config_flags  # noqa: E402
 
 from vla_jax.config import flags_parser  # noqa: E402
 from vla_jax.data import DataError, compute_all_stats  # noqa: E402
+from vla_jax.extras import needs_extras  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "training config, e.g. configs/pretrain.py:debug", lock_config=False)
 flags.DEFINE_bool("if_missing", False, "keep stats files that are up to date")
 
 
+@needs_extras
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)

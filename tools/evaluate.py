@@ -23,6 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from vla_jax.platform import jax_defaults  # noqa: E402
+from vla_jax.extras import needs_extras  # noqa: E402
 
 jax_defaults()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -63,6 +64,7 @@ def parse(argv):
     return p.parse_args(argv)
 
 
+@needs_extras
 def main(argv=None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     from vla_jax.eval.run import EvalError, EvalSettings, evaluate_builtin, evaluate_checkpoint

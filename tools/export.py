@@ -21,6 +21,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from vla_jax.extras import needs_extras  # noqa: E402
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
@@ -44,6 +45,7 @@ def parse(argv):
     return p.parse_args(argv)
 
 
+@needs_extras
 def main(argv=None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     from vla_jax.export.package import ExportError, export

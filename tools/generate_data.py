@@ -25,8 +25,10 @@ jax_defaults()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from vla_jax.data import generate, generate_metaworld, lerobot_writer  # noqa: E402
+from vla_jax.extras import needs_extras  # noqa: E402
 
 
+@needs_extras
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out_dir", required=True)

@@ -16,9 +16,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from vla_jax.extras import needs_extras  # noqa: E402
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
+@needs_extras
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--folder", required=True, help="exported folder (config.json + model.safetensors)")

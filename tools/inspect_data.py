@@ -26,6 +26,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from vla_jax.config import flags_parser  # noqa: E402
 from vla_jax.data import DataError, visualize  # noqa: E402
+from vla_jax.extras import needs_extras  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "training config, e.g. configs/pretrain.py:debug", lock_config=False)
 flags.DEFINE_string("out", "data_samples.png", "PNG file to write")
@@ -33,6 +34,7 @@ flags.DEFINE_integer("count", 6, "number of samples to draw (0: the mixture tabl
 flags.DEFINE_bool("sizes", True, "read the datasets' sizes (statistics) for the sampling shares; false: weights only")
 
 
+@needs_extras
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)

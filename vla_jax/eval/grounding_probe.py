@@ -22,6 +22,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from vla_jax.eval.offline import UNKNOWN
 from vla_jax.models import addons
 from vla_jax.models.vla import VLA, greedy_decode
 from vla_jax.sim import FAMILIES, TabletopEnv, sample_task
@@ -34,6 +35,12 @@ def _cell(token: str) -> tuple[int, int] | None:
     if len(token) == 7 and token.startswith("<loc") and token.endswith(">") and token[4:6].isdigit():
         return int(token[4]), int(token[5])
     return None
+
+
+def _answer(tokenizer, token: int) -> str:
+    """The piece of ``token``; UNKNOWN (no cell) for an id past the tokenizer's pieces, which a model whose
+    vocabulary is larger than its tokenizer (e.g. with the discrete head's action bins) can generate."""
+    return tokenizer.decode([token]) if 0 <= token < tokenizer.vocab_size else UNKNOWN
 
 
 def first_frame_grounding(model, params, io, embodiment: str, *, scenes: int = 20,
@@ -70,7 +77,7 @@ def first_frame_grounding(model, params, io, embodiment: str, *, scenes: int = 2
         if keypoints is not None:  # keypoints in [-1, 1] -> image fractions [0, 1]
             errors = np.linalg.norm((np.asarray(keypoints(params, batch)) + 1.0) / 2.0 - np.stack(uvs), axis=-1)
         for (family, _), token, truth, other, error in zip(chunk, tokens, truths, others, errors):
-            answer = tokenizer.decode([int(token)])
+            answer = _answer(tokenizer, int(token))
             got, want = _cell(answer), _cell(truth)
             near = got is not None and max(abs(got[0] - want[0]), abs(got[1] - want[1])) <= 1
             rows[family].append((answer == truth, near, answer in other, error))

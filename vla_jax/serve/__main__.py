@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 
+from vla_jax.extras import needs_extras
 from vla_jax.platform import jax_defaults
 
 
@@ -47,6 +48,7 @@ def workdir_step(value: str) -> tuple[str, int | None]:
     return (run, int(step)) if run and step.isdigit() else (value, None)
 
 
+@needs_extras
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)

@@ -7,7 +7,8 @@ jax_defaults()
 from absl import app  # noqa: E402
 
 from vla_jax.config import flags_parser  # noqa: E402
+from vla_jax.extras import needs_extras  # noqa: E402
 from vla_jax.train import loop  # noqa: E402
 
 if __name__ == "__main__":
-    app.run(loop.main, flags_parser=flags_parser)
+    app.run(needs_extras(loop.main), flags_parser=flags_parser)
