@@ -36,8 +36,8 @@ BASE_MODULES = ["vla_jax.train", "vla_jax.train.loop", "vla_jax.train.checkpoint
                 "vla_jax.models.vla", "vla_jax.eval", "vla_jax.eval.run", "vla_jax.sim",
                 "vla_jax.sim.metaworld.env", "vla_jax.export", "vla_jax.serve", "vla_jax.config"]
 # Heavy packages of the extras (msgpack and dm-tree come with flax and tensorflow-datasets as well).
-EXTRA_ONLY = ["torch", "onnx", "onnxruntime", "safetensors", "mujoco", "metaworld", "gymnasium", "websockets",
-              "av", "pyarrow", "openpi_client"]
+EXTRA_ONLY = ["torch", "onnx", "onnxruntime", "onnxscript", "safetensors", "mujoco", "metaworld", "gymnasium",
+              "websockets", "av", "pyarrow", "openpi_client", "wandb"]
 
 
 def _pyproject() -> dict:
@@ -93,7 +93,7 @@ def test_extras_name_the_packages_of_module_extras():
         assert module in installs, f"{module}: extra {extra} does not install it ({sorted(installs)})"
 
 
-@pytest.mark.parametrize("group", ["base", "export", "sim", "serve", "lerobot", "dev"])
+@pytest.mark.parametrize("group", ["base", "export", "sim", "serve", "lerobot", "track", "dev"])
 def test_group_modules_import(group):
     for req in _groups()[group]:
         importlib.import_module(IMPORT_NAMES.get(canonicalize_name(req.name), req.name.replace("-", "_")))

@@ -18,6 +18,7 @@ MODULE_EXTRAS: dict[str, str] = {
     "onnx": "export",
     "onnxruntime": "export",
     "safetensors": "export",
+    "onnxscript": "export",
     "mujoco": "sim",
     "metaworld": "sim",
     "gymnasium": "sim",
@@ -26,6 +27,7 @@ MODULE_EXTRAS: dict[str, str] = {
     "tree": "serve",
     "av": "lerobot",
     "pyarrow": "lerobot",
+    "wandb": "track",
 }
 
 # openpi-client declares numpy<2, so it is installed on its own, without its declared dependencies.
