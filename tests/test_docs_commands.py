@@ -77,7 +77,8 @@ COMMANDS: list[Rule] = [
     # README quick start: the test's interpreter is that environment, so only its vla_jax commands run.
     Rule(r"python3 -m venv \.venv && .* && \.venv/bin/python tools/generate_data\.py .* -m vla_jax\.train .*", "tiny",
          makes=("data/default/tokenizer.model", "runs/debug/checkpoints/2", "runs/debug/metrics.jsonl")),
-    Rule(r"python3 -m venv \.venv && .* -m pytest -q", "skip", "creates a venv and runs the whole test suite (CI)"),
+    Rule(r"python3 -m venv \.venv && .* -m pytest -q -n 2 --dist loadfile", "skip",
+         "creates a venv and runs the whole test suite (CI)"),
     Rule(rf"{PY} tools/generate_data\.py --out_dir[= ]data/default( --if_missing)?", "tiny"),
     Rule(rf"{PY} tools/model_summary\.py --config=configs/pretrain\.py:pi0", "run"),
     Rule(rf"{PY} tools/inspect_data\.py --config=configs/pretrain\.py:debug --out=/tmp/samples\.png", "run"),
