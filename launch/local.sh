@@ -26,10 +26,13 @@ cleanup() { for p in "${pids[@]}"; do [[ -n "$p" ]] && kill -TERM "$p" 2>/dev/nu
 # SIGTERM/SIGINT are forwarded: every process saves a checkpoint at the same step and exits 0.
 trap 'cleanup' INT TERM
 
+# CPU collectives (gloo) print one "[Gloo] Rank i is connected to j peer ranks" line per connection at every
+# start; they are dropped from both streams (a filter per stream, so $! stays the trainer's pid).
+quiet() { grep --line-buffered -v '^\[Gloo\] Rank ' || true; }
 for ((i = 0; i < N; i++)); do
   XLA_FLAGS="--xla_force_host_platform_device_count=${DEVICES_PER_PROCESS} ${XLA_FLAGS:-}" \
     "$PYTHON" -m vla_jax.train --coordinator_address="127.0.0.1:${PORT}" --num_processes="$N" \
-    --process_id="$i" "$@" &
+    --process_id="$i" "$@" > >(quiet) 2> >(quiet >&2) &
   pids+=($!)
 done
 
