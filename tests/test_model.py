@@ -27,8 +27,9 @@ def make(arg="debug", **model_overrides):
 
 
 @functools.lru_cache(maxsize=None)
-def init(arg="debug"):
-    cfg, model = make(arg, **TINY)
+def init(arg="debug", tiny=True):
+    """(cfg, model, params, batch of 4) of preset ``arg``, at the tiny sizes unless ``tiny=False``."""
+    cfg, model = make(arg, **(TINY if tiny else {}))
     batch = random_batch(cfg, 4, seed=0)
     key = jax.random.key(0)
     params = jax.jit(lambda b: model.init(key, b, key, method=vla.VLA.compute_loss))(batch)

@@ -97,7 +97,7 @@ def test_spatial_softmax():
 
 
 def test_keypoints_start_as_a_no_op_and_read_the_prompt_not_the_answer():
-    cfg, model, params, batch = init()
+    cfg, model, params, batch = init(tiny=False)
     assert addons.has(cfg, "keypoints")
     _, without = make(addons=(STEM, LOCATIONS, "prefix_readout"))
     shared = {"params": {k: v for k, v in nn.unbox(params)["params"].items() if k != "keypoints"}}
@@ -122,7 +122,7 @@ def test_keypoints_start_as_a_no_op_and_read_the_prompt_not_the_answer():
 
 
 def test_keypoint_loss_targets_the_named_cell():
-    cfg, model, params, batch = init()
+    cfg, model, params, batch = init(tiny=False)
     g, first = 8, 4  # the debug preset's location tokens
     answer = np.asarray(batch["token_mask"] & batch["token_ar"])
     rows = np.flatnonzero(answer.any(1))
@@ -144,7 +144,7 @@ def test_keypoint_loss_targets_the_named_cell():
 
 
 def test_readout_joins_the_state_token_only():
-    cfg, model, params, batch = init()
+    cfg, model, params, batch = init(tiny=False)
     assert addons.has(cfg, "prefix_readout")  # the debug preset
     _, plain = make(addons=(STEM, LOCATIONS, "keypoints(num=32)"))
     zeroed = jax.tree_util.tree_map(np.array, nn.unbox(params))
@@ -168,7 +168,7 @@ def test_location_weights_map_cells_to_image_tokens():
 
 
 def test_location_tokens_join_camera_0_only():
-    cfg, model, params, batch = init()
+    cfg, model, params, batch = init(tiny=False)
     assert addons.has(cfg, "location_tokens")
     _, plain = make(addons=(STEM, "keypoints(num=32)", "prefix_readout"))
     tokens = _tokens(model, params, batch)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -59,7 +60,7 @@ def test_lock_file_names_its_holder_and_release_removes_it(tmp_path):
     content = json.loads((tmp_path / "run" / wl.LOCK_NAME).read_text())
     assert content["pid"] == os.getpid() and content["host"] == socket.gethostname()
     assert abs(content["started"] - time.time()) < 60 and content["started_utc"].endswith(" UTC")
-    assert "pytest" in content["command"] or "test_train_lock" in content["command"]
+    assert content["command"] == shlex.join(sys.orig_argv)  # this process's command line (pytest or its worker)
     lock.release()
     assert os.listdir(tmp_path / "run") == []
 

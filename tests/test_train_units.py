@@ -295,6 +295,8 @@ def test_checkpoint_config_mismatch_is_one_line_naming_the_field(tmp_path):
 def test_wandb_writer_logs_offline_and_a_resumed_run_continues_it(tmp_path, monkeypatch):
     """config.metrics.wandb in offline mode: the scalars land in the run file under <workdir>/wandb, and a
     second writer in the same workdir (a resumed run) continues the same W&B run id."""
+    import wandb
+
     from vla_jax.train import wandb_writer
 
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -310,6 +312,7 @@ def test_wandb_writer_logs_offline_and_a_resumed_run_continues_it(tmp_path, monk
     assert len(files) == 2  # one per start, both the same W&B run
     assert b"0.25" in files[0].read_bytes() and b"0.125" in files[1].read_bytes()
     assert [r["loss"] for r in metrics_lib.read_metrics(str(tmp_path))] == [0.5, 0.25, 0.125]
+    wandb.teardown()  # stop this process's W&B service: trainers started later by other tests must not inherit it
 
 
 def test_wandb_settings_errors_are_one_line():

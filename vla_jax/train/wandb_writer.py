@@ -53,7 +53,8 @@ class WandbWriter:
                 f.write(run_id + "\n")
         self.run = wandb.init(project=settings.project, entity=settings.entity or None,
                               name=settings.name or os.path.basename(os.path.abspath(workdir)),
-                              mode=settings.mode, dir=workdir, id=run_id, resume="allow", config=config)
+                              mode=settings.mode, dir=os.path.abspath(workdir), id=run_id, resume="allow",
+                              config=config)  # absolute: an inherited W&B service resolves paths from its own cwd
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         self.run.log({k: float(v) for k, v in scalars.items()}, step=int(step))
