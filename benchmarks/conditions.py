@@ -29,8 +29,9 @@ def machine(*packages: str) -> str:
 
 
 class LoadWatch:
-    """The 1-minute load average sampled at ``sample()`` calls (start, between rounds, end). ``overloaded``:
-    it exceeded the core count at some sample, so other jobs took CPU time from the measurement."""
+    """The 1-minute load average sampled at ``sample()`` calls (start, between runs, end). ``overloaded``: it
+    exceeded the core count at some sample (the benchmark's own threads count too), so the measurement may have
+    waited for CPU time."""
 
     def __init__(self):
         self.samples: list[float] = []
@@ -47,8 +48,8 @@ class LoadWatch:
     def describe(self) -> str:
         cores = os.cpu_count() or 1
         text = f"load average {min(self.samples):.1f}-{max(self.samples):.1f} on {cores} cores"
-        return text + (" (OVERLOADED: other jobs shared the cores; figures are pessimistic)" if self.overloaded
-                       else "")
+        return text + (" (above the core count, counting the benchmark's own threads: figures are pessimistic)"
+                       if self.overloaded else "")
 
 
 def write_section(heading: str, text: str, path: str = PERFORMANCE_MD) -> None:
