@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
-import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -38,6 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
+from conditions import machine, write_section  # noqa: E402
 
 from vla_jax.train import testing  # noqa: E402
 
@@ -195,32 +194,6 @@ def table(title: str, rows: list[tuple], in_process: dict[int, float]) -> str:
     return "\n".join(lines)
 
 
-def write_docs(text: str, path: str) -> None:
-    """Replaces (or appends) the "## Serving" section of docs/performance.md (up to the next ``## `` heading)."""
-    body = open(path).read()
-    match = re.search(rf"^{re.escape(SECTION)}[ \t]*$", body, flags=re.MULTILINE)
-    if match:
-        tail = body[match.end():].split("\n## ", 1)
-        body = body[:match.start()] + text + ("\n## " + tail[1] if len(tail) > 1 else "")
-    else:
-        body = body.rstrip("\n") + "\n\n" + text
-    with open(path, "w") as f:
-        f.write(body.rstrip("\n") + "\n")
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import jax
-    import websockets
-
-    return f"{os.cpu_count()}-core CPU ({cpu}), jax {jax.__version__}, websockets {websockets.__version__}"
-
-
 def measure(backend: str, src: dict, label: str, tmp: str, args, counts: list[int]) -> str:
     """Both servers of one backend under every client count; returns its Markdown table."""
     in_process = in_process_ms(backend, src, tuple(sorted({1, max(counts)})), repeats=10)
@@ -283,7 +256,7 @@ def main(argv=None) -> None:
                 tables.append(measure(backend, source(backend, workdir, folder), label, tmp, args, counts))
     load_after = os.getloadavg()
     text = "\n\n".join(tables)
-    where = (f"{machine()}; float32, `--max_wait_ms={args.max_wait_ms:g}`; {args.rounds} alternating rounds of at "
+    where = (f"{machine('websockets')}; float32, `--max_wait_ms={args.max_wait_ms:g}`; {args.rounds} alternating rounds of at "
              f"most {args.requests} requests per client or {args.seconds:g} s; 1-minute load average "
              f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (other jobs shared the machine)")
     print("\n" + text + f"\n\nmachine: {where}")
@@ -295,7 +268,7 @@ def main(argv=None) -> None:
                    "back with two 96 x 96 camera images. Latency is per request at the client; requests/s is the "
                    "median over rounds; the ratio is the median of the per-round throughput ratios (the two "
                    "servers measured in alternating order).\n\n" + text + "\n")
-        write_docs(section, os.path.join(ROOT, "docs", "performance.md"))
+        write_section(SECTION, section)
         print("wrote docs/performance.md")
 
 
