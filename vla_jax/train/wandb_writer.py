@@ -12,6 +12,8 @@ import sys
 
 import ml_collections
 
+from vla_jax.extras import missing_extra_message
+
 RUN_ID_FILE = "wandb_run_id"
 MODES = ("online", "offline", "disabled")
 
@@ -28,9 +30,9 @@ def settings_error(settings: ml_collections.ConfigDict) -> str | None:
         return f"config.metrics.wandb.mode={settings.mode!r} is not one of {', '.join(MODES)}"
     try:
         import wandb  # noqa: F401
-    except ImportError:
-        return ("config.metrics.wandb.project is set but the wandb package is not installed; "
-                "pip install 'vla_jax[track]' or leave config.metrics.wandb.project empty")
+    except ModuleNotFoundError as e:
+        return (f"config.metrics.wandb.project is set but {missing_extra_message(e)}, "
+                "or leave config.metrics.wandb.project empty")
     return None
 
 
