@@ -19,13 +19,21 @@ RUN = {"num_steps": 3, "checkpoint.every": 3, "log_every": 1, "mesh.shape.data":
 
 @pytest.mark.slow  # ~75 s on 2 cores: three JAX processes compile the step
 def test_two_processes_match_one_process(tmp_path):
-    single, multi = tmp_path / "single", tmp_path / "multi"
+    single = tmp_path / "single"
     proc = testing.run_train(single, RUN, devices=8)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     env = testing.env(devices=4, DEVICES_PER_PROCESS=4, PYTHON=sys.executable)
-    proc = subprocess.run(["bash", "launch/local.sh", "2", f"--workdir={multi}", *testing.flag_args(RUN)],
-                          cwd=testing.REPO, env=env, capture_output=True, text=True, timeout=600)
+    for attempt in (1, 2):
+        multi = tmp_path / f"multi{attempt}"
+        proc = subprocess.run(["bash", "launch/local.sh", "2", f"--workdir={multi}", *testing.flag_args(RUN)],
+                              cwd=testing.REPO, env=env, capture_output=True, text=True, timeout=600)
+        # Gloo's rendezvous of a new set of devices gives up when one of the eight device threads has not
+        # reached it within 30 s: seen once, on a 2-core CI machine also running another test's processes
+        # (a 40-s lag of a whole process is waited out, so it is CPU starvation, not this code). A second run
+        # in a fresh workdir decides.
+        if proc.returncode == 0 or "Gloo context initialization failed" not in proc.stdout + proc.stderr:
+            break
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "processes: 2, devices: 8" in proc.stdout
     assert "[Gloo]" not in proc.stdout + proc.stderr  # the launcher drops gloo's per-connection lines

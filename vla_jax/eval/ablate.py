@@ -16,7 +16,8 @@ variant). For each variant, in order:
 
 A rerun skips variants whose summary exists for the same overrides and evaluation settings. Finally
 ``<out>/comparison.md``, ``comparison.csv``, ``success.png`` and ``val_loss.png`` compare the variants
-(success rates with 95% Wilson intervals; per-dataset validation loss / action MSE / exact match with
+(success rates with 95% Wilson intervals, overall, per split and, for suites with difficulty groups such
+as Meta-World's, per group; per-dataset validation loss / action MSE / exact match with
 standard errors). ``launch_only`` prints one training command per variant (for a cluster: run them,
 then rerun the sweep without ``--launch_only`` to evaluate and compare).
 """
@@ -37,13 +38,15 @@ import numpy as np
 
 from vla_jax.config import ConfigError, load_config
 from vla_jax.eval import offline as offline_lib
+from vla_jax.eval.groups import GROUP_TITLES, by_group
 from vla_jax.eval.report import load_results_json
 from vla_jax.eval.run import EvalSettings, evaluate_checkpoint
+from vla_jax.eval.suites import get_suite
 from vla_jax.train.checkpoint import available_steps
 
 RESULT_FILE = "ablation.json"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-EVAL_DEFAULTS = dict(episodes=20, seed=0, families="all", embodiments="all",
+EVAL_DEFAULTS = dict(suite="tabletop", episodes=20, seed=0, families="all", embodiments="all",
                      splits="train,heldout_combo,heldout_paraphrase", execute_steps=0, max_steps=0,
                      num_samples=1, offline_batches=8, ema=False, num_envs=16, image_size=96, record=1, baselines=False)
 
@@ -175,6 +178,9 @@ def _summary(sweep: Sweep, name: str, out: str, step: int, payload: dict) -> dic
 
     success = {"all": cell(model.overall())}
     success.update({s: cell(c) for s, c in model.by_split().items()})
+    groups = get_suite(sweep.eval["suite"]).groups  # Meta-World: a column per difficulty group
+    if groups:
+        success.update({GROUP_TITLES[g]: cell(c) for g, c in by_group(model, groups).items()})
     success.update({f"{e}/{s}": cell(c) for (e, s), c in model.by_embodiment().items()})
     baselines = {label: cell(r.overall()) for label, r in results.items() if label != "model"}
     offline = {ds: {k: v for k, v in m.items() if k != "samples"} for ds, m in payload.get("offline", {}).items()}
@@ -432,7 +438,7 @@ def plot_comparison(rows: list[dict], out: str, varied: str, splits: list[str], 
     ax.set_ylim(-0.02, 1.05)
     ax.set_ylabel("closed-loop success rate")
     ax.set_title("Success vs " + xlabel + " (95% Wilson intervals; hollow markers: other variants)", fontsize=9)
-    ax.legend(fontsize=8, title="split", title_fontsize=8)
+    ax.legend(fontsize=8, title="split / group", title_fontsize=8)
     decorate(ax)
     fig.tight_layout()
     success_png = os.path.join(out, "success.png")
