@@ -365,6 +365,22 @@ def test_sweep_trains_evaluates_compares_and_skips_finished(sweep):
     assert again["success"] == first["web_0"]["success"] and again["offline"] == first["web_0"]["offline"]
 
 
+def test_metaworld_mixture_sweep_differs_only_in_the_mixture_weights():
+    """configs/ablations/metaworld_mixture.py: MT50 alone vs co-trained, the same model, tokenizer, steps and seed,
+    evaluated on the MT50 suite."""
+    from vla_jax.eval.ablate import Sweep
+
+    sweep = Sweep("configs/ablations/metaworld_mixture.py:steps=30,data_dir=/data/mw")
+    alone, cotrain = (sweep.train_config(n) for n in ("mt50_alone", "mt50_cotrain"))
+    assert alone.num_steps == cotrain.num_steps == 30 and alone.seed == cotrain.seed
+    assert alone.data.data_dir == cotrain.data.data_dir == "/data/mw"
+    assert alone.model.to_dict() == cotrain.model.to_dict() and alone.data.tokenizer == cotrain.data.tokenizer
+    weights = {n: (alone.data.mixture[n], cotrain.data.mixture[n]) for n in cotrain.data.mixture}
+    assert weights.pop("metaworld_mt50") == (0.6, 0.6)
+    assert weights and all(a == 0.0 and c > 0 for a, c in weights.values()), weights
+    assert sweep.eval["suite"] == "metaworld_mt50" and sweep.eval["ema"]
+
+
 def test_launch_only_prints_one_command_per_variant(tmp_path, capsys):
     tool = load_tool("ablate")
     out = str(tmp_path / "abl")

@@ -11,6 +11,9 @@ import sys
 import numpy as np
 import pytest
 
+from vla_jax.eval.ablate import success_cells
+from vla_jax.eval.groups import GROUP_TITLES
+from vla_jax.eval.report import load_results_json
 from vla_jax.eval.suites import get_suite
 from vla_jax.sim.metaworld import tasks as mw
 from vla_jax.train import testing
@@ -100,3 +103,7 @@ def test_train_then_evaluate_closed_loop(mw_dir, tmp_path):
     assert all(e["steps"] == 4 for e in model["episodes"])
     assert "SmolVLA-0.45B" in out.stdout and "Easy" in out.stdout
     assert os.path.isfile(os.path.join(out_dir, "filmstrip_model.png"))
+    # what an ablation sweep records per variant: a cell per difficulty group beside the splits
+    cells = success_cells(load_results_json(os.path.join(out_dir, "results.json"))["model"], "metaworld_mt10")
+    groups = {GROUP_TITLES[mw.group_of(t)] for t in TASKS}
+    assert {"all", "train"} | groups <= set(cells) and sum(cells[g]["n"] for g in groups) == len(TASKS)

@@ -169,20 +169,26 @@ def _train(sweep: Sweep, name: str, out: str, log) -> int:
     return steps
 
 
+def _cell(c) -> dict:
+    return {"rate": c.rate, "ci95": [c.ci_low, c.ci_high], "n": c.n, "successes": c.successes}
+
+
+def success_cells(results, suite: str) -> dict[str, dict]:
+    """A policy's closed-loop results (closed_loop.Results) as {"all" | split | "embodiment/split" | difficulty
+    group (suites that have them, e.g. "Easy"): {"rate", "ci95", "n", "successes"}}."""
+    success = {"all": _cell(results.overall())}
+    success.update({s: _cell(c) for s, c in results.by_split().items()})
+    success.update({f"{e}/{s}": _cell(c) for (e, s), c in results.by_embodiment().items()})
+    groups = get_suite(suite).groups
+    if groups:
+        success.update({GROUP_TITLES[g]: _cell(c) for g, c in by_group(results, groups).items()})
+    return success
+
+
 def _summary(sweep: Sweep, name: str, out: str, step: int, payload: dict) -> dict:
     results = load_results_json(payload["paths"]["json"])
-    model = results["model"]
-
-    def cell(c):
-        return {"rate": c.rate, "ci95": [c.ci_low, c.ci_high], "n": c.n, "successes": c.successes}
-
-    success = {"all": cell(model.overall())}
-    success.update({s: cell(c) for s, c in model.by_split().items()})
-    groups = get_suite(sweep.eval["suite"]).groups  # Meta-World: a column per difficulty group
-    if groups:
-        success.update({GROUP_TITLES[g]: cell(c) for g, c in by_group(model, groups).items()})
-    success.update({f"{e}/{s}": cell(c) for (e, s), c in model.by_embodiment().items()})
-    baselines = {label: cell(r.overall()) for label, r in results.items() if label != "model"}
+    success = success_cells(results["model"], sweep.eval["suite"])
+    baselines = {label: _cell(r.overall()) for label, r in results.items() if label != "model"}
     offline = {ds: {k: v for k, v in m.items() if k != "samples"} for ds, m in payload.get("offline", {}).items()}
     train_loss = None
     metrics = os.path.join(out, name, "metrics.jsonl")
