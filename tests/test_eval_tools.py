@@ -365,6 +365,28 @@ def test_sweep_trains_evaluates_compares_and_skips_finished(sweep):
     assert again["success"] == first["web_0"]["success"] and again["offline"] == first["web_0"]["offline"]
 
 
+def test_comparison_of_named_variants_has_group_columns_and_no_x(tmp_path):
+    """Two named variants (no varied key) with Meta-World group cells: a column per group in the table, the
+    CSV and the plot; no x column."""
+    from vla_jax.eval.ablate import write_comparison
+
+    def cell(k, n):
+        return {"rate": k / n, "ci95": [max(0.0, k / n - 0.2), min(1.0, k / n + 0.2)], "n": n, "successes": k}
+
+    rows = [{"variant": v, "overrides": {}, "varied": "", "x": None, "on_axis": False, "step": 100,
+             "action_head": "flow", "offline": {}, "train_loss": 0.5, "baselines": {},
+             "success": {"all": cell(k, 10), "train": cell(k, 10), "Easy": cell(k, 6), "Hard": cell(0, 4)}}
+            for v, k in (("mt50_alone", 3), ("mt50_cotrain", 5))]
+    paths = write_comparison(rows, str(tmp_path))
+    md = open(paths["markdown"]).read()
+    assert "| variant | head | steps | all | train | Easy | Hard | train loss |" in md and "None" not in md
+    assert "| mt50_cotrain | flow | 100 | 50% [30, 70] | 50% [30, 70] | 83% [63, 100] | 0% [0, 20] |" in md
+    header = next(csv.reader(open(paths["csv"])))
+    assert "success/Easy" in header and "success/Hard/ci_high" in header
+    with Image.open(paths["success_png"]) as im:
+        assert np.asarray(im.convert("L")).std() > 5
+
+
 def test_metaworld_mixture_sweep_differs_only_in_the_mixture_weights():
     """configs/ablations/metaworld_mixture.py: MT50 alone vs co-trained, the same model, tokenizer, steps and seed,
     evaluated on the MT50 suite."""

@@ -316,12 +316,14 @@ def write_comparison(summaries: list[dict], out: str, varied: str | None = None)
     if varied:
         lines += [f"x-axis: `{varied}` (variants marked * change something else as well).", ""]
     n = rows[0]["success"]["all"]["n"] if rows else 0
+    x_head, x_rule = (f" {xname} |", "---:|") if varied else ("", "")  # no varied key: no x column
     lines += [f"## Closed-loop success (95% Wilson interval; {n} episodes per variant)", "",
-              "| variant | " + xname + " | head | steps | all | " + " | ".join(splits) + " | train loss |",
-              "|---|---:|---|---:|---|" + "---|" * len(splits) + "---:|"]
+              "| variant |" + x_head + " head | steps | all | " + " | ".join(splits) + " | train loss |",
+              "|---|" + x_rule + "---|---:|---|" + "---|" * len(splits) + "---:|"]
     for s in rows:
         star = "" if s.get("on_axis") or not varied else "*"
-        lines.append(f"| {s['variant']}{star} | {s.get('x')} | {s.get('action_head')} | {s['step']} | "
+        x_cell = f" {s.get('x')} |" if varied else ""
+        lines.append(f"| {s['variant']}{star} |{x_cell} {s.get('action_head')} | {s['step']} | "
                      f"{_pct(s['success']['all'])} | "
                      + " | ".join(_pct(s["success"][k]) if k in s["success"] else "-" for k in splits)
                      + (f" | {s['train_loss']:.4g} |" if s.get("train_loss") is not None else " | - |"))
