@@ -412,19 +412,22 @@ def plot_comparison(rows: list[dict], out: str, varied: str, splits: list[str], 
 
     xs = _xs(rows)
     axis = np.array([bool(s.get("on_axis")) for s in rows])
+    named = not any(isinstance(s.get("x"), (int, float)) for s in rows)  # variants side by side by name
     xlabel = varied or "variant"
     colors = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
     markers = ("s", "D", "^", "v", "P", "X", "*")
 
     def decorate(ax):
         ax.set_xlabel(xlabel)
-        if not any(isinstance(s.get("x"), (int, float)) for s in rows):
-            ax.set_xticks(xs, [s["variant"] for s in rows], rotation=30, ha="right")
+        if named:
+            ax.set_xticks(xs, [s["variant"] for s in rows], rotation=30 if len(rows) > 3 else 0,
+                          ha="right" if len(rows) > 3 else "center")
+            ax.set_xlim(xs.min() - 0.5, xs.max() + 0.5)
         ax.grid(alpha=0.3)
 
     def annotate_off_axis(ax, ys):
         for j, (s, y) in enumerate(zip(rows, ys)):
-            if not axis[j] and np.isfinite(y):
+            if not axis[j] and not named and np.isfinite(y):
                 ax.annotate(s["variant"], (xs[j], y), textcoords="offset points", xytext=(4, 4), fontsize=7)
 
     # ---- success
@@ -433,7 +436,7 @@ def plot_comparison(rows: list[dict], out: str, varied: str, splits: list[str], 
         rate = np.array([s["success"][key]["rate"] if key in s["success"] else np.nan for s in rows])
         low = np.array([s["success"][key]["ci95"][0] if key in s["success"] else np.nan for s in rows])
         high = np.array([s["success"][key]["ci95"][1] if key in s["success"] else np.nan for s in rows])
-        shift = (c - len(splits) / 2) * 0.004 * (np.ptp(xs) or 1.0)
+        shift = (c - len(splits) / 2) * (0.06 if named else 0.004 * (np.ptp(xs) or 1.0))
         yerr = [rate - low, high - rate]
         color = colors[c % len(colors)]
         ax.errorbar(xs[axis] + shift, rate[axis], yerr=[e[axis] for e in yerr], color=color, marker="o",
@@ -445,7 +448,8 @@ def plot_comparison(rows: list[dict], out: str, varied: str, splits: list[str], 
             annotate_off_axis(ax, rate)
     ax.set_ylim(-0.02, 1.05)
     ax.set_ylabel("closed-loop success rate")
-    ax.set_title("Success vs " + xlabel + " (95% Wilson intervals; hollow markers: other variants)", fontsize=9)
+    ax.set_title("Success per variant (95% Wilson intervals)" if named else
+                 "Success vs " + xlabel + " (95% Wilson intervals; hollow markers: other variants)", fontsize=9)
     ax.legend(fontsize=8, title="split / group", title_fontsize=8)
     decorate(ax)
     fig.tight_layout()
