@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from conditions import LoadWatch, machine  # noqa: E402
 from vla_jax.platform import jax_defaults  # noqa: E402
 
 jax_defaults()
@@ -112,8 +112,9 @@ def main() -> None:
     transitions, seconds = (1_000, 3.0) if a.quick else (10_000, a.seconds)
     out_dir = os.path.join(a.out_dir, "quick" if a.quick else "full")
     workers = [int(w) for w in a.workers.split(",")]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, load average "
-          f"{os.getloadavg()[0]:.1f}; batch 32, model input {a.model_image_size} px, {transitions:,} transitions "
+    load = LoadWatch()
+    print(f"machine: {machine('grain', 'tensorflow')}; batch 32, model input {a.model_image_size} px, "
+          f"{transitions:,} transitions "
           f"per dataset, 2 cameras 256 px (the bridge spec reads image_0)", flush=True)
     roots = {length: make_dataset(out_dir, length, transitions) for length in LENGTHS}
     import tensorflow  # noqa: F401  (TFRecord reading: imported once, before the timed prepares)
@@ -128,6 +129,7 @@ def main() -> None:
         for w in workers:
             for length in order:
                 results.setdefault((length, w), []).append(measure(roots[length], w, a.model_image_size, seconds))
+                load.sample()
                 startup, rate = results[(length, w)][-1]
                 print(f"round {r}: {length} steps, {w} workers: {rate:.0f} samples/s, start-up {startup:.1f}s",
                       flush=True)
@@ -141,7 +143,8 @@ def main() -> None:
             print(f"{length:>13} {w:>7} {statistics.median(r[1] for r in runs):>10.0f} "
                   f"{statistics.median(r[0] for r in runs):>10.1f} {statistics.median(ratios):>6.2f}  "
                   f"{' '.join(f'{x:.2f}' for x in ratios)}")
-    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    load.sample()
+    print(load.describe())
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ Each row builds a fresh iterator with ``config.data.num_workers`` set, discards 
 """
 
 import os
-import platform
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from conditions import LoadWatch, machine  # noqa: E402
 from vla_jax.platform import jax_defaults  # noqa: E402
 
 jax_defaults()
@@ -50,13 +50,16 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     config = flags.FLAGS.config
     m = config.model
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores; "
+    load = LoadWatch()
+    print(f"machine: {machine('grain')}; "
           f"batch {config.batch_size}, {m.num_cameras} cameras at {m.image_size} px, horizon {m.action_horizon}, "
           f"read_threads {config.data.read_threads}, ops {list(config.data.train_ops)}")
     print(f"{'workers':>7} {'samples/s':>10} {'startup s':>10} {'samples':>8}")
     for w in flags.FLAGS.workers:
         r = measure(config, int(w), flags.FLAGS.seconds, flags.FLAGS.warmup_batches)
         print(f"{r['workers']:>7} {r['samples_per_s']:>10.0f} {r['startup_s']:>10.1f} {r['samples']:>8}", flush=True)
+        load.sample()
+    print(load.describe())
 
 
 if __name__ == "__main__":
