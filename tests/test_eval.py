@@ -18,6 +18,8 @@ from vla_jax.eval import (
     evaluate,
     load_results_json,
     wilson_interval,
+    write_filmstrip,
+    write_gif,
     write_report,
 )
 from vla_jax.sim import EMBODIMENTS, FAMILIES
@@ -205,6 +207,22 @@ def test_results_json_round_trip(tmp_path):
     d = back.to_dict()
     assert d["overall"]["n"] == len(r.episodes) and len(d["cells"]) == len(EMBODIMENTS) * len(FAMILIES)
     assert set(d["cells"][0]) >= {"embodiment", "family", "split", "success_rate", "ci95", "mean_length", "failures"}
+
+
+def test_filmstrip_and_gif_show_a_suite_own_camera(tmp_path):
+    """Frames keyed by another suite's camera names (Meta-World: corner2, gripperPOV) are drawn, not gray."""
+    from vla_jax.eval.closed_loop import EpisodeResult, Rollout
+
+    red = np.zeros((16, 16, 3), np.uint8)
+    red[..., 0] = 255
+    frames = [{"corner2": red, "gripperPOV": np.zeros_like(red)} for _ in range(5)]
+    episode = EpisodeResult("sawyer", "reach", "train", 0, 0, "reach the goal", True, 4, None, 4)
+    strip = write_filmstrip([Rollout(episode, frames)], str(tmp_path / "strip.png"))
+    gif = write_gif([Rollout(episode, frames)], str(tmp_path / "roll.gif"))
+    for path in (strip, gif):
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB")).reshape(-1, 3).astype(int)
+        assert np.sum((rgb[:, 0] > 200) & (rgb[:, 1] < 60) & (rgb[:, 2] < 60)) >= 16 * 16, path
 
 
 def test_report_writes_readable_files(tmp_path):

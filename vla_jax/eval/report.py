@@ -181,14 +181,15 @@ def _outcome(r: Rollout) -> str:
     return f"FAILURE ({e.failure}) after {e.steps} steps"
 
 
-def _frame(frames: dict, cameras: Sequence[str]) -> np.ndarray:
-    """The chosen cameras of one step stacked vertically (missing cameras: gray)."""
+def _frame(frames: dict, cameras: Sequence[str] | None) -> np.ndarray:
+    """The chosen cameras of one step stacked vertically (missing cameras: gray); None: the first camera of the
+    suite (tabletop ``image_0``, Meta-World ``corner2``)."""
     ref = next(iter(frames.values()))
-    return np.concatenate([frames.get(c, np.full_like(ref, 128)) for c in cameras], axis=0)
+    return np.concatenate([frames.get(c, np.full_like(ref, 128)) for c in cameras], axis=0) if cameras else ref
 
 
 def write_filmstrip(rollouts, path: str, *, max_episodes: int = 6, num_frames: int = 8,
-                    cameras: Sequence[str] = ("image_0",), title: str | None = None) -> str:
+                    cameras: Sequence[str] | None = None, title: str | None = None) -> str:
     """PNG grid: one row per episode (``num_frames`` evenly spaced steps, first and last included),
     titled with embodiment, instruction and outcome (green success, red failure). ``rollouts``: a
     Results (its recorded rollouts) or a list of Rollout."""
@@ -204,7 +205,8 @@ def write_filmstrip(rollouts, path: str, *, max_episodes: int = 6, num_frames: i
     if not chosen:
         raise ValueError("write_filmstrip: no recorded rollouts (evaluate with record >= 1)")
     gap = 4
-    fig, axes = plt.subplots(len(chosen), 1, figsize=(1.35 * num_frames + 0.4, 1.65 * len(chosen) * len(cameras) + 0.5),
+    per_row = len(cameras) if cameras else 1
+    fig, axes = plt.subplots(len(chosen), 1, figsize=(1.35 * num_frames + 0.4, 1.65 * len(chosen) * per_row + 0.5),
                              squeeze=False)
     for ax, r in zip(axes[:, 0], chosen):
         steps = np.unique(np.linspace(0, len(r.frames) - 1, min(num_frames, len(r.frames))).round().astype(int))
@@ -231,7 +233,7 @@ def write_filmstrip(rollouts, path: str, *, max_episodes: int = 6, num_frames: i
     return path
 
 
-def write_gif(rollouts, path: str, *, max_episodes: int = 4, cameras: Sequence[str] = ("image_0",), scale: int = 2,
+def write_gif(rollouts, path: str, *, max_episodes: int = 4, cameras: Sequence[str] | None = None, scale: int = 2,
               fps: float | None = None) -> str:
     """Animated GIF (Pillow): the chosen episodes side by side, each with its instruction and, once
     ended, its outcome; shorter episodes hold their last frame. fps: default the slowest control
