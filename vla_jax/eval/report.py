@@ -108,8 +108,10 @@ def plot_summary(results, path: str, *, splits: Sequence[str] | None = None, tit
     groups = [(emb, fam) for emb in embodiments for fam in families + ["all"]]
     num_policies = len(labelled)
     width = 0.8 / num_policies
-    fig_w = max(7.0, 0.55 * len(groups) * max(1.0, num_policies / 2.5) + 2.0)
-    fig, axes = plt.subplots(len(splits), 1, figsize=(fig_w, 3.6 * len(splits) + 0.6), squeeze=False)
+    many = len(groups) > 16  # e.g. Meta-World's 50 tasks: vertical labels, narrower slots
+    fig_w = max(7.0, (0.32 if many else 0.55) * len(groups) * max(1.0, num_policies / 2.5) + 2.0)
+    panel_h = 3.6 + (1.4 if many else 0.0)
+    fig, axes = plt.subplots(len(splits), 1, figsize=(fig_w, panel_h * len(splits) + 0.6), squeeze=False)
     for ax, split in zip(axes[:, 0], splits):
         x = np.arange(len(groups), dtype=float)
         for p, (label, r) in enumerate(labelled.items()):
@@ -128,11 +130,11 @@ def plot_summary(results, path: str, *, splits: Sequence[str] | None = None, tit
                 for xi, ri, hi in zip(xs[ok], rate[ok], high[ok]):
                     ax.text(xi, hi + 0.015, f"{100 * ri:.0f}", ha="center", va="bottom", fontsize=7)
         n_cell = sorted({c.n for r in labelled.values() for (e, f, s), c in r.cells().items() if s == split})
-        ax.set_xticks(x, [fam for _, fam in groups], fontsize=9)
+        ax.set_xticks(x, [fam for _, fam in groups], fontsize=8 if many else 9, rotation=90 if many else 0)
         for i, emb in enumerate(embodiments):
             span = len(families) + 1
             center = i * span + (span - 1) / 2
-            ax.text(center, -0.16, emb, transform=ax.get_xaxis_transform(), ha="center", va="top",
+            ax.text(center, -0.62 if many else -0.16, emb, transform=ax.get_xaxis_transform(), ha="center", va="top",
                     fontsize=10, fontweight="bold")
             if i:
                 ax.axvline(i * span - 0.5, color="gray", lw=0.8, ls="--", zorder=1)
