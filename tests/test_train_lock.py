@@ -219,9 +219,7 @@ def test_multi_process_trainer_is_refused_by_process_0(saved_run, tmp_path):
     lock.acquire()
     try:
         before = snapshot(workdir)
-        env = testing.env(devices=2, DEVICES_PER_PROCESS=2, PYTHON=sys.executable)
-        proc = subprocess.run(["bash", "launch/local.sh", "2", f"--workdir={workdir}", *testing.flag_args()],
-                              cwd=testing.REPO, env=env, capture_output=True, text=True, timeout=300)
+        proc = testing.run_launcher(2, 2, lambda _: [f"--workdir={workdir}", *testing.flag_args()], timeout=300)
         assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
         assert "Traceback" not in proc.stderr
         errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]

@@ -1,8 +1,7 @@
 """A real multi-process run: 2 processes x 4 CPU devices on localhost (gloo collectives, local
 coordinator) started by launch/local.sh, against the same training in 1 process x 8 devices."""
 
-import subprocess
-import sys
+import pathlib
 
 import jax
 import numpy as np
@@ -23,17 +22,9 @@ def test_two_processes_match_one_process(tmp_path):
     proc = testing.run_train(single, RUN, devices=8)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    env = testing.env(devices=4, DEVICES_PER_PROCESS=4, PYTHON=sys.executable)
-    for attempt in (1, 2):
-        multi = tmp_path / f"multi{attempt}"
-        proc = subprocess.run(["bash", "launch/local.sh", "2", f"--workdir={multi}", *testing.flag_args(RUN)],
-                              cwd=testing.REPO, env=env, capture_output=True, text=True, timeout=600)
-        # Gloo's rendezvous of a new set of devices gives up when one of the eight device threads has not
-        # reached it within 30 s: seen once, on a 2-core CI machine also running another test's processes
-        # (a 40-s lag of a whole process is waited out, so it is CPU starvation, not this code). A second run
-        # in a fresh workdir decides.
-        if proc.returncode == 0 or "Gloo context initialization failed" not in proc.stdout + proc.stderr:
-            break
+    proc = testing.run_launcher(2, 4, lambda attempt: [f"--workdir={tmp_path / f'multi{attempt}'}",
+                                                       *testing.flag_args(RUN)])
+    multi = pathlib.Path(next(a for a in proc.args if a.startswith("--workdir=")).split("=", 1)[1])  # the run kept
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "processes: 2, devices: 8" in proc.stdout
     assert "[Gloo]" not in proc.stdout + proc.stderr  # the launcher drops gloo's per-connection lines

@@ -13,9 +13,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from typing import Callable
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = "configs/pretrain.py:debug,mixture=synthetic"
+GLOO_RENDEZVOUS_TIMEOUT = "Gloo context initialization failed"
 
 TINY = {
     "model.image_size": 16, "model.num_cameras": 2, "model.max_text_len": 8, "model.action_horizon": 4,
@@ -77,6 +79,22 @@ def run_train(workdir, overrides: dict | None = None, devices: int = 1, timeout:
               base: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(train_cmd(workdir, overrides, base), cwd=REPO, env=env(devices), capture_output=True,
                           text=True, timeout=timeout)
+
+
+def run_launcher(processes: int, devices_per_process: int, args_for_attempt: Callable[[int], list[str]],
+                 timeout: float = 600) -> subprocess.CompletedProcess:
+    """``bash launch/local.sh <processes> <args>`` with ``devices_per_process`` CPU devices each. Run again, once,
+    with ``args_for_attempt(2)`` (e.g. a fresh workdir) when gloo's rendezvous of a first collective timed out:
+    gloo waits 30 s for every device thread of every process, and on a 2-core machine running other tests'
+    processes one thread was seen not to get there in time (a whole process arriving 40 s late is waited out).
+    The returned run is the one whose outcome the test checks."""
+    run_env = env(devices=devices_per_process, DEVICES_PER_PROCESS=devices_per_process, PYTHON=sys.executable)
+    for attempt in (1, 2):
+        proc = subprocess.run(["bash", "launch/local.sh", str(processes), *args_for_attempt(attempt)], cwd=REPO,
+                              env=run_env, capture_output=True, text=True, timeout=timeout)
+        if GLOO_RENDEZVOUS_TIMEOUT not in proc.stdout + proc.stderr:
+            break
+    return proc
 
 
 def run_python(code: str, devices: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
