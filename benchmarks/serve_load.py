@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
-from conditions import machine, write_section  # noqa: E402
+from conditions import LoadWatch, machine, write_section  # noqa: E402
 
 from vla_jax.train import testing  # noqa: E402
 
@@ -238,7 +238,7 @@ def main(argv=None) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     counts = [int(n) for n in args.clients.split(",")]
     runs = [tuple(r.split("/")) for r in args.runs.split(",")]
-    load_before = os.getloadavg()
+    watch = LoadWatch()
     tables = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in dict.fromkeys(m for m, _ in runs):
@@ -254,11 +254,10 @@ def main(argv=None) -> None:
                 label = (f"`{model}` ({num_params / 1e6:.2f}M parameters), {backend} backend"
                          + (f" ({THREADS[backend]} thread)" if THREADS[backend] else "") + ":")
                 tables.append(measure(backend, source(backend, workdir, folder), label, tmp, args, counts))
-    load_after = os.getloadavg()
+    watch.sample()
     text = "\n\n".join(tables)
-    where = (f"{machine('websockets')}; float32, `--max_wait_ms={args.max_wait_ms:g}`; {args.rounds} alternating rounds of at "
-             f"most {args.requests} requests per client or {args.seconds:g} s; 1-minute load average "
-             f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (other jobs shared the machine)")
+    where = (f"{machine('websockets')}; float32, `--max_wait_ms={args.max_wait_ms:g}`; {args.rounds} alternating "
+             f"rounds of at most {args.requests} requests per client or {args.seconds:g} s; {watch.describe()}")
     print("\n" + text + f"\n\nmachine: {where}")
     if args.write_docs:
         section = (f"{SECTION}\n\nMeasured with `python benchmarks/serve_load.py --write_docs` on a {where}. "

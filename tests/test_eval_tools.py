@@ -75,15 +75,14 @@ def sweep(tabletop_dir, tmp_path_factory):  # noqa: F811
     path = root / "tiny_sweep.py"
     path.write_text(f'''import ml_collections
 
-def _d(x):
-    return ml_collections.ConfigDict(x, allow_dotted_keys=True)
+from vla_jax.config import dotted
 
 def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.base = "configs/pretrain.py:debug"
-    c.overrides = _d({overrides(tabletop_dir)!r})
-    c.variants = _d({{"web_0": _d({{"data.mixture.tabletop_web_vl": 0.0}}),
-                      "web_0.2": _d({{"data.mixture.tabletop_web_vl": 0.2}})}})
+    c.overrides = dotted({overrides(tabletop_dir)!r})
+    c.variants = dotted({{"web_0": dotted({{"data.mixture.tabletop_web_vl": 0.0}}),
+                          "web_0.2": dotted({{"data.mixture.tabletop_web_vl": 0.2}})}})
     c.varied = "data.mixture.tabletop_web_vl"
     c.eval = dict(episodes=1, families="pick", embodiments="single_arm", splits="train,heldout_combo",
                   max_steps=8, image_size=32, offline_batches=1, num_envs=4)

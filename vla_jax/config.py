@@ -35,6 +35,11 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(out)
 
 
+def dotted(values: dict) -> ml_collections.ConfigDict:
+    """A ConfigDict whose keys may be dotted paths (``{"data.mixture.x": 0.0}``): a sweep's overrides."""
+    return ml_collections.ConfigDict(values, allow_dotted_keys=True)
+
+
 def parse_call(text: str, where: str) -> tuple[str, tuple, dict]:
     """``"name(1, k=(2, 3))"`` -> ("name", (1,), {"k": (2, 3)}); arguments are Python literals.
     Raises ConfigError naming ``where`` (e.g. "config.data.train_ops") on anything else."""

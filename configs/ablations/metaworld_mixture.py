@@ -15,24 +15,20 @@ Arguments (``:key=value,...``): ``size`` (pretrain preset, default debug), ``ste
 
 import ml_collections
 
-from vla_jax.config import parse_arg
+from vla_jax.config import dotted, parse_arg
 
 NOT_MT50 = ("tabletop_single_arm", "tabletop_bimanual", "tabletop_web_vl")
-
-
-def _dotted(d: dict) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(d, allow_dotted_keys=True)
 
 
 def get_config(arg=None):
     arg = parse_arg(arg, size="debug", steps=1200, episodes=2, seed=0, data_dir="data/default")
     sweep = ml_collections.ConfigDict()
     sweep.base = f"configs/pretrain.py:size={arg.size},mixture=metaworld_mt50_cotrain"
-    sweep.overrides = _dotted({"num_steps": arg.steps, "seed": arg.seed, "data.data_dir": arg.data_dir,
+    sweep.overrides = dotted({"num_steps": arg.steps, "seed": arg.seed, "data.data_dir": arg.data_dir,
                                "optimizer.warmup_steps": 100, "checkpoint.every": 200})
-    sweep.variants = _dotted({
-        "mt50_alone": _dotted({f"data.mixture.{name}": 0.0 for name in NOT_MT50}),
-        "mt50_cotrain": _dotted({}),
+    sweep.variants = dotted({
+        "mt50_alone": dotted({f"data.mixture.{name}": 0.0 for name in NOT_MT50}),
+        "mt50_cotrain": dotted({}),
     })
     sweep.varied = ""  # two named variants: the plots put them side by side
     sweep.eval = ml_collections.ConfigDict(dict(

@@ -17,35 +17,31 @@ import pathlib
 
 import ml_collections
 
-from vla_jax.config import load_sibling, parse_arg
+from vla_jax.config import dotted, load_sibling, parse_arg
 
 PRETRAIN = pathlib.Path(__file__).resolve().parents[1] / "pretrain.py"
-
-
-def _dotted(d: dict) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(d, allow_dotted_keys=True)
 
 
 def get_config(arg=None):
     arg = parse_arg(arg, size="debug", mixture="default", steps=300, episodes=20, seed=0)
     sweep = ml_collections.ConfigDict()
     sweep.base = f"configs/pretrain.py:size={arg.size},mixture={arg.mixture}"
-    sweep.overrides = _dotted({"num_steps": arg.steps, "seed": arg.seed})
+    sweep.overrides = dotted({"num_steps": arg.steps, "seed": arg.seed})
     web = "data.mixture.tabletop_web_vl"
-    sweep.variants = _dotted({})
+    sweep.variants = dotted({})
     # web vision-language co-training weight (robot weights stay 0.45 / 0.35; the default mixture has 0.2)
     for weight in (0.0, 0.1, 0.2, 0.3):
-        sweep.variants[f"web_{weight:g}"] = _dotted({web: weight})
+        sweep.variants[f"web_{weight:g}"] = dotted({web: weight})
     # the single-arm data alone (plus web): does bimanual data help or hurt single-arm control?
-    sweep.variants["no_bimanual"] = _dotted({"data.mixture.tabletop_bimanual": 0.0})
+    sweep.variants["no_bimanual"] = dotted({"data.mixture.tabletop_bimanual": 0.0})
     # grounding supervision off: the robot prompts get no "where is the target" answer (docs/experiments.md)
-    sweep.variants["no_grounding"] = _dotted({f"data.datasets.{name}.grounding": False
-                                              for name in ("tabletop_single_arm", "tabletop_bimanual")})
+    sweep.variants["no_grounding"] = dotted({f"data.datasets.{name}.grounding": False
+                                             for name in ("tabletop_single_arm", "tabletop_bimanual")})
     # the action head: flow matching (default) vs discrete action tokens, same mixture
     # (the prefix readout feeds the flow expert, so the discrete variant drops it, as pretrain.py's head=discrete)
     addons = load_sibling(PRETRAIN, "pretrain").MODEL_PRESETS[arg.size]["addons"]
-    sweep.variants["discrete"] = _dotted({"model.action_head": "discrete",
-                                          "model.addons": tuple(a for a in addons if a != "prefix_readout")})
+    sweep.variants["discrete"] = dotted({"model.action_head": "discrete",
+                                         "model.addons": tuple(a for a in addons if a != "prefix_readout")})
     sweep.varied = web
     sweep.eval = ml_collections.ConfigDict(dict(
         episodes=arg.episodes,     # per (embodiment, task, split) cell
