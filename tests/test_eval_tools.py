@@ -426,6 +426,15 @@ def test_launch_only_prints_one_command_per_variant(tmp_path, capsys):
     assert tool.main([f"--config={bad}", f"--out={out}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: variant x: unknown config key") and "\n" not in err
+    # so do evaluation settings that name no suite, or splits the suite does not have
+    for setting, needle in (("suite='nope'", "--suite=nope: unknown"), ("splits='nope'", "--splits=nope: unknown")):
+        bad.write_text("import ml_collections\n\ndef get_config(arg=None):\n"
+                       "    c = ml_collections.ConfigDict()\n    c.base = 'configs/pretrain.py:debug'\n"
+                       "    c.variants = {'x': {}}\n"
+                       f"    c.eval = dict({setting})\n    return c\n")
+        assert tool.main([f"--config={bad}", f"--out={out}", "--launch_only"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: sweep config {bad} eval: {needle}") and "\n" not in err, err
 
 
 def test_grounding_probe_reads_location_tokens():

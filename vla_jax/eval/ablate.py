@@ -40,7 +40,7 @@ from vla_jax.config import ConfigError, load_config
 from vla_jax.eval import offline as offline_lib
 from vla_jax.eval.groups import GROUP_TITLES, by_group
 from vla_jax.eval.report import load_results_json
-from vla_jax.eval.run import EvalSettings, evaluate_checkpoint
+from vla_jax.eval.run import EvalError, EvalSettings, evaluate_checkpoint
 from vla_jax.eval.suites import get_suite
 from vla_jax.train.checkpoint import available_steps
 
@@ -95,6 +95,10 @@ class Sweep:
         unknown = sorted(set(self.eval) - set(EVAL_DEFAULTS))
         if unknown:
             raise AblateError(f"sweep config eval.{unknown[0]}: unknown field; known: {', '.join(EVAL_DEFAULTS)}")
+        try:  # a bad suite, split or count stops the sweep before any training, not after it
+            EvalSettings.from_config(self.eval).validate()
+        except EvalError as e:
+            raise AblateError(f"sweep config {spec} eval: {e}") from None
         self._configs: dict = {}
 
     @property
